@@ -1,0 +1,201 @@
+"""The four datasets of the book, as uint8 image tensors with integer labels.
+
+Each loader returns a :class:`Dataset`: ``train`` and ``test`` splits of
+``images`` (uint8, N x C x H x W) and ``labels`` (int64, N), the class
+names, and a ``provenance`` record (which copy was read, its checksums,
+whether it is lossy) that goes into every run card. JPEG datasets are
+decoded once and cached under ``data/cache/`` keyed by the archive's digest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .manifest import HOW_TO_GET, PROJECT_ROOT, DataError, find_layout, verify_layout
+
+CACHE_DIR = PROJECT_ROOT / "data" / "cache"
+
+
+class Split(NamedTuple):
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    classes: list[str]
+    provenance: dict = field(default_factory=dict)
+    superclasses: list[str] | None = None  # superclass of each class (Tiny-ImageNet animals)
+
+
+# ---------------------------------------------------------------- IDX (MNIST)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a gzip-compressed IDX file (LeCun's format) into a numpy array."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    zero, dtype_code, ndim = raw[0:2], raw[2], raw[3]
+    if zero != b"\x00\x00" or dtype_code != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file. {HOW_TO_GET}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_dataset(name: str, layouts: list[str], tv_class: str, classes: list[str]) -> Dataset:
+    found = find_layout(layouts) or _download(tv_class, layouts)
+    root, layout = found
+    checksums = verify_layout(root, layout)
+    folder = root / layout
+
+    def split(prefix: str) -> Split:
+        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+    provenance = {"dataset": name, "copy": str(folder), "format": "IDX (gzip)", "lossy": False, "files": checksums}
+    return Dataset(name, split("train"), split("t10k"), classes, provenance)
+
+
+def load_mnist() -> Dataset:
+    """MNIST (LeCun, Cortes, Burges): 60,000 train / 10,000 test digits, 28 x 28 grey."""
+    return _idx_dataset("MNIST", ["mnist", "MNIST/raw"], "MNIST", [str(d) for d in range(10)])
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def load_fashion_mnist() -> Dataset:
+    """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): 60,000 / 10,000 garments, 28 x 28 grey."""
+    return _idx_dataset("Fashion-MNIST", ["fashion-mnist", "FashionMNIST/raw"], "FashionMNIST", FASHION_CLASSES)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_cifar10() -> Dataset:
+    """CIFAR-10: the official python batches when present, else the lossy JPEG copy.
+
+    The JPEG copy (quality 75, 4:2:0 chroma, about 31 dB PSNR) is a stand-in
+    for machines that cannot download the original; ``provenance['lossy']``
+    says which one a run used.
+    """
+    found = find_layout(["cifar-10-batches-py"]) or find_layout(["cifar10-jpeg"])
+    if found is None:
+        found = _download("CIFAR10", ["cifar-10-batches-py"])
+    root, layout = found
+    checksums = verify_layout(root, layout)
+    if layout == "cifar-10-batches-py":
+
+        def batch(names: list[str]) -> Split:
+            xs, ys = [], []
+            for n in names:
+                with open(root / layout / n, "rb") as f:
+                    d = pickle.load(f, encoding="latin1")
+                xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(d["labels"], dtype=np.int64))
+            return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+
+        train, test = batch([f"data_batch_{i}" for i in range(1, 6)]), batch(["test_batch"])
+        fmt, lossy = "official python batches", False
+    else:
+        classes = (root / layout / "classes.txt").read_text().split()
+        if classes != CIFAR10_CLASSES:
+            raise DataError(f"{root / layout / 'classes.txt'} lists {classes}, expected {CIFAR10_CLASSES}")
+        train = _jpeg_tar(root / layout / "train.tar.gz", checksums, classes)
+        test = _jpeg_tar(root / layout / "test.tar.gz", checksums, classes)
+        fmt, lossy = "JPEG re-encoding (quality 75), decoded with Pillow", True
+    provenance = {"dataset": "CIFAR-10", "copy": str(root / layout), "format": fmt, "lossy": lossy, "files": checksums}
+    return Dataset("CIFAR-10", train, test, list(CIFAR10_CLASSES), provenance)
+
+
+# ---------------------------------------------------------------- Tiny-ImageNet animals
+
+
+def load_tiny_imagenet_animals() -> Dataset:
+    """The 59 animal classes of Tiny-ImageNet-200, 64 x 64 RGB, with WordNet super-classes.
+
+    ``train``: 500 images per class; ``test``: Tiny-ImageNet's 50 validation
+    images per class. ``superclasses[c]`` is ``bird``, ``dog`` or ``animal``.
+    """
+    found = find_layout(["tiny-imagenet-animals"])
+    if found is None:
+        raise DataError(
+            "Tiny-ImageNet animals not found in any data root (torchvision has no downloader for it). " + HOW_TO_GET
+        )
+    root, layout = found
+    checksums = verify_layout(root, layout)
+    rows = [line.split("\t") for line in (root / layout / "classes.tsv").read_text().splitlines()[1:] if line]
+    wnids, names, supers = zip(*rows)
+    train = _jpeg_tar(root / layout / "train.tar.gz", checksums, list(wnids))
+    test = _jpeg_tar(root / layout / "val.tar.gz", checksums, list(wnids))
+    provenance = {"dataset": "Tiny-ImageNet animals", "copy": str(root / layout), "format": "original JPEG", "lossy": False, "files": checksums}
+    return Dataset("Tiny-ImageNet animals", train, test, list(names), provenance, superclasses=list(supers))
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _jpeg_tar(path: Path, checksums: dict[str, str], folders: list[str]) -> Split:
+    """Decode ``./<folder>/<file>`` JPEG members once; later calls read the cache."""
+    from PIL import Image
+
+    digest = checksums[str(path)].split(":")[1]
+    cache = CACHE_DIR / f"{path.parent.name}-{path.name.split('.')[0]}-{digest[:16]}.pt"
+    if cache.is_file():
+        try:
+            cached = torch.load(cache, weights_only=True)
+            if cached["source_digest"] == digest:
+                return Split(cached["images"], cached["labels"])
+        except Exception as err:  # a damaged cache is rebuilt, never trusted
+            print(f"cache {cache} is unreadable ({err}); decoding {path} again")
+    index = {f: i for i, f in enumerate(folders)}
+    images, labels = [], []
+    with tarfile.open(path, "r:gz") as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+        for m in tqdm(members, desc=f"decoding {path.name}", leave=False):
+            folder = Path(m.name).parent.name
+            if folder not in index:
+                raise DataError(f"{path} holds {m.name}, whose folder {folder!r} is not a known class")
+            img = Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB")
+            images.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+            labels.append(index[folder])
+    split = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    torch.save({"source_digest": digest, "images": split.images, "labels": split.labels}, tmp)
+    tmp.replace(cache)
+    return split
+
+
+def _download(tv_class: str, layouts: list[str]) -> tuple[Path, str]:
+    """torchvision's ``download=True`` into ``data/``; a clear error when offline."""
+    import torchvision
+
+    target = PROJECT_ROOT / "data"
+    try:
+        getattr(torchvision.datasets, tv_class)(root=str(target), train=True, download=True)
+        getattr(torchvision.datasets, tv_class)(root=str(target), train=False, download=True)
+    except Exception as err:  # no network, a proxy, a full disk: say which
+        raise DataError(
+            f"{tv_class} was not found in any data root and torchvision could not download it ({err}). {HOW_TO_GET}"
+        ) from err
+    found = find_layout(layouts)
+    if found is None:
+        raise DataError(f"torchvision downloaded {tv_class} but none of {layouts} appeared under {target}")
+    return found

@@ -1,0 +1,114 @@
+"""Where the data files are, and proof that they are the right ones.
+
+Look-up order for every dataset (see data/README.md):
+
+1. the folder named by the environment variable ``BOOK_DATA_DIR``;
+2. the project's own ``data/`` folder (where torchvision downloads land);
+3. torchvision's ``download=True`` into ``data/`` (needs the internet).
+
+Every file is checked against ``data/manifest.tsv`` before it is read. A
+missing or altered file raises :class:`DataError` naming the file, the
+digest expected and how to get a good copy; nothing is used unverified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATA_ENV = "BOOK_DATA_DIR"
+MANIFEST = PROJECT_ROOT / "data" / "manifest.tsv"
+HOW_TO_GET = (
+    "Set BOOK_DATA_DIR to a folder holding the offline copies (this machine: ../shared/data), "
+    "or delete the bad file and run once with internet access so torchvision downloads it into data/. "
+    "data/README.md lists every file and its source."
+)
+
+
+class DataError(RuntimeError):
+    """A dataset is missing, incomplete or does not match its manifest entry."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    layout: str  # folder inside a data root, e.g. "mnist" or "MNIST/raw"
+    file: str
+    algorithm: str  # "sha256" or "md5"
+    digest: str
+    hashed: str  # "content" (uncompressed .gz) or "file"
+
+
+def read_manifest(path: Path = MANIFEST) -> list[Entry]:
+    entries = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            entries.append(Entry(*line.split("\t")))
+    return entries
+
+
+def data_roots() -> list[Path]:
+    """The folders searched, in order: ``$BOOK_DATA_DIR`` (if set), then ``data/``."""
+    roots = []
+    env = os.environ.get(DATA_ENV)
+    if env:
+        root = Path(env).expanduser().resolve()
+        if not root.is_dir():
+            raise DataError(f"{DATA_ENV}={env!r} is not a folder. {HOW_TO_GET}")
+        roots.append(root)
+    roots.append(PROJECT_ROOT / "data")
+    return roots
+
+
+_verified: dict[tuple[str, float, int], str] = {}
+
+
+def file_digest(path: Path, algorithm: str, hashed: str) -> str:
+    """Digest of a file, or of its uncompressed content when ``hashed == 'content'``."""
+    stat = path.stat()
+    key = (f"{path}:{algorithm}:{hashed}", stat.st_mtime, stat.st_size)
+    if key not in _verified:
+        h = hashlib.new(algorithm)
+        opener = gzip.open if hashed == "content" else open
+        try:
+            with opener(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except (OSError, EOFError) as err:  # a truncated or non-gzip file
+            raise DataError(f"{path} cannot be read ({err}). {HOW_TO_GET}") from err
+        _verified[key] = h.hexdigest()
+    return _verified[key]
+
+
+def verify_layout(root: Path, layout: str, manifest: list[Entry] | None = None) -> dict[str, str]:
+    """Check every manifest file of ``layout`` under ``root``; return ``{path: 'algo:digest'}``."""
+    entries = [e for e in (manifest or read_manifest()) if e.layout == layout]
+    if not entries:
+        raise DataError(f"data/manifest.tsv has no entry for layout {layout!r}")
+    checked = {}
+    for e in entries:
+        path = root / e.layout / e.file
+        if not path.is_file():
+            raise DataError(
+                f"missing data file {path} (expected {e.algorithm} {e.digest} of its {e.hashed}). {HOW_TO_GET}"
+            )
+        actual = file_digest(path, e.algorithm, e.hashed)
+        if actual != e.digest:
+            raise DataError(
+                f"data file {path} does not match the manifest: expected {e.algorithm} {e.digest} "
+                f"of its {e.hashed}, found {actual}. The file is corrupted or a different version. {HOW_TO_GET}"
+            )
+        checked[str(path)] = f"{e.algorithm}:{actual}"
+    return checked
+
+
+def find_layout(layouts: list[str]) -> tuple[Path, str] | None:
+    """The first (root, layout) whose folder exists, searching roots in order, then layouts."""
+    for layout in layouts:
+        for root in data_roots():
+            if (root / layout).is_dir():
+                return root, layout
+    return None

@@ -1,0 +1,50 @@
+"""Losses, each with the equation it implements.
+
+Conventions: per-image terms are summed over pixels / latent dimensions and
+averaged over the batch, as in the paper's equations (which are per image).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL( N(mu, diag(exp(logvar))) || N(0, I) ) per image, shape (B,).
+
+    Closed form: 1/2 * sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+class VAELoss(NamedTuple):
+    total: torch.Tensor  # scalar, mean over the batch
+    reconstruction: torch.Tensor  # scalar, mean over the batch of the per-image pixel sum
+    kl: torch.Tensor  # scalar, mean over the batch
+
+
+def vae_loss(recon_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float) -> VAELoss:
+    """Paper 4, Eq. (1):
+
+        L_VAE = - sum_ij ( x_ij ln x^_ij + (1 - x_ij) ln(1 - x^_ij) ) + beta * KLD( q(z|x), N(0, I) )
+
+    with x^ = sigmoid(recon_logits); the logits form is the same function, computed stably.
+    """
+    reconstruction = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").flatten(1).sum(1)
+    kl = kl_to_standard_normal(mu, logvar)
+    return VAELoss((reconstruction + beta * kl).mean(), reconstruction.mean(), kl.mean())
+
+
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Paper 4, the classification term of Eq. (3), averaged over the batch:
+
+        - (1/B) sum_n w_n sum_k y_nk ln y^_nk
+
+    ``targets`` are class indices; an image without a label has weight 0 (its target is ignored,
+    and may be -1).
+    """
+    ce = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")  # (B,)
+    return (weights * ce).mean()

@@ -1,0 +1,200 @@
+"""What a chapter run leaves behind: its claims with verdicts, its figures, and its run card.
+
+A chapter makes one :class:`ChapterResults`, records every claim of its paper
+with :meth:`ChapterResults.claim` (the paper's value, ours over seeds, and the
+rule that decides the verdict), saves its figures, and finally calls
+:meth:`ChapterResults.save`, which writes ``results.json`` with the run card:
+profile, parameters, seeds, device, library versions, data checksums,
+initialisation and wall time. ``python -m lib.scorecard`` gathers every
+``results.json`` into the book's scorecard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .evaluation import Interval, mean_ci
+from .training import code_digest
+
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """Higher is better: reproduced if the 95% interval reaches the paper's value or more."""
+
+    value: float
+
+    def describe(self) -> str:
+        return f"reproduced if the 95% interval reaches {self.value:g} or more"
+
+    def verdict(self, ours: Interval) -> str:
+        return REPRODUCED if ours.high >= self.value else NOT_REPRODUCED
+
+
+@dataclass(frozen=True)
+class Between:
+    """Reproduced if the mean over seeds lies in [low, high] (a range the paper states)."""
+
+    low: float
+    high: float
+
+    def describe(self) -> str:
+        return f"reproduced if the mean lies in [{self.low:g}, {self.high:g}]"
+
+    def verdict(self, ours: Interval) -> str:
+        return REPRODUCED if self.low <= ours.mean <= self.high else NOT_REPRODUCED
+
+
+@dataclass(frozen=True)
+class Above:
+    """A difference or gain: reproduced if the whole 95% interval lies above ``value``."""
+
+    value: float = 0.0
+
+    def describe(self) -> str:
+        return f"reproduced if the whole 95% interval lies above {self.value:g}"
+
+    def verdict(self, ours: Interval) -> str:
+        return REPRODUCED if ours.n >= 2 and ours.low > self.value else NOT_REPRODUCED
+
+
+Rule = AtLeast | Between | Above
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import sklearn
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "lib": code_digest(),
+        "git": git_commit(),
+    }
+
+
+def git_commit() -> str:
+    """The project's commit, with "+changes" when the working tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lib", "chapters"], cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+changes" if dirty else "")
+
+
+class ChapterResults:
+    """Collects one chapter run's claims, tables and figures, and writes them with the run card."""
+
+    def __init__(self, chapter: str, profile: str, results_root: str | Path, parameters: dict, seeds: list[int]):
+        self.chapter, self.profile = chapter, profile
+        self.dir = Path(results_root) / profile / chapter
+        (self.dir / "figures").mkdir(parents=True, exist_ok=True)
+        self.parameters, self.seeds = dict(parameters), list(seeds)
+        self.claims: list[dict] = []
+        self.tables: dict[str, list[dict]] = {}
+        self.started = time.time()
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.versions = library_versions()  # taken now: the code that runs, not the code on disk at the end
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Rule, unit: str = "") -> dict:
+        """Record one claim of the paper: our values over seeds against the paper's, judged by ``rule``."""
+        values = [float(v) for v in ours]
+        if not values or any(math.isnan(v) for v in values):
+            raise ValueError(f"claim {id!r}: no valid values to judge ({values})")
+        interval = mean_ci(values)
+        row = {
+            "id": id,
+            "claim": claim,
+            "paper": paper,
+            "ours": values,
+            "mean": interval.mean,
+            "low": interval.low,
+            "high": interval.high,
+            "n": interval.n,
+            "unit": unit,
+            "rule": rule.describe(),
+            "verdict": rule.verdict(interval),
+        }
+        self._add(row)
+        return row
+
+    def not_run(self, id: str, claim: str, paper: float | str, reason: str) -> dict:
+        """A claim this run could not test (say, its dataset is unreachable); never a made-up number."""
+        row = {"id": id, "claim": claim, "paper": paper, "ours": [], "n": 0, "unit": "", "rule": reason, "verdict": NOT_RUN}
+        self._add(row)
+        return row
+
+    def _add(self, row: dict) -> None:
+        self.claims = [c for c in self.claims if c["id"] != row["id"]] + [row]
+
+    def table(self, name: str, rows: list[dict]) -> None:
+        self.tables[name] = rows
+
+    def figure(self, fig, name: str) -> Path:
+        path = self.dir / "figures" / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
+
+    def save(self, *, device: torch.device, data: list[dict], initialisation: str, extra: dict | None = None) -> Path:
+        """Write ``results.json``: claims, tables and the run card of this run."""
+        card = {
+            "chapter": self.chapter,
+            "profile": self.profile,
+            "parameters": self.parameters,
+            "seeds": self.seeds,
+            "device": device_description(device),
+            "versions": self.versions,
+            "data": data,
+            "initialisation": initialisation,
+            "started": self.started_at,
+            "wall_time_s": round(time.time() - self.started, 1),
+            **(extra or {}),
+        }
+        path = self.dir / "results.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_card": card, "claims": self.claims, "tables": self.tables}, indent=1, default=str))
+        tmp.replace(path)
+        return path
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    """The claims as a markdown table (the chapter shows it; the scorecard reuses it)."""
+    lines = ["| claim | paper | ours (mean ± 95% CI) | n | verdict | rule |", "|---|---|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| {c['claim']} | {c['paper']} | {format_ours(c)} | {c['n']} | **{c['verdict']}** | {c['rule']} |")
+    return "\n".join(lines)
+
+
+def format_ours(c: dict) -> str:
+    if c["verdict"] == NOT_RUN:
+        return "—"
+    if c["n"] < 2:
+        return f"{c['mean']:.3g}"
+    return f"{c['mean']:.3g} ± {c['high'] - c['mean']:.2g}"

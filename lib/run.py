@@ -1,0 +1,159 @@
+"""Run chapters through papermill, in the quick or the full profile.
+
+    python -m lib.run chapters/04_vae_cluster_labelling.py                      # quick profile
+    python -m lib.run chapters/04_vae_cluster_labelling.py --profile full --seeds 0 1 2
+    python -m lib.run chapters/04_vae_cluster_labelling.py -p epochs 3
+
+The quick profile is the defaults of each chapter's ``parameters`` cell; the
+full profile is ``chapters/profiles/<chapter>.full.yaml``. Every parameter is
+checked before a kernel starts: an unknown name, a value of the wrong type
+and a value out of range are refused with a message saying what to change.
+Each run writes ``results/<profile>/<chapter>/``: the executed notebook,
+``figures/`` and ``results.json`` with the run card. A quick run with the
+defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from . import vae_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ("quick", "full")
+
+# Each chapter's own range checks, run before papermill starts a kernel.
+CHAPTER_CHECKS = {
+    "04_vae_cluster_labelling": vae_experiment.check_parameters,
+}
+
+
+class ParameterError(ValueError):
+    """A profile, parameter name or value that the chapter cannot run with."""
+
+
+def read_defaults(chapter: Path) -> dict:
+    """The ``parameters`` cell of a Jupytext percent-format chapter, as ``{name: value}``."""
+    import jupytext
+
+    nb = jupytext.read(chapter)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ParameterError(f"{chapter} must have exactly one cell tagged 'parameters', found {len(cells)}")
+    defaults = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ParameterError(f"{chapter}: the parameters cell may hold only `name = literal` lines ({ast.unparse(node)!r})")
+        defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def _type_ok(default, value) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, list):
+        return isinstance(value, list) and all(_type_ok(default[0], v) for v in value) if default else isinstance(value, list)
+    return isinstance(value, type(default))
+
+
+def resolve_parameters(chapter: Path, profile: str, seeds: list[int] | None, overrides: dict) -> tuple[dict, dict]:
+    """All parameters of a run, and those that differ from the chapter's defaults (what papermill injects)."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    defaults = read_defaults(chapter)
+    params = dict(defaults)
+    if profile != "quick":
+        profile_file = ROOT / "chapters" / "profiles" / f"{chapter.stem}.{profile}.yaml"
+        if not profile_file.is_file():
+            raise ParameterError(f"{chapter.name} has no {profile} profile: {profile_file} does not exist")
+        params.update(yaml.safe_load(profile_file.read_text()) or {})
+        params["profile"] = profile
+    if seeds is not None:
+        params["seeds"] = list(seeds)
+    params.update(overrides)
+    for name, value in params.items():
+        if name not in defaults:
+            near = difflib.get_close_matches(name, defaults, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ParameterError(f"{chapter.name} has no parameter {name!r}{hint}; its parameters are: {', '.join(defaults)}")
+        if not _type_ok(defaults[name], value):
+            raise ParameterError(
+                f"{chapter.name}: parameter {name}={value!r} should be of the type of its default {defaults[name]!r}"
+            )
+    if params.get("profile", profile) != profile:
+        raise ParameterError(f"parameter profile={params['profile']!r} contradicts --profile {profile}")
+    seeds_ = params.get("seeds", [0])
+    if not seeds_ or len(set(seeds_)) != len(seeds_) or any(s < 0 for s in seeds_):
+        raise ParameterError(f"seeds {seeds_} must be a non-empty list of distinct non-negative integers")
+    check = CHAPTER_CHECKS.get(chapter.stem)
+    if check is not None:
+        try:
+            check(params)
+        except ValueError as err:
+            raise ParameterError(f"{chapter.name}: {err}") from err
+    changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+    return params, changed
+
+
+def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
+    """Execute one chapter with papermill; return the executed notebook's path."""
+    import jupytext
+    import papermill
+
+    out_dir = ROOT / "results" / profile / chapter.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"{chapter.stem}.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{chapter.stem}.ipynb"
+        jupytext.write(jupytext.read(chapter), source)  # papermill reads notebooks, not .py
+        try:
+            papermill.execute_notebook(
+                str(source), str(executed), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True
+            )
+        except papermill.PapermillExecutionError as err:
+            raise SystemExit(
+                f"\n{chapter.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"
+                f"The partly executed notebook is {executed}; nothing else was changed."
+            ) from None
+    if profile == "quick" and not changed:
+        shutil.copyfile(executed, chapter.with_suffix(".ipynb"))
+    return executed
+
+
+def parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("chapters", nargs="+", type=Path, help="chapter .py files (Jupytext percent format)")
+    parser.add_argument("--profile", default="quick", help="quick (CPU, the parameters cell) or full (the paper's settings)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds to run (overrides the profile's)")
+    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
+    args = parser.parse_args(argv)
+    overrides = {name: parse_value(value) for name, value in args.p}
+    runs = []
+    try:
+        for chapter in args.chapters:
+            if chapter.suffix != ".py" or not chapter.is_file():
+                raise ParameterError(f"{chapter} is not a chapter: give the Jupytext .py file under chapters/")
+            runs.append((chapter.resolve(), *resolve_parameters(chapter.resolve(), args.profile, args.seeds, overrides)))
+    except ParameterError as err:
+        parser.exit(2, f"error: {err}\nNothing was run.\n")
+    for chapter, params, changed in runs:
+        print(f"== {chapter.name} [{args.profile}] " + (f"with {changed}" if changed else "with its defaults"), flush=True)
+        print(f"   executed notebook: {execute(chapter, args.profile, params, changed)}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The labelling machinery of chapter 4 on hand-made latents and a scripted annotator."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lib.cluster_labelling import Annotator, LabellingConfig, choose_k, confidence_weights, elbow, label_clusters
+
+
+def blobs(n_per, centres, spread, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(c, spread, size=(n_per, len(c))) for c in centres]).astype(np.float32)
+
+
+def test_elbow_finds_the_number_of_well_separated_blobs():
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(-20, 20, size=(6, 4))
+    k, inertias = choose_k(blobs(200, centres, 0.5), k_min=2, k_max=14, seed=0, sample=5000)
+    assert k == 6
+    assert list(inertias) == list(range(2, 15))
+
+
+def test_elbow_of_a_hand_made_curve():
+    # inertia falls steeply to k=4 and is flat after: the elbow is 4
+    assert elbow([2, 3, 4, 5, 6, 7, 8], [100, 60, 20, 18, 16, 14, 12]) == 4
+
+
+def test_confidence_weights_are_eq2():
+    d = torch.tensor([0.0, 1.0, 2.5])
+    w = confidence_weights(d, torch.tensor(0.8), a=0.7)
+    for wi, di in zip(w.tolist(), d.tolist()):
+        assert math.isclose(wi, 0.8 * math.exp(-0.7 * di), rel_tol=1e-6)
+
+
+class SignReader(nn.Module):
+    """A scripted annotator for 1 x 1 x 2 "images" (x, y): reads the label off the sign of x; its
+    confidence is high when |x| is large and near chance when x is close to 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        x = images.flatten(1)[:, 0]
+        return torch.stack([-4 * x, 4 * x], dim=1) + self.dummy
+
+
+def test_label_clusters_propagates_and_splits_invalid_centres():
+    # two clean clusters far left / far right, and one ambiguous pair of clusters straddling x = 0,
+    # whose common centre (x ~ 0) the annotator cannot read; split again, each half is readable.
+    left = blobs(100, [(-3.0, 0.0)], 0.05, seed=1)
+    right = blobs(100, [(3.0, 0.0)], 0.05, seed=2)
+    pair = blobs(100, [(-0.6, 8.0), (0.6, 8.0)], 0.02, seed=3)
+    points = torch.from_numpy(np.concatenate([left, right, pair]))
+    annotator = Annotator(SignReader())
+    config = LabellingConfig(fixed_k=3, k_second_max=4, valid_confidence=0.9, a=0.5)
+    result = label_clusters(points, lambda c: c.view(-1, 1, 1, 2), annotator, config, seed=0)
+    assert result.k == 3
+    assert (result.centre_level == 2).sum() >= 2  # the ambiguous cluster was split
+    assert result.labels_given == annotator.labels_given == len(result.centre_labels)
+    truth = torch.cat([torch.zeros(100), torch.ones(100), torch.zeros(100), torch.ones(100)]).long()
+    assert torch.equal(result.targets, truth)
+    # weights follow Eq. (2) with the centre each image was labelled by
+    assert (result.weights > 0).all() and (result.weights <= 1).all()
+    first_left = (result.centre_level == 1) & (result.centres[:, 0] < -2)
+    p_c, centre = result.centre_confidence[first_left][0], result.centres[first_left][0]
+    expected = p_c * torch.exp(-0.5 * (points[:100] - centre).norm(dim=1))
+    torch.testing.assert_close(result.weights[:100], expected)
+
+
+def test_unreadable_clusters_stay_unlabelled():
+    points = torch.from_numpy(blobs(50, [(0.0, 0.0)], 0.01))
+    config = LabellingConfig(fixed_k=2, k_second_max=3, valid_confidence=0.99)
+    result = label_clusters(points, lambda c: c.view(-1, 1, 1, 2), Annotator(SignReader()), config, seed=0)
+    assert (result.targets == -1).all() and (result.weights == 0).all()
+
+
+@pytest.mark.parametrize("bad", [dict(k_min=1), dict(k_min=9, k_max=5), dict(valid_confidence=1.5), dict(epochs=1, unsupervised_epochs=1), dict(label_source="oracle")])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        LabellingConfig(**bad)
