@@ -57,7 +57,7 @@ class Splits:
 
 
 def make_splits(mnist: Dataset, n_train: int, n_val: int, n_annotator: int, seed: int) -> Splits:
-    idx_annotator, idx_val, idx_train, _ = stratified_split(mnist.train.labels, [n_annotator, n_val, n_train], seed=seed)
+    idx_annotator, idx_val, idx_train = stratified_split(mnist.train.labels, [n_annotator, n_val, n_train], seed=seed)[:3]
     return Splits(take(mnist.train, idx_annotator), take(mnist.train, idx_val), take(mnist.train, idx_train), mnist.test)
 
 

@@ -185,13 +185,18 @@ def _jpeg_tar(path: Path, checksums: dict[str, str], folders: list[str]) -> Spli
 
 def _download(tv_class: str, layouts: list[str]) -> tuple[Path, str]:
     """torchvision's ``download=True`` into ``data/``; a clear error when offline."""
+    import shutil
+
     import torchvision
 
     target = PROJECT_ROOT / "data"
+    created = [target / layout.split("/")[0] for layout in layouts if not (target / layout.split("/")[0]).exists()]
     try:
         getattr(torchvision.datasets, tv_class)(root=str(target), train=True, download=True)
         getattr(torchvision.datasets, tv_class)(root=str(target), train=False, download=True)
-    except Exception as err:  # no network, a proxy, a full disk: say which
+    except Exception as err:  # no network, a proxy, a full disk: say which, and leave no partial copy behind
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
         raise DataError(
             f"{tv_class} was not found in any data root and torchvision could not download it ({err}). {HOW_TO_GET}"
         ) from err

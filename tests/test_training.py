@@ -1,0 +1,80 @@
+"""Determinism (same seed, same numbers) and resuming an interrupted run exactly."""
+
+import pytest
+import torch
+
+from lib import cluster_labelling
+from lib.cluster_labelling import Annotator, LabellingConfig, train_labelling_vae
+from lib.data import stratified_split, take
+from lib.models import SmallCNN, SmallCNNConfig
+from lib.training import Checkpoint, fit_classifier
+
+CONFIG = LabellingConfig(z_dim=3, hidden=(32, 16, 8), epochs=3, batch_size=64, k_min=3, k_max=6, elbow_sample=300, gamma=10.0)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    idx_ann, idx_val, idx_train, _ = stratified_split(mnist.train.labels, [600, 50, 600], seed=0)
+    model = SmallCNN(SmallCNNConfig(width=4))
+    fit_classifier(model, take(mnist.train, idx_ann), epochs=1, lr=3e-3, batch_size=64, seed=0, device=CPU)
+    test = take(mnist.test, torch.arange(300))
+    return Annotator(model), take(mnist.train, idx_train), take(mnist.train, idx_val), test
+
+
+def train(small, seed, checkpoint=None):
+    annotator, tr, val, test = small
+    return train_labelling_vae(CONFIG, tr, val, test, annotator, seed=seed, device=CPU, checkpoint=checkpoint or Checkpoint(None, "t", {}))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(small):
+    a, b, c = train(small, 0), train(small, 0), train(small, 1)
+    assert a["history"] == b["history"]
+    assert a["history"] != c["history"]
+    for (name, p), q in zip(a["model"].state_dict().items(), b["model"].state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_fit_classifier_is_deterministic(small):
+    _, tr, _, _ = small
+    losses = [fit_classifier(SmallCNN(SmallCNNConfig(width=4)), tr, epochs=1, lr=1e-3, batch_size=64, seed=5, device=CPU) for _ in range(2)]
+    assert losses[0] == losses[1]
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(small, tmp_path, monkeypatch):
+    reference = train(small, 0)
+    checkpoint = Checkpoint(tmp_path, "run", {"case": "resume"})
+    real_evaluate = cluster_labelling.test_accuracy
+    epochs_evaluated = []
+
+    def evaluate(model, test, interrupt_at=None):
+        epochs_evaluated.append(1)
+        if len(epochs_evaluated) == interrupt_at:
+            raise KeyboardInterrupt("simulated interruption at the end of epoch 2")
+        return real_evaluate(model, test)
+
+    monkeypatch.setattr(cluster_labelling, "test_accuracy", lambda m, t: evaluate(m, t, interrupt_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        train(small, 0, checkpoint)
+    assert torch.load(checkpoint.path, weights_only=False)["epoch"] == 1  # epoch 1 was saved, epoch 2 lost
+
+    epochs_evaluated.clear()
+    monkeypatch.setattr(cluster_labelling, "test_accuracy", evaluate)
+    resumed = train(small, 0, checkpoint)
+    assert len(epochs_evaluated) == CONFIG.epochs - 1  # only epochs 2 and 3 ran again
+    assert resumed["history"] == reference["history"]  # and exactly as if never interrupted
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    a = Checkpoint(tmp_path, "run", {"z_dim": 2})
+    b = Checkpoint(tmp_path, "run", {"z_dim": 3})
+    assert a.path != b.path
+    a.save({"epoch": 1})
+    assert b.load() is None and a.load() == {"epoch": 1}
+
+
+def test_a_damaged_checkpoint_starts_over(tmp_path, capsys):
+    c = Checkpoint(tmp_path, "run", {})
+    c.path.write_bytes(b"not a checkpoint")
+    assert c.load() is None
+    assert "unreadable" in capsys.readouterr().out
