@@ -203,7 +203,7 @@ labels_per_round = [np.mean([r["labels_given"] for r in rows if r["seed"] == s])
 labels_spent = [semi[s]["labels_spent"] for s in seeds]
 display(Markdown("\n".join(
     ["| seed | epoch | k | 2nd-level centres | labels given | images labelled | label purity | used for training |", "|---|---|---|---|---|---|---|---|"]
-    + [f"| {r['seed']} | {r['epoch']} | {r['k']} | {r['second_level']} | {r['labels_given']} | {r['labelled_fraction']:.0%} | {r['label_purity']:.0%} | {'yes' if r['used_for_training'] else 'no (Fig. 3 only)'} |" for r in rows]
+    + [f"| {r['seed']} | {r['epoch']} | {r['k']} | {r['second_level']} | {r['labels_given']} | {r['labelled_fraction']:.0%} | {'—' if r['label_purity'] is None else format(r['label_purity'], '.0%')} | {'yes' if r['used_for_training'] else 'no (Fig. 3 only)'} |" for r in rows]
 )))
 print(f"labels per round: {mean_ci(labels_per_round)}; labels spent on training per run: {mean_ci(labels_spent)}")
 

@@ -293,7 +293,7 @@ def train_labelling_vae(
                 k=labelling.k,
                 second_level=int((labelling.centre_level == 2).sum()),
                 labelled_fraction=float(has.float().mean()),
-                label_purity=float((labelling.targets[has] == train.labels[has]).float().mean()) if has.any() else float("nan"),
+                label_purity=float((labelling.targets[has] == train.labels[has]).float().mean()) if has.any() else None,
                 used_for_training=epoch < config.epochs,
             )
             if epoch in keep_centres:

@@ -115,7 +115,9 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
     executed = out_dir / f"{chapter.stem}.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{chapter.stem}.ipynb"
-        jupytext.write(jupytext.read(chapter), source)  # papermill reads notebooks, not .py
+        nb = jupytext.read(chapter)  # papermill reads notebooks, not .py
+        nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+        jupytext.write(nb, source)
         try:
             papermill.execute_notebook(
                 str(source), str(executed), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True

@@ -1,0 +1,31 @@
+# The README's two commands. Both first set up .venv (once, and again when pyproject.toml changes).
+#   make book   execute every chapter in the quick profile with papermill, then render _build/html
+#   make test   the unit tests and nbval over every chapter
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: book test setup benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python -m lib.run chapters/[0-9]*.py --profile quick
+	$(BIN)/python -m lib.scorecard
+	$(BIN)/jupyter-book build --keep-going . 
+	@echo "The book is in _build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests chapters --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/batching.py
+
+clean:
+	rm -rf _build _generated results/quick

@@ -1,0 +1,65 @@
+"""Intervals, verdict rules, the results file and the scorecard."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lib import scorecard
+from lib.evaluation import accuracy, mean_ci
+from lib.reporting import NOT_REPRODUCED, REPRODUCED, Above, AtLeast, Between, ChapterResults
+
+
+def test_mean_ci_by_hand():
+    ci = mean_ci([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
+    assert ci.n == 3 and math.isclose(ci.mean, 2.0)
+    assert math.isclose(ci.low, 2.0 - half, rel_tol=1e-9) and math.isclose(ci.high, 2.0 + half, rel_tol=1e-9)
+    one = mean_ci([0.7])
+    assert one.n == 1 and one.low == one.high == 0.7
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+def test_accuracy():
+    assert accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+
+
+def test_rules():
+    assert AtLeast(0.75).verdict(mean_ci([0.70, 0.74, 0.78])) == REPRODUCED  # interval reaches 0.75
+    assert AtLeast(0.75).verdict(mean_ci([0.30, 0.31, 0.32])) == NOT_REPRODUCED
+    assert Between(10, 16).verdict(mean_ci([12, 13, 14])) == REPRODUCED
+    assert Between(10, 16).verdict(mean_ci([20, 21, 22])) == NOT_REPRODUCED
+    assert Above(0).verdict(mean_ci([0.05, 0.06, 0.07])) == REPRODUCED
+    assert Above(0).verdict(mean_ci([-0.1, 0.05, 0.2])) == NOT_REPRODUCED  # interval straddles 0
+    assert Above(0).verdict(mean_ci([0.05])) == NOT_REPRODUCED  # one seed is no evidence
+    assert "95% interval" in AtLeast(1).describe()
+
+
+def test_results_file_carries_claims_and_run_card(tmp_path):
+    results = ChapterResults("99_test", "quick", tmp_path, {"a": 1}, [0, 1])
+    results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5))
+    results.not_run("y", "another claim", 1.0, "dataset unavailable")
+    with pytest.raises(ValueError, match="no valid values"):
+        results.claim("z", "bad", 1.0, [float("nan")], AtLeast(1))
+    path = results.save(device=torch.device("cpu"), data=[{"dataset": "d", "files": {"f": "sha256:00"}}], initialisation="random")
+    saved = json.loads(path.read_text())
+    card = saved["run_card"]
+    for key in ("profile", "parameters", "seeds", "device", "versions", "data", "initialisation", "wall_time_s"):
+        assert key in card
+    assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
+    assert [c["verdict"] for c in saved["claims"]] == [REPRODUCED, "not run"]
+
+
+def test_scorecard_lists_results_and_chapters_not_run(tmp_path):
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "chapters" / "04_x.py").write_text("# # Chapter 4 — X\n")
+    (tmp_path / "chapters" / "05_y.py").write_text("# # Chapter 5 — Y\n")
+    results = ChapterResults("04_x", "quick", tmp_path / "results", {}, [0, 1, 2])
+    results.claim("c", "seventy-five percent", 0.75, [0.6, 0.62, 0.64], AtLeast(0.75))
+    results.save(device=torch.device("cpu"), data=[], initialisation="random")
+    text = scorecard.render(tmp_path)
+    assert "seventy-five percent" in text and "0.62 ± " in text and "**not reproduced**" in text
+    assert "Chapter 5 — Y" in text and "--profile quick" in text  # no results: says how to run it
+    assert text.count("**not run**") == 3  # 05 quick, 04 full, 05 full

@@ -1,0 +1,82 @@
+"""The runner refuses bad profiles, names and values before anything runs, and a failing chapter fails."""
+
+from pathlib import Path
+
+import pytest
+
+from lib import run
+from lib.run import ParameterError, read_defaults, resolve_parameters
+
+CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "04_vae_cluster_labelling.py"
+
+
+def test_defaults_are_read_from_the_parameters_cell():
+    defaults = read_defaults(CHAPTER)
+    assert defaults["profile"] == "quick" and defaults["beta"] == 5.0 and defaults["gamma"] == 150.0
+    assert isinstance(defaults["seeds"], list)
+
+
+def test_quick_with_defaults_changes_nothing():
+    params, changed = resolve_parameters(CHAPTER, "quick", None, {})
+    assert changed == {} and params == read_defaults(CHAPTER)
+
+
+def test_full_profile_and_seeds_resolve():
+    params, changed = resolve_parameters(CHAPTER, "full", [3, 4], {})
+    assert params["profile"] == "full" and params["seeds"] == [3, 4]
+    assert params["n_train"] + params["n_val"] + params["n_annotator"] == 60000
+
+
+@pytest.mark.parametrize(
+    "profile, seeds, overrides, message",
+    [
+        ("fast", None, {}, "unknown profile 'fast'"),
+        ("quick", None, {"gamma_": 1.0}, "no parameter 'gamma_' .*did you mean 'gamma'"),
+        ("quick", None, {"epochs": "five"}, "epochs='five' should be of the type"),
+        ("quick", None, {"epochs": 2.5}, "epochs=2.5 should be of the type"),
+        ("quick", None, {"z_dims": [2, "x"]}, "z_dims=.* should be of the type"),
+        ("quick", None, {"n_train": 0}, "n_train=0 must be at least 1"),
+        ("quick", None, {"n_train": 59000}, "exceeds MNIST's 60000"),
+        ("quick", None, {"valid_confidence": 1.5}, "valid_confidence=1.5 must be in"),
+        ("quick", None, {"k_min": 9, "k_max": 5}, "k_min <= k_max"),
+        ("quick", [1, 1], {}, "distinct non-negative"),
+        ("quick", None, {"profile": "full"}, "contradicts --profile quick"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(profile, seeds, overrides, message):
+    with pytest.raises(ParameterError, match=message):
+        resolve_parameters(CHAPTER, profile, seeds, overrides)
+
+
+def test_the_command_line_refuses_before_running(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run.main([str(CHAPTER), "-p", "epohcs", "3"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'epochs'" in err and "Nothing was run" in err
+
+
+def test_a_file_that_is_not_a_chapter_is_refused(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        run.main([str(tmp_path / "missing.py")])
+    assert "is not a chapter" in capsys.readouterr().err
+
+
+FAILING = """# %% tags=["parameters"]
+x = 1
+
+# %%
+raise RuntimeError(f"broken chapter, x = {x}")
+"""
+
+
+def test_a_failing_chapter_fails_the_run(tmp_path, monkeypatch):
+    chapter = tmp_path / "chapters" / "99_broken.py"
+    chapter.parent.mkdir()
+    chapter.write_text(FAILING)
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    params, changed = resolve_parameters(chapter, "quick", None, {"x": 2})
+    with pytest.raises(SystemExit, match=r"99_broken.py failed in cell .*RuntimeError: broken chapter, x = 2"):
+        run.execute(chapter, "quick", params, changed)
+    assert (tmp_path / "results" / "quick" / "99_broken" / "99_broken.ipynb").is_file()
+    assert not chapter.with_suffix(".ipynb").exists()  # the book's notebook is left as it was
