@@ -91,7 +91,7 @@ def main() -> None:
     shutil.rmtree(root)
 
     print(f"device {device}, batch {args.batch_size}, {args.steps} timed steps, torch {torch.__version__}")
-    print(f"| pipeline | training images / s |\n|---|---|")
+    print("| pipeline | training images / s |\n|---|---|")
     print(f"| lib.data.batches (uint8 tensor on the device) | {ours_rate:,.0f} |")
     print(f"| torchvision MNIST + DataLoader ({args.workers} workers) | {theirs_rate:,.0f} |")
     print(f"ratio: {ours_rate / theirs_rate:.2f}x")

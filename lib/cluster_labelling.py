@@ -151,7 +151,7 @@ def label_clusters(
     else:
         k, inertias = choose_k(z, config.k_min, config.k_max, seed, config.elbow_sample)
     first = KMeans(k, n_init=3, random_state=seed).fit(z)
-    centres, assign = [first.cluster_centers_], [first.labels_]
+    centres = [first.cluster_centers_]
     members = [np.flatnonzero(first.labels_ == c) for c in range(k)]
     levels = [np.ones(k, dtype=int)]
     c_img = decode(torch.from_numpy(first.cluster_centers_).float())

@@ -15,7 +15,6 @@ import json
 import math
 import platform
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone

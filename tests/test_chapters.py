@@ -1,11 +1,11 @@
 """Chapters: paired files in step, executed notebooks clean, environment files in step."""
 
-import tomllib
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from lib.cluster_labelling import Annotator, LabellingConfig, choose_k, confidence_weights, elbow, label_clusters
+from lib.cluster_labelling import (
+    Annotator,
+    LabellingConfig,
+    choose_k,
+    confidence_weights,
+    elbow,
+    label_clusters,
+)
 
 
 def blobs(n_per, centres, spread, seed=0):

@@ -8,7 +8,14 @@ import torch
 
 from lib import scorecard
 from lib.evaluation import accuracy, mean_ci
-from lib.reporting import NOT_REPRODUCED, REPRODUCED, Above, AtLeast, Between, ChapterResults
+from lib.reporting import (
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Above,
+    AtLeast,
+    Between,
+    ChapterResults,
+)
 
 
 def test_mean_ci_by_hand():
