@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import Split, batches, to_unit
 from .evaluation import accuracy

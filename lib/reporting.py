@@ -183,6 +183,23 @@ class ChapterResults:
         return path
 
 
+def load_results(results_root: str | Path, profile: str, chapter: str) -> dict | None:
+    """A chapter's saved ``results.json`` for a profile, or None when that profile has not been run."""
+    path = Path(results_root) / profile / chapter / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_card_markdown(card: dict) -> str:
+    """The run card as a short list, for a chapter to show beside results it did not compute itself."""
+    data = "; ".join(f"{d['dataset']} ({d.get('format', 'format not recorded')})" for d in card["data"]) or "none recorded"
+    return "\n".join([
+        f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}",
+        f"- torch {card['versions']['torch']}, torchvision {card['versions']['torchvision']}, python {card['versions']['python']}, commit {card['versions'].get('git', '?')}",
+        f"- data: {data}; initialisation: {card['initialisation']}",
+        f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min",
+    ])
+
+
 def claims_markdown(claims: list[dict]) -> str:
     """The claims as a markdown table (the chapter shows it; the scorecard reuses it)."""
     lines = ["| claim | paper | ours (mean ± 95% CI) | n | verdict | rule |", "|---|---|---|---|---|---|"]

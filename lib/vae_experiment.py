@@ -17,17 +17,19 @@ from .evaluation import accuracy
 from .models import SmallCNN, SmallCNNConfig
 from .training import Checkpoint, fit_classifier, predict
 
-MNIST_TRAIN = 60_000
+MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
 
 def check_parameters(p: dict) -> None:
     """Range checks for chapter 4's parameters; raises ValueError naming the parameter and the fix."""
-    for name in ("n_train", "n_val", "n_annotator", "annotator_epochs", "epochs", "batch_size", "z_dim"):
+    for name in ("n_train", "n_val", "n_annotator", "n_test", "annotator_epochs", "epochs", "batch_size", "z_dim"):
         if p[name] < 1:
             raise ValueError(f"{name}={p[name]} must be at least 1")
     total = p["n_train"] + p["n_val"] + p["n_annotator"]
     if total > MNIST_TRAIN:
         raise ValueError(f"n_train + n_val + n_annotator = {total} exceeds MNIST's {MNIST_TRAIN} training images")
+    if p["n_test"] > MNIST_TEST:
+        raise ValueError(f"n_test={p['n_test']} exceeds MNIST's {MNIST_TEST} test images")
     if any(z < 1 for z in p["z_dims"]):
         raise ValueError(f"z_dims {p['z_dims']} must all be at least 1")
     if any(k < 2 for k in p["budget_ks"]):
@@ -53,12 +55,13 @@ class Splits:
     annotator: Split  # images (and labels) the simulated annotator learns from
     val: Split  # the paper's validation images: reconstruction accuracy
     train: Split  # the VAE's training images; their labels are used only to report label purity
-    test: Split
+    test: Split  # MNIST's test images, or a stratified subset of them
 
 
-def make_splits(mnist: Dataset, n_train: int, n_val: int, n_annotator: int, seed: int) -> Splits:
+def make_splits(mnist: Dataset, n_train: int, n_val: int, n_annotator: int, n_test: int, seed: int) -> Splits:
     idx_annotator, idx_val, idx_train = stratified_split(mnist.train.labels, [n_annotator, n_val, n_train], seed=seed)[:3]
-    return Splits(take(mnist.train, idx_annotator), take(mnist.train, idx_val), take(mnist.train, idx_train), mnist.test)
+    test = mnist.test if n_test == len(mnist.test.labels) else take(mnist.test, stratified_split(mnist.test.labels, [n_test], seed=seed)[0])
+    return Splits(take(mnist.train, idx_annotator), take(mnist.train, idx_val), take(mnist.train, idx_train), test)
 
 
 def train_annotator(splits: Splits, *, epochs: int, seed: int, device: torch.device, checkpoint: Checkpoint) -> tuple[Annotator, float]:

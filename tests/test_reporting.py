@@ -15,6 +15,8 @@ from lib.reporting import (
     AtLeast,
     Between,
     ChapterResults,
+    load_results,
+    run_card_markdown,
 )
 
 
@@ -57,6 +59,9 @@ def test_results_file_carries_claims_and_run_card(tmp_path):
         assert key in card
     assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
     assert [c["verdict"] for c in saved["claims"]] == [REPRODUCED, "not run"]
+    assert load_results(tmp_path, "quick", "99_test") == saved
+    assert load_results(tmp_path, "full", "99_test") is None
+    assert "cpu" in run_card_markdown(card) and "wall time" in run_card_markdown(card)
 
 
 def test_scorecard_lists_results_and_chapters_not_run(tmp_path):

@@ -37,6 +37,7 @@ def test_full_profile_and_seeds_resolve():
         ("quick", None, {"z_dims": [2, "x"]}, "z_dims=.* should be of the type"),
         ("quick", None, {"n_train": 0}, "n_train=0 must be at least 1"),
         ("quick", None, {"n_train": 59000}, "exceeds MNIST's 60000"),
+        ("quick", None, {"n_test": 20000}, "exceeds MNIST's 10000 test images"),
         ("quick", None, {"valid_confidence": 1.5}, "valid_confidence=1.5 must be in"),
         ("quick", None, {"k_min": 9, "k_max": 5}, "k_min <= k_max"),
         ("quick", [1, 1], {}, "distinct non-negative"),

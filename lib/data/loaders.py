@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .manifest import HOW_TO_GET, PROJECT_ROOT, DataError, find_layout, verify_layout
 
