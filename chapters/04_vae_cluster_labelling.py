@@ -75,7 +75,7 @@ elbow_sample = 2000  # latents used to choose k; the final k-means uses all
 valid_confidence = 0.5  # below this confidence a decoded centre is "not a valid digit"
 a = 1.0  # distance decay of Eq. (2), per unit of latent distance (not given in the paper)
 z_dims = [2, 10]  # Fig. 5: latent dimensions swept with gamma = 0
-budget_ks = [25]  # beyond the paper: clusters per round forced to these k, for accuracy against labels spent
+budget_ks = []  # beyond the paper: clusters per round forced to these k, for accuracy against labels spent (full: [40])
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -264,7 +264,8 @@ print(f"reconstruction accuracy after {epochs} epochs: with {mean_ci([r[-1] for 
 # 2. **No VAE at all.** k-means on raw pixels, the same elbow, second level and annotator; a test
 #    image takes the label of its nearest valid centre.
 # 3. **Accuracy against labels spent.** The number of clusters per round forced to each `budget_ks`,
-#    against the random-image baseline at the same number of labels.
+#    against the random-image baseline at the same number of labels (the quick profile has only the
+#    elbow's budget; the full profile adds k = 40, shown at the end of the chapter).
 
 # %%
 random_baseline = {s: run("random", s, label_source="random", random_labels=semi[s]["labels_spent"]) for s in tqdm(seeds, desc="random images")}
@@ -340,7 +341,7 @@ else:
 chance = 0.1
 assert mean_ci(final_accuracy).mean > chance + 0.05, f"test accuracy {final_accuracy} is no better than chance"
 assert all(3 <= n <= 60 for n in labels_per_round), f"labels per round {labels_per_round} outside any plausible range"
-assert all(0 < r["labelled_fraction"] <= 1 for r in rows)
+assert all(any(r["labelled_fraction"] > 0 for r in rows if r["seed"] == s) for s in seeds), "some seed never labelled an image"
 assert mean_ci([r[-1] for r in recon_plain]).mean > chance, "the plain VAE's reconstructions are unreadable"
 results.save(device=torch_device, data=[mnist.provenance], initialisation="random (PyTorch defaults), seeded per run")
 print(f"results written to {results.dir}")

@@ -33,7 +33,7 @@ def render(root: Path = ROOT) -> str:
         out += [f"### {heading}", "", "| chapter | claim | paper | ours (mean ± 95% CI) | n | verdict | rule |", "|---|---|---|---|---|---|---|"]
         cards = []
         for py in chapters:
-            link = f"{{doc}}`{py.stem[:2]} <{'/chapters/' + py.stem}>`"
+            link = f"{{doc}}`Ch. {int(py.stem[:2])} <{'/chapters/' + py.stem}>`"
             results = root / "results" / profile / py.stem / "results.json"
             if not results.is_file():
                 how = f"`python -m lib.run chapters/{py.name} --profile {profile}`"

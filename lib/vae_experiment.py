@@ -15,7 +15,7 @@ from .cluster_labelling import Annotator, LabellingConfig, label_clusters
 from .data import Dataset, Split, stratified_split, take, to_unit
 from .evaluation import accuracy
 from .models import SmallCNN, SmallCNNConfig
-from .training import Checkpoint, fit_classifier, predict
+from .training import Checkpoint, fit_classifier, predict, seed_everything
 
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
@@ -66,6 +66,7 @@ def make_splits(mnist: Dataset, n_train: int, n_val: int, n_annotator: int, n_te
 
 def train_annotator(splits: Splits, *, epochs: int, seed: int, device: torch.device, checkpoint: Checkpoint) -> tuple[Annotator, float]:
     """The simulated person: a small CNN trained on the annotator split; returns it and its test accuracy."""
+    seed_everything(seed)  # the initial weights too, not only the training order
     model = SmallCNN(SmallCNNConfig(in_channels=1, num_classes=10, width=16))
     state = checkpoint.load()
     if state is None:

@@ -82,3 +82,17 @@ def test_a_damaged_checkpoint_starts_over(tmp_path, capsys):
     c.path.write_bytes(b"not a checkpoint")
     assert c.load() is None
     assert "unreadable" in capsys.readouterr().out
+
+
+def test_the_annotator_is_the_same_for_the_same_seed(mnist, monkeypatch):
+    from lib import vae_experiment
+
+    splits = vae_experiment.make_splits(mnist, n_train=100, n_val=20, n_annotator=300, n_test=100, seed=0)
+
+    def weights():
+        torch.rand(7)  # whatever the global generator went through before must not matter
+        annotator, _ = vae_experiment.train_annotator(splits, epochs=1, seed=3, device=CPU, checkpoint=Checkpoint(None, "a", {}))
+        return [p.clone() for p in annotator.model.state_dict().values()]
+
+    for a, b in zip(weights(), weights()):
+        assert torch.equal(a, b)
