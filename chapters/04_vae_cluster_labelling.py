@@ -343,7 +343,11 @@ assert mean_ci(final_accuracy).mean > chance + 0.05, f"test accuracy {final_accu
 assert all(3 <= n <= 60 for n in labels_per_round), f"labels per round {labels_per_round} outside any plausible range"
 assert all(any(r["labelled_fraction"] > 0 for r in rows if r["seed"] == s) for s in seeds), "some seed never labelled an image"
 assert mean_ci([r[-1] for r in recon_plain]).mean > chance, "the plain VAE's reconstructions are unreadable"
-results.save(device=torch_device, data=[mnist.provenance], initialisation="random (PyTorch defaults), seeded per run")
+trainings = [*semi.values(), *plain.values(), *random_baseline.values(), *budget.values(), *budget_random.values()]
+results.save(
+    device=torch_device, data=[mnist.provenance], initialisation="random (PyTorch defaults), seeded per run",
+    extra={"trainings": len(trainings), "trainings_resumed_from_checkpoints": sum(r["resumed_at_epoch"] > 0 for r in trainings)},
+)
 print(f"results written to {results.dir}")
 
 # %% [markdown]

@@ -245,7 +245,8 @@ def train_labelling_vae(
     ``train.labels`` are never used for training: only to report how many propagated labels
     are right (``label_purity``). Returns the per-epoch history, the labels spent per round,
     and the annotated centres of the epochs in ``keep_centres`` (for the paper's Figs. 2-3).
-    Resumes from ``checkpoint`` when a run with the same settings was interrupted.
+    Resumes from ``checkpoint`` when a run with the same settings was interrupted; ``resumed_at_epoch``
+    says where (0 for a run trained from scratch here).
     """
     generator = seed_everything(seed)
     model = LabellingVAE(VAEConfig(z_dim=config.z_dim, hidden=tuple(config.hidden))).to(device)
@@ -304,4 +305,4 @@ def train_labelling_vae(
              "history": history, "labelling": labelling, "centres": centres, "epoch": epoch, "labels_given": annotator.labels_given}
         )
     spent = sum(r.get("labels_given", 0) for r in history if r.get("used_for_training"))
-    return {"history": history, "labels_spent": spent, "centres": centres, "model": model}
+    return {"history": history, "labels_spent": spent, "centres": centres, "model": model, "resumed_at_epoch": start if state is not None else 0}

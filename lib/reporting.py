@@ -196,7 +196,8 @@ def run_card_markdown(card: dict) -> str:
         f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}",
         f"- torch {card['versions']['torch']}, torchvision {card['versions']['torchvision']}, python {card['versions']['python']}, commit {card['versions'].get('git', '?')}",
         f"- data: {data}; initialisation: {card['initialisation']}",
-        f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min",
+        f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min"
+        + (f" ({card['trainings_resumed_from_checkpoints']} of {card['trainings']} trainings resumed from checkpoints)" if card.get("trainings_resumed_from_checkpoints") else ""),
     ])
 
 

@@ -43,7 +43,12 @@ def render(root: Path = ROOT) -> str:
             for c in data["claims"]:
                 out.append(f"| {link} | {c['claim']} | {c['paper']} | {format_ours(c)} | {c['n']} | **{c['verdict']}** | {c['rule']} |")
             card = data["run_card"]
-            cards.append(f"- {link}: seeds {card['seeds']}, {card['device']}, torch {card['versions']['torch']}, wall time {card['wall_time_s']:.0f} s, started {card['started']}")
+            resumed = card.get("trainings_resumed_from_checkpoints")
+            note = f" ({resumed} of {card['trainings']} trainings resumed from checkpoints)" if resumed else ""
+            cards.append(
+                f"- {link}: seeds {card['seeds']}, {card['device']}, torch {card['versions']['torch']}, "
+                f"commit {card['versions'].get('git', '?')}, wall time {card['wall_time_s']:.0f} s{note}, started {card['started']}"
+            )
         out += [""] + cards + [""]
     return "\n".join(out)
 

@@ -96,3 +96,9 @@ def test_the_annotator_is_the_same_for_the_same_seed(mnist, monkeypatch):
 
     for a, b in zip(weights(), weights()):
         assert torch.equal(a, b)
+
+
+def test_a_resumed_run_says_so(small, tmp_path):
+    checkpoint = Checkpoint(tmp_path, "run", {"case": "says"})
+    assert train(small, 0, checkpoint)["resumed_at_epoch"] == 0
+    assert train(small, 0, checkpoint)["resumed_at_epoch"] == CONFIG.epochs + 1  # finished: nothing left to train
