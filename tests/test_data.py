@@ -160,3 +160,13 @@ def test_stratified_split_may_use_every_image():
     labels = torch.arange(20) % 2
     parts = stratified_split(labels, [10, 10], seed=0)
     assert len(parts) == 2 and sorted(torch.cat(parts).tolist()) == list(range(20))
+
+
+def test_official_cifar_batches_are_preferred_and_checked_by_md5(monkeypatch, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        (folder / name).write_bytes(b"not the official batch")
+    monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="data_batch_1 does not match the manifest: expected md5 c99cafc152244af753f735de768cd75f"):
+        load_cifar10()  # a bad official copy is refused, never skipped in favour of the JPEG copy
