@@ -330,6 +330,13 @@ if full is None:
     print("No full-profile results yet: python -m lib.run chapters/04_vae_cluster_labelling.py --profile full")
 else:
     display(Markdown(claims_markdown(full["claims"]) + "\n\n**Run card**\n\n" + run_card_markdown(full["run_card"])))
+    base = {row["method"]: row for row in full["tables"]["baselines"]}
+    centres, rand, pix = (base[m] for m in ("cluster centres (the paper)", "random images, same labels", "k-means on raw pixels"))
+    print(
+        f"At the paper's scale: cluster-centre labels give {mean_ci(centres['test_accuracy'])} test accuracy with "
+        f"{np.mean(centres['labels']):.0f} labels; the same number of random images gives {mean_ci(rand['test_accuracy'])}; "
+        f"k-means on raw pixels gives {mean_ci(pix['test_accuracy'])} with {np.mean(pix['labels']):.0f} labels."
+    )
     for name in ("fig2_centres_epoch1", "fig3_centres_epoch5", "fig4_test_accuracy", "fig5_fig6_reconstruction_accuracy", "labels_spent"):
         display(Image(filename=str(Path(results_root) / "full" / results.chapter / "figures" / f"{name}.png"), width=720))
 
