@@ -89,11 +89,14 @@ def pixel_kmeans_baseline(splits: Splits, annotator: Annotator, config: Labellin
     shape = splits.train.images.shape[1:]
     labelling = label_clusters(pixels, lambda c: c.view(-1, *shape).clamp(0, 1), annotator, config, seed)
     valid = labelling.valid(config.valid_confidence)
-    test = to_unit(splits.test.images).flatten(1)
-    nearest = torch.cdist(test, labelling.centres[valid]).argmin(1)
-    predicted = labelling.centre_labels[valid][nearest]
+    if valid.any():
+        test = to_unit(splits.test.images).flatten(1)
+        nearest = torch.cdist(test, labelling.centres[valid]).argmin(1)
+        accuracy_ = float((labelling.centre_labels[valid][nearest] == splits.test.labels).float().mean())
+    else:  # the annotator could read no centre: no test image can be labelled
+        accuracy_ = 0.0
     return {
-        "test_accuracy": float((predicted == splits.test.labels).float().mean()),
+        "test_accuracy": accuracy_,
         "labels_given": annotator.labels_given - before,
         "k": labelling.k,
     }

@@ -89,3 +89,25 @@ def test_unreadable_clusters_stay_unlabelled():
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         LabellingConfig(**bad)
+
+
+def test_pixel_baseline_labels_test_images_by_the_nearest_valid_centre():
+    from lib.data import Split
+    from lib.vae_experiment import Splits, pixel_kmeans_baseline
+
+    # "images" of 2 pixels: dark-left images are class 0, bright-left class 1 (the SignReader reads x - 0.5)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0, 40, 60), rng.uniform(215, 255, 60)])
+    images = torch.from_numpy(np.stack([x, np.full_like(x, 128)], 1).astype(np.uint8)).view(-1, 1, 1, 2)
+    labels = torch.cat([torch.zeros(60), torch.ones(60)]).long()
+    split = Split(images, labels)
+
+    class CentredSignReader(SignReader):
+        def forward(self, images):
+            return super().forward(images - 0.5)
+
+    splits = Splits(annotator=split, val=split, train=split, test=split)
+    result = pixel_kmeans_baseline(splits, Annotator(CentredSignReader()), LabellingConfig(fixed_k=2, valid_confidence=0.9), seed=0)
+    assert result["test_accuracy"] == 1.0 and result["labels_given"] == 2
+    refused = pixel_kmeans_baseline(splits, Annotator(CentredSignReader()), LabellingConfig(fixed_k=2, valid_confidence=1.0), seed=0)
+    assert refused["test_accuracy"] == 0.0  # no centre readable: nothing can be labelled
