@@ -93,7 +93,15 @@ from lib.cluster_labelling import train_labelling_vae
 from lib.data import load_mnist
 from lib.evaluation import mean_ci
 from lib.plotting import band, image_grid, paper_line
-from lib.reporting import Above, AtLeast, Between, ChapterResults, claims_markdown, load_results, run_card_markdown
+from lib.reporting import (
+    Above,
+    AtLeast,
+    Between,
+    ChapterResults,
+    claims_markdown,
+    load_results,
+    run_card_markdown,
+)
 from lib.training import Checkpoint, pick_device
 
 parameters = dict(
