@@ -132,10 +132,6 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
     return executed
 
 
-def parse_value(text: str):
-    return yaml.safe_load(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="+", type=Path, help="chapter .py files (Jupytext percent format)")
@@ -143,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds to run (overrides the profile's)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
     args = parser.parse_args(argv)
-    overrides = {name: parse_value(value) for name, value in args.p}
+    overrides = {name: yaml.safe_load(value) for name, value in args.p}  # "3" -> 3, "[2, 4]" -> [2, 4]
     runs = []
     try:
         for chapter in args.chapters:

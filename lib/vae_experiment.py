@@ -30,10 +30,10 @@ def check_parameters(p: dict) -> None:
         raise ValueError(f"n_train + n_val + n_annotator = {total} exceeds MNIST's {MNIST_TRAIN} training images")
     if p["n_test"] > MNIST_TEST:
         raise ValueError(f"n_test={p['n_test']} exceeds MNIST's {MNIST_TEST} test images")
-    if any(z < 1 for z in p["z_dims"]):
-        raise ValueError(f"z_dims {p['z_dims']} must all be at least 1")
-    if any(k < 2 for k in p["budget_ks"]):
-        raise ValueError(f"budget_ks {p['budget_ks']} must all be at least 2 (clusters per round)")
+    if any(not isinstance(z, int) or z < 1 for z in p["z_dims"]):
+        raise ValueError(f"z_dims {p['z_dims']} must all be integers of at least 1")
+    if any(not isinstance(k, int) or k < 2 for k in p["budget_ks"]):
+        raise ValueError(f"budget_ks {p['budget_ks']} must all be integers of at least 2 (clusters per round)")
     if p["lr"] <= 0 or p["beta"] < 0 or p["gamma"] < 0 or p["a"] < 0:
         raise ValueError("lr must be positive and beta, gamma, a non-negative")
     labelling_config(p)  # the method's own checks (k range, confidence, epochs)

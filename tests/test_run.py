@@ -36,6 +36,8 @@ def test_full_profile_and_seeds_resolve():
         ("quick", None, {"epochs": 2.5}, "epochs=2.5 should be of the type"),
         ("quick", None, {"z_dims": [2, "x"]}, "z_dims=.* should be of the type"),
         ("quick", None, {"n_train": 0}, "n_train=0 must be at least 1"),
+        ("quick", None, {"budget_ks": ["x"]}, "budget_ks .* must all be integers"),
+        ("quick", None, {"budget_ks": [1]}, "budget_ks .* must all be integers of at least 2"),
         ("quick", None, {"n_train": 59000}, "exceeds MNIST's 60000"),
         ("quick", None, {"n_test": 20000}, "exceeds MNIST's 10000 test images"),
         ("quick", None, {"valid_confidence": 1.5}, "valid_confidence=1.5 must be in"),
