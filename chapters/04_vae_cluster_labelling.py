@@ -80,12 +80,11 @@ budget_ks = []  # beyond the paper: clusters per round forced to these k, for ac
 # %%
 # NBVAL_CHECK_OUTPUT
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 from tqdm import tqdm
 
 from lib import vae_experiment as experiment
@@ -99,8 +98,7 @@ from lib.reporting import (
     Between,
     ChapterResults,
     claims_markdown,
-    load_results,
-    run_card_markdown,
+    show_full_profile,
 )
 from lib.training import Checkpoint, pick_device
 
@@ -333,11 +331,9 @@ display(Markdown(claims_markdown(results.claims)))
 # `results/full/`. They are shown here as saved, with their run card.
 
 # %%
-full = load_results(results_root, "full", results.chapter) if profile != "full" else None
-if full is None:
-    print("No full-profile results yet: python -m lib.run chapters/04_vae_cluster_labelling.py --profile full")
-else:
-    display(Markdown(claims_markdown(full["claims"]) + "\n\n**Run card**\n\n" + run_card_markdown(full["run_card"])))
+figures = ["fig2_centres_epoch1", "fig3_centres_epoch5", "fig4_test_accuracy", "fig5_fig6_reconstruction_accuracy", "labels_spent"]
+full = show_full_profile(results_root, results.chapter, figures) if profile != "full" else None
+if full is not None:
     base = {row["method"]: row for row in full["tables"]["baselines"]}
     centres, rand, pix = (base[m] for m in ("cluster centres (the paper)", "random images, same labels", "k-means on raw pixels"))
     print(
@@ -345,8 +341,6 @@ else:
         f"{np.mean(centres['labels']):.0f} labels; the same number of random images gives {mean_ci(rand['test_accuracy'])}; "
         f"k-means on raw pixels gives {mean_ci(pix['test_accuracy'])} with {np.mean(pix['labels']):.0f} labels."
     )
-    for name in ("fig2_centres_epoch1", "fig3_centres_epoch5", "fig4_test_accuracy", "fig5_fig6_reconstruction_accuracy", "labels_spent"):
-        display(Image(filename=str(Path(results_root) / "full" / results.chapter / "figures" / f"{name}.png"), width=720))
 
 # %% [markdown]
 # ### Sanity checks

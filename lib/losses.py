@@ -48,3 +48,27 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights:
     """
     ce = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")  # (B,)
     return (weights * ce).mean()
+
+
+def cosine_triplet_loss(
+    embeddings: torch.Tensor, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, margin: float, scale: float
+) -> torch.Tensor:
+    """Paper 1, Eqs. (1)-(3), with the sign of Eq. (3) as intended, averaged over the triplets:
+
+        P = k cos(e_a, e_p),  N = k cos(e_a, e_n)        (1), (2)
+        loss = max(N - P + m, 0)                         (3), printed as max(P - N + m, 0)
+
+    As printed, Eq. (3) would push an anchor *away* from its positive: for similarities (higher
+    = closer) the positive must beat the negative by the margin. ``anchors``, ``positives`` and
+    ``negatives`` index rows of ``embeddings``. Computed with pytorch-metric-learning's
+    ``TripletMarginLoss`` on cosine similarity, using max(kN - kP + m, 0) = k max(N - P + m/k, 0),
+    and every triplet counted in the mean (its default averages only the non-zero ones).
+    """
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.reducers import MeanReducer
+
+    if scale <= 0:
+        raise ValueError(f"scale k={scale} must be positive")
+    loss = TripletMarginLoss(margin=margin / scale, distance=CosineSimilarity(), reducer=MeanReducer())
+    return scale * loss(embeddings, indices_tuple=(anchors, positives, negatives))

@@ -42,6 +42,19 @@ class AtLeast:
 
 
 @dataclass(frozen=True)
+class AtMost:
+    """Lower is better: reproduced if the 95% interval reaches the paper's value or less."""
+
+    value: float
+
+    def describe(self) -> str:
+        return f"reproduced if the 95% interval reaches {self.value:g} or less"
+
+    def verdict(self, ours: Interval) -> str:
+        return REPRODUCED if ours.low <= self.value else NOT_REPRODUCED
+
+
+@dataclass(frozen=True)
 class Between:
     """Reproduced if the mean over seeds lies in [low, high] (a range the paper states)."""
 
@@ -68,7 +81,7 @@ class Above:
         return REPRODUCED if ours.n >= 2 and ours.low > self.value else NOT_REPRODUCED
 
 
-Rule = AtLeast | Between | Above
+Rule = AtLeast | AtMost | Between | Above
 
 
 def device_description(device: torch.device) -> str:
@@ -215,3 +228,23 @@ def format_ours(c: dict) -> str:
     if c["n"] < 2:
         return f"{c['mean']:.3g}"
     return f"{c['mean']:.3g} ± {c['high'] - c['mean']:.2g}"
+
+
+def show_full_profile(results_root: str | Path, chapter: str, figures: list[str]) -> dict | None:
+    """In a notebook: the committed full-profile claims, run card and ``figures`` of ``chapter``.
+
+    Returns the saved results (for chapter-specific lines), or None after printing the command
+    that would make them.
+    """
+    from IPython.display import Image, Markdown, display
+
+    full = load_results(results_root, "full", chapter)
+    if full is None:
+        print(f"No full-profile results yet: python -m lib.run chapters/{chapter}.py --profile full")
+        return None
+    display(Markdown(claims_markdown(full["claims"]) + "\n\n**Run card**\n\n" + run_card_markdown(full["run_card"])))
+    for name in figures:
+        path = Path(results_root) / "full" / chapter / "figures" / f"{name}.png"
+        if path.is_file():
+            display(Image(filename=str(path), width=760))
+    return full

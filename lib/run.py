@@ -8,7 +8,7 @@ The quick profile is the defaults of each chapter's ``parameters`` cell; the
 full profile is ``chapters/profiles/<chapter>.full.yaml``. Every parameter is
 checked before a kernel starts: an unknown name, a value of the wrong type
 and a value out of range are refused with a message saying what to change.
-Each run writes ``results/<profile>/<chapter>/``: the executed notebook,
+Each run writes ``results/<profile>/<chapter>/`` (under the chapter's ``results_root``): the executed notebook,
 ``figures/`` and ``results.json`` with the run card. A quick run with the
 defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book shows.
 """
@@ -25,13 +25,14 @@ from pathlib import Path
 
 import yaml
 
-from . import vae_experiment
+from . import embedding_experiment, vae_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("quick", "full")
 
 # Each chapter's own range checks, run before papermill starts a kernel.
 CHAPTER_CHECKS = {
+    "01_embeddings_extendable_classification": embedding_experiment.check_parameters,
     "04_vae_cluster_labelling": vae_experiment.check_parameters,
 }
 
@@ -110,7 +111,7 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
     import jupytext
     import papermill
 
-    out_dir = ROOT / "results" / profile / chapter.stem
+    out_dir = (chapter.parent / params.get("results_root", "../results")).resolve() / profile / chapter.stem  # as the chapter resolves it
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{chapter.stem}.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,6 +133,17 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
     return executed
 
 
+def _parse_value(text: str):
+    """A ``-p`` value as YAML ("3" -> 3, "[2, 4]" -> [2, 4]), and "1e-5" as the float YAML 1.1 would leave a string."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="+", type=Path, help="chapter .py files (Jupytext percent format)")
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds to run (overrides the profile's)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
     args = parser.parse_args(argv)
-    overrides = {name: yaml.safe_load(value) for name, value in args.p}  # "3" -> 3, "[2, 4]" -> [2, 4]
+    overrides = {name: _parse_value(value) for name, value in args.p}
     runs = []
     try:
         for chapter in args.chapters:

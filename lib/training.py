@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -98,6 +100,16 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> t
     return torch.cat(out).float().cpu()
 
 
+OPTIMISERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}
+
+
+class FitReport(NamedTuple):
+    losses: list[float]  # mean training loss of every epoch
+    seconds: float  # training wall time, summed over resumed sessions
+    images_per_s: float  # training images per second of wall time
+    resumed: bool  # whether the run continued from a checkpoint
+
+
 def fit_classifier(
     model: nn.Module,
     train: Split,
@@ -107,22 +119,49 @@ def fit_classifier(
     batch_size: int,
     seed: int,
     device: torch.device,
+    optimiser: str = "adam",
+    amp: bool = False,
+    channels_last: bool = False,
+    checkpoint: Checkpoint | None = None,
     desc: str = "training",
-) -> list[float]:
-    """Adam + cross-entropy on in-memory batches; returns the mean loss of every epoch."""
+) -> FitReport:
+    """Cross-entropy on in-memory batches with Adam or NAdam; checkpointed after every epoch.
+
+    ``amp`` runs the forward pass in bfloat16 autocast on CUDA (ignored on the CPU, where it is
+    slower); ``channels_last`` stores images and weights in NHWC, which tensor cores prefer.
+    With a ``checkpoint``, an interrupted run resumes at the last finished epoch and ends
+    bit-identical to an uninterrupted one.
+    """
+    if optimiser not in OPTIMISERS:
+        raise ValueError(f"optimiser {optimiser!r} is unknown; choose one of {sorted(OPTIMISERS)}")
     generator = seed_everything(seed)
-    model.to(device).train()
-    images, labels = train.images.to(device), train.labels.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    losses = []
-    for _ in tqdm(range(epochs), desc=desc, leave=False):
-        total, n = 0.0, 0
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format).train()
+    images, labels = train.images.to(device).contiguous(memory_format=memory_format), train.labels.to(device)
+    opt = OPTIMISERS[optimiser](model.parameters(), lr=lr, **({"fused": True} if optimiser == "adam" else {}))
+    losses, seconds, resumed = [], 0.0, False
+    state = checkpoint.load() if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        losses, seconds, resumed = state["losses"], state["seconds"], True
+    use_amp = amp and device.type == "cuda"
+    for _ in tqdm(range(len(losses), epochs), desc=desc, leave=False, initial=len(losses), total=epochs):
+        started = time.perf_counter()
+        total = torch.zeros((), device=device)
         for x, y in batches(images, labels, batch_size=batch_size, shuffle=True, generator=generator):
-            loss = F.cross_entropy(model(x), y)
-            optimiser.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimiser.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-        losses.append(total / n)
+            opt.step()
+            total += loss.detach() * len(y)
+        losses.append(float(total) / len(labels))  # float() waits for the device: the epoch's time is real
+        seconds += time.perf_counter() - started
+        if checkpoint:
+            checkpoint.save({"model": model.state_dict(), "optimiser": opt.state_dict(), "generator": generator.get_state(),
+                             "rng": rng_state(), "losses": losses, "seconds": seconds})
     model.eval()
-    return losses
+    return FitReport(losses, seconds, epochs * len(labels) / max(seconds, 1e-9), resumed)

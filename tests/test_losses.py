@@ -5,7 +5,12 @@ import math
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from lib.losses import kl_to_standard_normal, vae_loss, weighted_cross_entropy
+from lib.losses import (
+    cosine_triplet_loss,
+    kl_to_standard_normal,
+    vae_loss,
+    weighted_cross_entropy,
+)
 
 
 def test_kl_matches_torch_distributions():
@@ -58,3 +63,28 @@ def test_weighted_cross_entropy_ignores_unlabelled_images():
     a = weighted_cross_entropy(logits, torch.tensor([0, -1, 2, -1]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
     b = weighted_cross_entropy(logits, torch.tensor([0, 1, 2, 0]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
     assert torch.equal(a, b)
+
+
+def test_cosine_triplet_loss_matches_a_naive_loop_over_hand_made_triplets():
+    """Eqs. (1)-(3) of paper 1 with the intended sign, one triplet at a time, by hand."""
+    e = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.2], [0.5, 0.5], [2.0, 0.1]])
+    triplets = [(0, 1, 2), (0, 2, 1), (4, 5, 3), (3, 0, 3), (1, 5, 4)]  # easy, violated, ..., anchor = negative
+    k, m = 0.2, 0.1
+
+    def cos(a, b):
+        return float(e[a] @ e[b]) / math.sqrt(float(e[a] @ e[a]) * float(e[b] @ e[b]))
+
+    naive = sum(max(k * cos(a, n) - k * cos(a, p) + m, 0.0) for a, p, n in triplets) / len(triplets)
+    a, p, n = (torch.tensor(col) for col in zip(*triplets))
+    assert math.isclose(float(cosine_triplet_loss(e, a, p, n, margin=m, scale=k)), naive, rel_tol=1e-5)
+    # the sign: a positive closer than the negative costs nothing beyond the margin ...
+    assert float(cosine_triplet_loss(e, a[:1], p[:1], n[:1], margin=0.0, scale=k)) == 0.0
+    # ... and swapping positive and negative costs (the misprinted Eq. (3) would say the opposite)
+    assert float(cosine_triplet_loss(e, a[:1], n[:1], p[:1], margin=0.0, scale=k)) > 0.1
+
+
+def test_cosine_triplet_loss_refuses_a_non_positive_scale():
+    import pytest
+
+    with pytest.raises(ValueError, match="scale"):
+        cosine_triplet_loss(torch.randn(3, 2), torch.tensor([0]), torch.tensor([1]), torch.tensor([2]), margin=0.1, scale=0.0)

@@ -4,7 +4,18 @@ import pytest
 import torch
 
 from lib.losses import vae_loss
-from lib.models import LabellingVAE, SmallCNN, SmallCNNConfig, VAEConfig
+from lib.models import (
+    EmbeddingNet,
+    LabellingVAE,
+    PreActResNet,
+    PyramidConfig,
+    PyramidTrunk,
+    SmallCNN,
+    SmallCNNConfig,
+    StraightClassifier,
+    VAEConfig,
+    preact_resnet50,
+)
 
 
 def vae_objective(model, x):
@@ -21,10 +32,26 @@ def classifier_objective(model, x):
     return logits.logsumexp(1).mean()
 
 
+def embedding_objective(model, x):
+    embeddings = model(x)
+    assert embeddings.shape == (len(x), model.head.out_features)
+    return embeddings.pow(2).sum()
+
+
+def small_pyramid(**changes):
+    return PyramidConfig(**{"backbone": "small", "fpn_channels": 8, "hidden": 16, **changes})
+
+
 MODELS = {
     "vae-mnist": (lambda: LabellingVAE(VAEConfig(z_dim=3, hidden=(64, 16, 8))), (1, 28, 28), vae_objective),
     "small-cnn-grey": (lambda: SmallCNN(SmallCNNConfig(in_channels=1, num_classes=10, width=4)), (1, 28, 28), classifier_objective),
     "small-cnn-rgb": (lambda: SmallCNN(SmallCNNConfig(in_channels=3, num_classes=7, width=4)), (3, 32, 32), classifier_objective),
+    "straight-pyramid-small": (lambda: StraightClassifier(small_pyramid()), (1, 28, 28), classifier_objective),
+    "straight-pyramid-resnet50-128": (
+        lambda: StraightClassifier(PyramidConfig(backbone="resnet50", input_size=128, fpn_channels=32, hidden=16, num_classes=4)),
+        (1, 28, 28), classifier_objective,
+    ),
+    "embedding-net": (lambda: EmbeddingNet(PyramidTrunk(small_pyramid()), 6), (1, 28, 28), embedding_objective),
 }
 
 
@@ -38,6 +65,9 @@ def test_model_shapes_gradients_and_finiteness(name):
     assert torch.isfinite(loss)
     loss.backward()
     for pname, p in model.named_parameters():
+        if not p.requires_grad:  # a frozen trunk (EmbeddingNet) must stay without gradients
+            assert p.grad is None, f"{name}: frozen {pname} received a gradient"
+            continue
         assert p.grad is not None, f"{name}: no gradient reaches {pname}"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
         assert p.grad.abs().sum() > 0, f"{name}: zero gradient in {pname}"
@@ -53,3 +83,30 @@ def test_vae_eval_mode_is_deterministic_and_uses_the_mean():
     assert torch.equal(a.z, a.mu) and torch.equal(a.recon_logits, b.recon_logits)
     decoded = model.decode(a.mu)
     assert decoded.min() >= 0 and decoded.max() <= 1  # sigmoid output (§3.3)
+
+
+def test_resnet50_v2_stages_and_pyramid_at_the_papers_resolution():
+    backbone = PreActResNet(preact_resnet50(in_channels=1))
+    assert 23.4e6 < sum(p.numel() for p in backbone.parameters()) < 23.6e6  # Keras' ResNet50V2 without its top: 23.56 M
+    shapes = [tuple(s.shape[1:]) for s in backbone(torch.zeros(1, 1, 128, 128))]
+    assert shapes == [(256, 32, 32), (512, 16, 16), (1024, 8, 8), (2048, 4, 4)]
+    trunk = PyramidTrunk(PyramidConfig(backbone="resnet50", input_size=128, fpn_channels=256))
+    levels = trunk.eval().pyramid(torch.zeros(1, 1, 28, 28))  # 28 x 28 in, resized to 128 inside
+    assert [tuple(v.shape[1:]) for v in levels.values()] == [(256, 32, 32), (256, 16, 16), (256, 8, 8), (256, 4, 4), (256, 2, 2)]
+    assert trunk.feature_dim == 256 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)  # each level max-pooled 2 x 2 (ceil)
+
+
+def test_embedding_net_keeps_its_trunk_frozen_in_train_mode():
+    trunk = PyramidTrunk(small_pyramid())
+    net = EmbeddingNet(trunk, 4).train()
+    assert not net.trunk.training and net.head.training
+    before = {k: v.clone() for k, v in net.trunk.state_dict().items()}
+    net(torch.rand(8, 1, 28, 28))
+    assert all(torch.equal(before[k], v) for k, v in net.trunk.state_dict().items())  # batch-norm statistics unchanged
+
+
+def test_unknown_backbone_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="backbone 'resnet18' is unknown"):
+        PyramidConfig(backbone="resnet18")

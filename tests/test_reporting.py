@@ -13,6 +13,7 @@ from lib.reporting import (
     REPRODUCED,
     Above,
     AtLeast,
+    AtMost,
     Between,
     ChapterResults,
     load_results,
@@ -43,7 +44,9 @@ def test_rules():
     assert Above(0).verdict(mean_ci([0.05, 0.06, 0.07])) == REPRODUCED
     assert Above(0).verdict(mean_ci([-0.1, 0.05, 0.2])) == NOT_REPRODUCED  # interval straddles 0
     assert Above(0).verdict(mean_ci([0.05])) == NOT_REPRODUCED  # one seed is no evidence
-    assert "95% interval" in AtLeast(1).describe()
+    assert AtMost(1.0).verdict(mean_ci([0.9, 1.05, 1.2])) == REPRODUCED  # interval reaches 1
+    assert AtMost(1.0).verdict(mean_ci([3.0, 3.1, 3.2])) == NOT_REPRODUCED
+    assert "95% interval" in AtLeast(1).describe() and "or less" in AtMost(1).describe()
 
 
 def test_results_file_carries_claims_and_run_card(tmp_path):
@@ -75,3 +78,15 @@ def test_scorecard_lists_results_and_chapters_not_run(tmp_path):
     assert "seventy-five percent" in text and "0.62 ± " in text and "**not reproduced**" in text
     assert "Chapter 5 — Y" in text and "--profile quick" in text  # no results: says how to run it
     assert text.count("**not run**") == 3  # 05 quick, 04 full, 05 full
+
+
+def test_show_full_profile_says_how_to_run_it_or_shows_the_saved_results(tmp_path, capsys):
+    from lib.reporting import show_full_profile
+
+    assert show_full_profile(tmp_path, "99_test", ["fig"]) is None
+    assert "python -m lib.run chapters/99_test.py --profile full" in capsys.readouterr().out
+    results = ChapterResults("99_test", "full", tmp_path, {"a": 1}, [0, 1])
+    results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5))
+    results.save(device=torch.device("cpu"), data=[], initialisation="random")
+    shown = show_full_profile(tmp_path, "99_test", ["missing-figure"])
+    assert shown is not None and shown["claims"][0]["id"] == "x"

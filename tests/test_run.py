@@ -83,3 +83,34 @@ def test_a_failing_chapter_fails_the_run(tmp_path, monkeypatch):
         run.execute(chapter, "quick", params, changed)
     assert (tmp_path / "results" / "quick" / "99_broken" / "99_broken.ipynb").is_file()
     assert not chapter.with_suffix(".ipynb").exists()  # the book's notebook is left as it was
+
+
+CHAPTER1 = CHAPTER.parent / "01_embeddings_extendable_classification.py"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"classes": [0, 1, 1]}, "repeat a class"),
+        ({"added_class": 1}, "added_class=1 is already among classes"),
+        ({"classes": [0, 1, 12]}, "classes \\[12\\] are unknown"),
+        ({"datasets": ["cifar10"]}, "must be distinct names among"),
+        ({"backbone": "resnet18"}, "backbone 'resnet18' is unknown"),
+        ({"input_size": 16}, "input_size=16 must be at least"),
+        ({"lr_factor": 1.0}, "factor must lie in"),
+        ({"classes": [0, "1", 2]}, "should be of the type"),
+    ],
+)
+def test_chapter1_refuses_invalid_choices(overrides, message):
+    with pytest.raises(ParameterError, match=message):
+        resolve_parameters(CHAPTER1, "quick", None, overrides)
+
+
+def test_chapter1_full_profile_is_the_papers_setting():
+    params, _ = resolve_parameters(CHAPTER1, "full", None, {})
+    assert params["backbone"] == "resnet50" and params["input_size"] == 128 and params["lr"] == 1e-4
+    assert params["train_per_class"] == 6000 and params["mnist_epochs"] == 4 and params["fashion_epochs"] == 8
+
+
+def test_a_float_in_e_notation_is_read_as_a_float():
+    assert run._parse_value("1e-5") == 1e-5 and run._parse_value("[1, 2]") == [1, 2] and run._parse_value("small") == "small"

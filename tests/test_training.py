@@ -41,8 +41,34 @@ def test_fit_classifier_is_deterministic(small):
         torch.manual_seed(seed)  # the initial weights
         return fit_classifier(SmallCNN(SmallCNNConfig(width=4)), tr, epochs=1, lr=1e-3, batch_size=64, seed=seed, device=CPU)
 
-    assert fit(5) == fit(5)
-    assert fit(5) != fit(6)
+    assert fit(5).losses == fit(5).losses
+    assert fit(5).losses != fit(6).losses
+
+
+def test_fit_classifier_resumes_bit_identically_with_nadam_and_channels_last(small, tmp_path):
+    _, tr, _, _ = small
+
+    def fit(epochs, checkpoint=None):
+        torch.manual_seed(0)
+        model = SmallCNN(SmallCNNConfig(width=4))
+        report = fit_classifier(model, tr, epochs=epochs, lr=1e-3, batch_size=64, seed=0, device=CPU, optimiser="nadam",
+                                channels_last=True, checkpoint=checkpoint)
+        return model, report
+
+    straight, _ = fit(3)
+    ckpt = Checkpoint(tmp_path, "cls", {"case": "resume"})
+    fit(2, ckpt)  # "interrupted" after two epochs
+    resumed, report = fit(3, ckpt)
+    assert report.resumed and len(report.losses) == 3 and report.seconds > 0 and report.images_per_s > 0
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_fit_classifier_refuses_an_unknown_optimiser(small):
+    import pytest
+
+    with pytest.raises(ValueError, match="optimiser 'sgd' is unknown"):
+        fit_classifier(SmallCNN(SmallCNNConfig(width=4)), small[1], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU, optimiser="sgd")
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(small, tmp_path, monkeypatch):

@@ -1,6 +1,27 @@
 """Models. Every one offers ``forward_features``, ``forward_head`` and ``forward``."""
 
+from .preact_resnet import (
+    PreActResNet,
+    PreActResNetConfig,
+    preact_resnet50,
+    preact_small,
+)
+from .pyramid import EmbeddingNet, PyramidConfig, PyramidTrunk, StraightClassifier
 from .small_cnn import SmallCNN, SmallCNNConfig
 from .vae import LabellingVAE, VAEConfig, VAEOutput
 
-__all__ = ["LabellingVAE", "SmallCNN", "SmallCNNConfig", "VAEConfig", "VAEOutput"]
+__all__ = [
+    "EmbeddingNet",
+    "LabellingVAE",
+    "PreActResNet",
+    "PreActResNetConfig",
+    "PyramidConfig",
+    "PyramidTrunk",
+    "SmallCNN",
+    "SmallCNNConfig",
+    "StraightClassifier",
+    "VAEConfig",
+    "VAEOutput",
+    "preact_resnet50",
+    "preact_small",
+]

@@ -1,0 +1,159 @@
+"""Training an embedding head with triplets (paper 1, step 2) and using its embeddings.
+
+The trunk under the head is frozen (:class:`lib.models.EmbeddingNet`), so its output for every
+image is computed once (:func:`trunk_features`) and the head trains on those rows: the same
+gradients as running the trunk in every step, at a fraction of the cost.
+
+A batch is built as the paper describes (after Kelcey 2020): every class is the anchor of
+``batch_class_repeats`` triplets, each with a random positive of its class and a random
+negative of another class. The paper's stopping rule is garbled in its text ("using a Nadam
+[optimiser] until reaching a learning rate lower than 5000"); the book reads it as NAdam at
+lr 1e-3, the learning rate cut by ``factor`` whenever the epoch's loss stops improving for
+``patience`` epochs (Keras' ``ReduceLROnPlateau``), and training stops once it falls below
+``min_lr`` = 5e-5, or after ``max_epochs``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data import batches
+from .losses import cosine_triplet_loss
+from .training import Checkpoint, rng_state, seed_everything, set_rng_state
+
+
+@torch.no_grad()
+def trunk_features(trunk: nn.Module, images: torch.Tensor, *, batch_size: int = 512, amp: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """The frozen trunk's output for uint8 ``images``: (N, feature_dim) float32 on the trunk's device."""
+    trunk.eval()
+    device = next(trunk.parameters()).device
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    out = []
+    for (x,) in batches(images, batch_size=batch_size, shuffle=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            out.append(trunk(x.to(device).contiguous(memory_format=memory_format)).float())
+    return torch.cat(out) if out else torch.empty(0, trunk.feature_dim, device=device)
+
+
+def class_members(labels: torch.Tensor) -> list[torch.Tensor]:
+    """Row indices of every class ``0..K-1``; checks each has the two images a triplet needs."""
+    labels = labels.cpu()
+    members = [torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
+    if len(members) < 2 or min(len(m) for m in members) < 2:
+        raise ValueError(f"triplets need at least 2 classes and 2 images per class (images per class: {[len(m) for m in members]})")
+    return members
+
+
+def sample_triplets(members: list[torch.Tensor], repeats: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of (anchor, positive, negative) row indices, ``repeats`` anchors per class.
+
+    ``members`` comes from :func:`class_members`. Positives differ from their anchor; a
+    negative's class is drawn uniformly from the other K - 1 classes, then its image uniformly.
+    Returns three (K * repeats,) int64 tensors.
+    """
+    k = len(members)
+    sizes = torch.tensor([len(m) for m in members])
+    starts = torch.cumsum(sizes, 0) - sizes
+    pool = torch.cat(members)
+    anchors, positives, negatives = [], [], []
+    for c, m in enumerate(members):
+        a = torch.randint(len(m), (repeats,), generator=generator)
+        p = (a + torch.randint(1, len(m), (repeats,), generator=generator)) % len(m)  # any image but the anchor
+        neg_class = (c + torch.randint(1, k, (repeats,), generator=generator)) % k
+        offset = (torch.rand(repeats, generator=generator) * sizes[neg_class]).long().clamp(max=sizes[neg_class] - 1)
+        anchors.append(m[a]), positives.append(m[p]), negatives.append(pool[starts[neg_class] + offset])
+    return torch.cat(anchors), torch.cat(positives), torch.cat(negatives)
+
+
+@dataclass
+class HeadSchedule:
+    """Paper 1, step 2: batch construction, Eqs. (2)-(3) and the optimiser's schedule."""
+
+    batch_class_repeats: int = 15  # anchors per class per batch (paper: 15)
+    scale: float = 0.2  # k of Eq. (2) (paper: 0.2)
+    margin: float = 0.1  # m of Eq. (3), on the scaled similarities (not given in the paper)
+    lr: float = 1e-3  # NAdam's starting learning rate (paper: 1e-3)
+    factor: float = 0.1  # learning-rate cut on a plateau (Keras' default)
+    patience: int = 2  # epochs without improvement before a cut
+    min_lr: float = 5e-5  # stop once the learning rate is below this
+    max_epochs: int = 30  # stop here in any case
+
+    def __post_init__(self):
+        if self.batch_class_repeats < 1 or self.patience < 0 or self.max_epochs < 1:
+            raise ValueError("batch_class_repeats and max_epochs must be at least 1, patience at least 0")
+        if not (0 < self.factor < 1) or self.lr <= 0 or self.min_lr <= 0 or self.scale <= 0 or self.margin < 0:
+            raise ValueError("factor must lie in (0, 1); lr, min_lr and scale must be positive; margin non-negative")
+
+
+class HeadReport(NamedTuple):
+    losses: list[float]  # mean triplet loss of every epoch
+    lrs: list[float]  # learning rate during every epoch
+    stopped: str  # why training stopped
+    seconds: float  # training wall time, summed over resumed sessions
+    resumed: bool
+
+
+def fit_embedding_head(
+    head: nn.Module, features: torch.Tensor, labels: torch.Tensor, schedule: HeadSchedule, *, seed: int,
+    checkpoint: Checkpoint | None = None, desc: str = "embedding head",
+) -> HeadReport:
+    """Train ``head`` (features -> embedding) with the cosine triplet loss on ``features`` rows.
+
+    An epoch is ``ceil(N / (K * batch_class_repeats))`` batches, so about every image is an
+    anchor once. Calling it again on a trained head continues its training ("train further").
+    """
+    generator = seed_everything(seed)
+    device = features.device
+    head.to(device).train()
+    opt = torch.optim.NAdam(head.parameters(), lr=schedule.lr)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience)
+    steps = math.ceil(len(labels) / ((int(labels.max()) + 1) * schedule.batch_class_repeats))
+    losses, lrs, seconds, resumed = [], [], 0.0, False
+    state = checkpoint.load() if checkpoint else None
+    if state is not None:
+        head.load_state_dict(state["head"]), opt.load_state_dict(state["optimiser"]), plateau.load_state_dict(state["plateau"])
+        generator.set_state(state["generator"]), set_rng_state(state["rng"])
+        losses, lrs, seconds, resumed = state["losses"], state["lrs"], state["seconds"], True
+    members = class_members(labels)
+    progress = tqdm(total=schedule.max_epochs, initial=len(losses), desc=desc, leave=False)
+    while len(losses) < schedule.max_epochs and opt.param_groups[0]["lr"] >= schedule.min_lr:
+        started, total = time.perf_counter(), torch.zeros((), device=device)
+        lrs.append(opt.param_groups[0]["lr"])
+        for _ in range(steps):
+            a, p, n = (t.to(device) for t in sample_triplets(members, schedule.batch_class_repeats, generator))
+            rows = torch.cat([a, p, n])
+            emb = head(features[rows])  # (3T, embedding_dim)
+            t = len(a)
+            idx = torch.arange(t, device=device)
+            loss = cosine_triplet_loss(emb, idx, idx + t, idx + 2 * t, schedule.margin, schedule.scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        losses.append(float(total) / steps)
+        plateau.step(losses[-1])
+        seconds += time.perf_counter() - started
+        progress.update(1)
+        if checkpoint:
+            checkpoint.save({"head": head.state_dict(), "optimiser": opt.state_dict(), "plateau": plateau.state_dict(),
+                             "generator": generator.get_state(), "rng": rng_state(), "losses": losses, "lrs": lrs, "seconds": seconds})
+    progress.close()
+    head.eval()
+    stopped = f"learning rate below {schedule.min_lr:g}" if opt.param_groups[0]["lr"] < schedule.min_lr else f"max_epochs = {schedule.max_epochs}"
+    return HeadReport(losses, lrs, stopped, seconds, resumed)
+
+
+@torch.no_grad()
+def embed(head: nn.Module, features: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+    """Unit-length embeddings (N, embedding_dim) on the CPU: cosine similarity is then a dot product."""
+    head.eval()
+    out = [F.normalize(head(features[i : i + batch_size]), dim=1) for i in range(0, len(features), batch_size)]
+    return torch.cat(out).cpu()
