@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -100,7 +101,19 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> t
     return torch.cat(out).float().cpu()
 
 
-OPTIMISERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}
+OPTIMISERS = ("adam", "nadam", "sgd")
+SCHEDULES = ("constant", "onecycle")
+
+
+def make_optimiser(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam (fused), NAdam, or SGD with Nesterov momentum 0.9 (the usual CIFAR recipe)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"optimiser {name!r} is unknown; choose one of {list(OPTIMISERS)}")
 
 
 class FitReport(NamedTuple):
@@ -120,12 +133,21 @@ def fit_classifier(
     seed: int,
     device: torch.device,
     optimiser: str = "adam",
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     amp: bool = False,
     channels_last: bool = False,
     checkpoint: Checkpoint | None = None,
     desc: str = "training",
 ) -> FitReport:
-    """Cross-entropy on in-memory batches with Adam or NAdam; checkpointed after every epoch.
+    """Train on in-memory batches; checkpointed after every epoch.
+
+    The loss is cross-entropy on ``model(x)`` unless ``loss_fn(model, x, y)`` is given.
+    ``schedule="onecycle"`` ramps the learning rate up to ``lr`` and anneals it (Smith's one-cycle);
+    ``augment(x, generator)`` transforms every batch on its device (see
+    :func:`lib.data.random_crop_flip`).
 
     ``amp`` runs the forward pass in bfloat16 autocast on CUDA (ignored on the CPU, where it is
     slower); ``channels_last`` stores images and weights in NHWC, which tensor cores prefer.
@@ -133,17 +155,24 @@ def fit_classifier(
     bit-identical to an uninterrupted one.
     """
     if optimiser not in OPTIMISERS:
-        raise ValueError(f"optimiser {optimiser!r} is unknown; choose one of {sorted(OPTIMISERS)}")
+        raise ValueError(f"optimiser {optimiser!r} is unknown; choose one of {list(OPTIMISERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule {schedule!r} is unknown; choose one of {list(SCHEDULES)}")
     generator = seed_everything(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
     images, labels = train.images.to(device).contiguous(memory_format=memory_format), train.labels.to(device)
-    opt = OPTIMISERS[optimiser](model.parameters(), lr=lr, **({"fused": True} if optimiser == "adam" else {}))
+    opt = make_optimiser(optimiser, model.parameters(), lr, weight_decay)
+    steps_per_epoch = -(-len(labels) // batch_size)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+                 if schedule == "onecycle" else None)
     losses, seconds, resumed = [], 0.0, False
     state = checkpoint.load() if checkpoint else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimiser"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         set_rng_state(state["rng"])
         losses, seconds, resumed = state["losses"], state["seconds"], True
@@ -152,16 +181,21 @@ def fit_classifier(
         started = time.perf_counter()
         total = torch.zeros((), device=device)
         for x, y in batches(images, labels, batch_size=batch_size, shuffle=True, generator=generator):
+            if augment is not None:
+                x = augment(x, generator)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.detach() * len(y)
         losses.append(float(total) / len(labels))  # float() waits for the device: the epoch's time is real
         seconds += time.perf_counter() - started
         if checkpoint:
             checkpoint.save({"model": model.state_dict(), "optimiser": opt.state_dict(), "generator": generator.get_state(),
+                             "scheduler": scheduler.state_dict() if scheduler is not None else None,
                              "rng": rng_state(), "losses": losses, "seconds": seconds})
     model.eval()
     return FitReport(losses, seconds, epochs * len(labels) / max(seconds, 1e-9), resumed)

@@ -170,3 +170,27 @@ def test_official_cifar_batches_are_preferred_and_checked_by_md5(monkeypatch, tm
     monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="data_batch_1 does not match the manifest: expected md5 c99cafc152244af753f735de768cd75f"):
         load_cifar10()  # a bad official copy is refused, never skipped in favour of the JPEG copy
+
+
+def test_cifar100_is_checked_by_torchvisions_md5s_and_offline_says_how_to_get_it(monkeypatch, tmp_path):
+    import torchvision
+
+    from lib.data import load_cifar100, loaders
+
+    folder = tmp_path / "copies" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name in ["meta", "train", "test"]:
+        (folder / name).write_bytes(b"not the official file")
+    monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "copies"))
+    with pytest.raises(DataError, match="does not match the manifest: expected md5"):
+        load_cifar100()
+
+    def offline(root, train, download):
+        raise OSError("Name or service not known")
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(loaders, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(DataError, match="CIFAR100 was not found in any data root and torchvision could not download it"):
+        load_cifar100()

@@ -6,6 +6,8 @@ import torch
 from lib.losses import vae_loss
 from lib.models import (
     EmbeddingNet,
+    FeatureClassifier,
+    FeatureClassifierConfig,
     LabellingVAE,
     PreActResNet,
     PyramidConfig,
@@ -52,6 +54,13 @@ MODELS = {
         (1, 28, 28), classifier_objective,
     ),
     "embedding-net": (lambda: EmbeddingNet(PyramidTrunk(small_pyramid()), 6), (1, 28, 28), embedding_objective),
+    "soc-small": (lambda: FeatureClassifier(FeatureClassifierConfig(width=4, head="soc", num_features=2)), (3, 32, 32), classifier_objective),
+    "soc-small-learned-scale": (
+        lambda: FeatureClassifier(FeatureClassifierConfig(width=4, head="soc", num_features=3, learn_scale=True)), (3, 32, 32), classifier_objective,
+    ),
+    "softmax-resnet18-cifar": (
+        lambda: FeatureClassifier(FeatureClassifierConfig(encoder="resnet18", head="softmax", num_classes=100)), (3, 32, 32), classifier_objective,
+    ),
 }
 
 
@@ -110,3 +119,11 @@ def test_unknown_backbone_is_refused():
 
     with pytest.raises(ValueError, match="backbone 'resnet18' is unknown"):
         PyramidConfig(backbone="resnet18")
+
+
+def test_cifar_resnet18_keeps_the_resolution_in_its_stem():
+    model = FeatureClassifier(FeatureClassifierConfig(encoder="resnet18", head="soc", num_features=5))
+    assert model.encoder.conv1.kernel_size == (3, 3) and model.encoder.conv1.stride == (1, 1)
+    assert isinstance(model.encoder.maxpool, torch.nn.Identity)
+    assert model.points(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    assert model.loss(torch.rand(2, 3, 32, 32), torch.tensor([0, 9])).ndim == 0

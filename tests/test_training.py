@@ -67,8 +67,10 @@ def test_fit_classifier_resumes_bit_identically_with_nadam_and_channels_last(sma
 def test_fit_classifier_refuses_an_unknown_optimiser(small):
     import pytest
 
-    with pytest.raises(ValueError, match="optimiser 'sgd' is unknown"):
-        fit_classifier(SmallCNN(SmallCNNConfig(width=4)), small[1], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU, optimiser="sgd")
+    with pytest.raises(ValueError, match="optimiser 'rmsprop' is unknown"):
+        fit_classifier(SmallCNN(SmallCNNConfig(width=4)), small[1], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU, optimiser="rmsprop")
+    with pytest.raises(ValueError, match="schedule 'cosine' is unknown"):
+        fit_classifier(SmallCNN(SmallCNNConfig(width=4)), small[1], epochs=1, lr=1e-3, batch_size=64, seed=0, device=CPU, schedule="cosine")
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(small, tmp_path, monkeypatch):
@@ -128,3 +130,37 @@ def test_a_resumed_run_says_so(small, tmp_path):
     checkpoint = Checkpoint(tmp_path, "run", {"case": "says"})
     assert train(small, 0, checkpoint)["resumed_at_epoch"] == 0
     assert train(small, 0, checkpoint)["resumed_at_epoch"] == CONFIG.epochs + 1  # finished: nothing left to train
+
+
+def test_fit_classifier_with_sgd_onecycle_a_loss_and_augmentation_resumes_bit_identically(tmp_path):
+    from lib.data import Split, random_crop_flip
+    from lib.models import FeatureClassifier, FeatureClassifierConfig
+
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randint(0, 256, (96, 3, 16, 16), generator=g, dtype=torch.uint8), torch.arange(96) % 3)
+
+    def fit(checkpoint=None, stop_after_batches=None):
+        torch.manual_seed(0)
+        model = FeatureClassifier(FeatureClassifierConfig(width=4, num_classes=3, head="soc", num_features=2))
+        calls = []
+
+        def augment(x, gen):
+            calls.append(1)
+            if len(calls) == stop_after_batches:
+                raise KeyboardInterrupt("simulated interruption during epoch 3")
+            return random_crop_flip(x, 2, gen)
+
+        report = fit_classifier(model, data, epochs=3, lr=0.05, batch_size=32, seed=1, device=CPU, optimiser="sgd", weight_decay=5e-4,
+                                schedule="onecycle", loss_fn=FeatureClassifier.loss, augment=augment, checkpoint=checkpoint)
+        return model, report
+
+    straight, _ = fit()
+    ckpt = Checkpoint(tmp_path, "soc", {"case": "resume"})
+    try:
+        fit(ckpt, stop_after_batches=7)  # 3 batches an epoch: stops inside the third epoch
+    except KeyboardInterrupt:
+        pass
+    resumed, report = fit(ckpt)  # the same command again
+    assert report.resumed and len(report.losses) == 3
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name

@@ -124,6 +124,28 @@ def load_cifar10() -> Dataset:
     return Dataset("CIFAR-10", train, test, list(CIFAR10_CLASSES), provenance)
 
 
+def load_cifar100() -> Dataset:
+    """CIFAR-100 (Krizhevsky, 2009), 100 fine classes: the official python files, or torchvision's download.
+
+    No offline copy exists on the machines this book is built on; there it raises
+    :class:`DataError`, and chapters mark their CIFAR-100 claims as not run.
+    """
+    found = find_layout(["cifar-100-python"]) or _download("CIFAR100", ["cifar-100-python"])
+    root, layout = found
+    checksums = verify_layout(root, layout)
+
+    def part(name: str) -> Split:
+        with open(root / layout / name, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+        images = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return Split(torch.from_numpy(images), torch.from_numpy(np.asarray(d["fine_labels"], dtype=np.int64)))
+
+    with open(root / layout / "meta", "rb") as f:
+        classes = list(pickle.load(f, encoding="latin1")["fine_label_names"])
+    provenance = {"dataset": "CIFAR-100", "copy": str(root / layout), "format": "official python files", "lossy": False, "files": checksums}
+    return Dataset("CIFAR-100", part("train"), part("test"), classes, provenance)
+
+
 # ---------------------------------------------------------------- Tiny-ImageNet animals
 
 

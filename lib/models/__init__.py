@@ -1,5 +1,6 @@
 """Models. Every one offers ``forward_features``, ``forward_head`` and ``forward``."""
 
+from .feature_classifier import FeatureClassifier, FeatureClassifierConfig, cifar_resnet18
 from .preact_resnet import (
     PreActResNet,
     PreActResNetConfig,
@@ -12,6 +13,8 @@ from .vae import LabellingVAE, VAEConfig, VAEOutput
 
 __all__ = [
     "EmbeddingNet",
+    "FeatureClassifier",
+    "FeatureClassifierConfig",
     "LabellingVAE",
     "PreActResNet",
     "PreActResNetConfig",
@@ -22,6 +25,7 @@ __all__ = [
     "StraightClassifier",
     "VAEConfig",
     "VAEOutput",
+    "cifar_resnet18",
     "preact_resnet50",
     "preact_small",
 ]
