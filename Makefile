@@ -26,6 +26,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
+	$(BIN)/python benchmarks/cifar_augmentation.py
 
 clean:
 	rm -rf _build _generated results/quick
