@@ -11,7 +11,6 @@ import argparse
 import gzip
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from lib.data import batches, load_mnist
 from lib.losses import vae_loss
 from lib.models import LabellingVAE, VAEConfig
 from lib.training import pick_device
+from timing import images_per_second  # benchmarks/timing.py
 
 
 def step_fn(device):
@@ -37,23 +37,6 @@ def step_fn(device):
         optimiser.step()
 
     return step
-
-
-def timed(batch_iter, step, n_steps, device) -> float:
-    """Images per second over ``n_steps`` steps, after 20 warm-up steps."""
-    it = iter(batch_iter)
-    for _ in range(20):
-        step(next(it).to(device, non_blocking=True))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start, seen = time.perf_counter(), 0
-    for _ in range(n_steps):
-        x = next(it).to(device, non_blocking=True)
-        step(x)
-        seen += len(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return seen / (time.perf_counter() - start)
 
 
 def torchvision_root(mnist) -> Path:
@@ -80,14 +63,14 @@ def main() -> None:
 
     images = mnist.train.images.to(device)
     generator = torch.Generator().manual_seed(0)
-    ours = (x for _ in range(n_epochs) for (x,) in batches(images, batch_size=args.batch_size, shuffle=True, generator=generator))
-    ours_rate = timed(ours, step_fn(device), args.steps, device)
+    ours = ((x,) for _ in range(n_epochs) for (x,) in batches(images, batch_size=args.batch_size, shuffle=True, generator=generator))
+    ours_rate = images_per_second(ours, step_fn(device), args.steps, device, warmup=20)
 
     root = torchvision_root(mnist)
     dataset = torchvision.datasets.MNIST(str(root), train=True, download=False, transform=torchvision.transforms.ToTensor())
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
-    theirs = (x for _ in range(n_epochs) for x, _ in loader)
-    theirs_rate = timed(theirs, step_fn(device), args.steps, device)
+    theirs = ((x,) for _ in range(n_epochs) for x, _ in loader)
+    theirs_rate = images_per_second(theirs, step_fn(device), args.steps, device, warmup=20)
     shutil.rmtree(root)
 
     print(f"device {device}, batch {args.batch_size}, {args.steps} timed steps, torch {torch.__version__}")

@@ -16,7 +16,6 @@ Not a test: the ratio depends on the machine. It prints one table and the ratio,
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from torchvision.transforms import v2
 from lib.data import batches, load_cifar10, random_crop_flip
 from lib.models import FeatureClassifier, FeatureClassifierConfig
 from lib.training import pick_device
+from timing import images_per_second  # benchmarks/timing.py
 
 
 class AugmentedImages(Dataset):
@@ -60,24 +60,6 @@ def step_fn(encoder: str, device: torch.device, channels_last: bool):
     return step
 
 
-def timed(batch_iter, step, n_steps: int, device: torch.device) -> float:
-    """Images per second over ``n_steps`` steps, after 10 warm-up steps."""
-    it = iter(batch_iter)
-    for _ in range(10):
-        x, y = next(it)
-        step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start, seen = time.perf_counter(), 0
-    for _ in range(n_steps):
-        x, y = next(it)
-        step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-        seen += len(y)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return seen / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", default="small", choices=["small", "resnet18"])
@@ -95,12 +77,12 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     ours = ((random_crop_flip(x, 4, generator), y) for _ in range(n_epochs)
             for x, y in batches(images, labels, batch_size=args.batch_size, shuffle=True, generator=generator))
-    ours_rate = timed(ours, step_fn(args.encoder, device, channels_last), args.steps, device)
+    ours_rate = images_per_second(ours, step_fn(args.encoder, device, channels_last), args.steps, device, warmup=10)
 
     loader = DataLoader(AugmentedImages(cifar.train.images, cifar.train.labels), batch_size=args.batch_size, shuffle=True,
                         num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     theirs = (batch for _ in range(n_epochs) for batch in loader)
-    theirs_rate = timed(theirs, step_fn(args.encoder, device, channels_last), args.steps, device)
+    theirs_rate = images_per_second(theirs, step_fn(args.encoder, device, channels_last), args.steps, device, warmup=10)
 
     print(f"device {device}, encoder {args.encoder}, batch {args.batch_size}, {args.steps} timed steps, torch {torch.__version__}, "
           f"data {cifar.provenance['format']}")

@@ -90,7 +90,7 @@ from tqdm import tqdm
 from lib import vae_experiment as experiment
 from lib.cluster_labelling import train_labelling_vae
 from lib.data import load_mnist
-from lib.evaluation import mean_ci
+from lib.evaluation import mean_ci, short_ci
 from lib.plotting import band, image_grid, paper_line
 from lib.reporting import (
     Above,
@@ -287,7 +287,7 @@ comparison = {
 results.table("baselines", [{"method": m, "test_accuracy": acc, "labels": lab} for m, (acc, lab) in comparison.items()])
 display(Markdown("\n".join(
     ["| method | test accuracy (mean ± 95% CI) | labels spent (mean) |", "|---|---|---|"]
-    + [f"| {m} | {mean_ci(acc).mean:.3f} ± {mean_ci(acc).high - mean_ci(acc).mean:.3f} | {np.mean(lab):.0f} |" for m, (acc, lab) in comparison.items()]
+    + [f"| {m} | {short_ci(acc)} | {np.mean(lab):.0f} |" for m, (acc, lab) in comparison.items()]
 )))
 
 # %%

@@ -39,7 +39,7 @@ from .data import (
     take,
 )
 from .evaluation import accuracy
-from .metric_learning import HeadSchedule, embed, fit_embedding_head, trunk_features
+from .metric_learning import HeadSchedule, embed, fit_embedding_head
 from .models import EmbeddingNet, PyramidConfig, StraightClassifier
 from .similarity_search import VectorIndex, precision_at_k
 from .training import Checkpoint, fit_classifier, predict, seed_everything
@@ -180,21 +180,21 @@ def run_extension(splits: ExtensionSplits, p: dict, *, epochs: int, seed: int, d
     straight3, report = straight(k_old, train_old, "straight3")
     run.seconds["straight 3-class training"] = report.seconds
     run.straight_images_per_s = report.images_per_s
-    run.accuracy["straight 3-class"] = accuracy(predict(straight3, test_old.images), test_old.labels)
+    run.accuracy["straight 3-class"] = accuracy(predict(straight3, test_old.images, amp=p["amp"], channels_last=p["channels_last"]), test_old.labels)
 
     # Step 2: the frozen trunk's features, the triplet-trained head, the classic classifiers.
     net = EmbeddingNet(straight3.trunk, p["embedding_dim"]).to(device)
-    feats = dict(amp=p["amp"], channels_last=p["channels_last"])
+    feats = dict(batch_size=512, amp=p["amp"], channels_last=p["channels_last"], to_cpu=False)  # features stay on the device
     started = time.perf_counter()
-    train_f_old = trunk_features(net.trunk, splits.train.images[~is_new_train], **feats)
+    train_f_old = predict(net.trunk, splits.train.images[~is_new_train], **feats)
     run.seconds["trunk features, starting classes"] = time.perf_counter() - started
     started = time.perf_counter()
-    train_f_new = trunk_features(net.trunk, splits.train.images[is_new_train], **feats)
+    train_f_new = predict(net.trunk, splits.train.images[is_new_train], **feats)
     run.seconds["trunk features, added class"] = time.perf_counter() - started
     train_f = torch.empty(len(splits.train.labels), train_f_old.shape[1], device=device)
     train_f[~is_new_train.to(device)], train_f[is_new_train.to(device)] = train_f_old, train_f_new
     started = time.perf_counter()
-    test_f = trunk_features(net.trunk, splits.test.images, **feats)
+    test_f = predict(net.trunk, splits.test.images, **feats)
     run.seconds["trunk features, test set"] = time.perf_counter() - started
     schedule = head_schedule(p)
     head_settings = {**settings, "epochs": epochs, **schedule.__dict__}
@@ -212,11 +212,11 @@ def run_extension(splits: ExtensionSplits, p: dict, *, epochs: int, seed: int, d
         run.accuracy[f"{name}, 3-class model"] = r["accuracy"]
 
     # Beyond the paper: the added class embedded by the 3-class head, no further training.
-    for name, clf in {"k-nearest neighbours": KNeighborsClassifier(n_neighbors=p["knn_k"]), "nearest class mean": NearestCentroid()}.items():
-        clf.fit(emb3_train.numpy(), splits.train.labels.numpy())
-        predicted = clf.predict(emb3_test.numpy())
-        run.accuracy[f"{name}, no further training"] = float((predicted == splits.test.labels.numpy()).mean())
-        run.accuracy[f"{name}, no further training, added class"] = float((predicted[is_new_test.numpy()] == k_old).mean())
+    no_further = fit_classic({"k-nearest neighbours": KNeighborsClassifier(n_neighbors=p["knn_k"]), "nearest class mean": NearestCentroid()},
+                             emb3_train, splits.train.labels, emb3_test, splits.test.labels)
+    for name, r in no_further.items():
+        run.accuracy[f"{name}, no further training"] = r["accuracy"]
+        run.accuracy[f"{name}, no further training, added class"] = float((r["predicted"][is_new_test.numpy()] == k_old).mean())
 
     # Step 3: train the same head further on all four classes, re-embed, retrain the classic classifiers.
     head4 = copy.deepcopy(net.head)
@@ -241,7 +241,7 @@ def run_extension(splits: ExtensionSplits, p: dict, *, epochs: int, seed: int, d
     # Eqs. (6)-(7): the from-scratch alternative, a new 4-class straight classifier.
     straight4, report = straight(k_old + 1, splits.train, "straight4")
     run.seconds["straight 4-class training from scratch"] = report.seconds
-    logits = predict(straight4, splits.test.images)
+    logits = predict(straight4, splits.test.images, amp=p["amp"], channels_last=p["channels_last"])
     run.accuracy["straight 4-class"] = accuracy(logits, splits.test.labels)
     run.accuracy["straight 4-class, starting classes"] = accuracy(logits[old_te], test_old.labels)
     run.seconds["embedding route, total"] = sum(run.seconds[s] for s in (

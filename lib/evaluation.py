@@ -38,6 +38,12 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     return Interval(m, m - half, m + half, int(x.size))
 
 
+def short_ci(values: Sequence[float], digits: int = 3) -> str:
+    """A table cell: "mean ± half-width of the 95% interval", or just the mean for one value."""
+    ci = mean_ci(values)
+    return f"{ci.mean:.{digits}f} ± {ci.high - ci.mean:.{digits}f}" if ci.n > 1 else f"{ci.mean:.{digits}f}"
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose arg-max is the label."""
     return float((logits.argmax(dim=1) == labels).float().mean())

@@ -1,7 +1,7 @@
 """Training an embedding head with triplets (paper 1, step 2) and using its embeddings.
 
 The trunk under the head is frozen (:class:`lib.models.EmbeddingNet`), so its output for every
-image is computed once (:func:`trunk_features`) and the head trains on those rows: the same
+image is computed once (:func:`lib.training.predict` on the trunk) and the head trains on those rows: the same
 gradients as running the trunk in every step, at a fraction of the cost.
 
 A batch is built as the paper describes (after Kelcey 2020): every class is the anchor of
@@ -25,22 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .data import batches
 from .losses import cosine_triplet_loss
 from .training import Checkpoint, rng_state, seed_everything, set_rng_state
-
-
-@torch.no_grad()
-def trunk_features(trunk: nn.Module, images: torch.Tensor, *, batch_size: int = 512, amp: bool = False, channels_last: bool = False) -> torch.Tensor:
-    """The frozen trunk's output for uint8 ``images``: (N, feature_dim) float32 on the trunk's device."""
-    trunk.eval()
-    device = next(trunk.parameters()).device
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    out = []
-    for (x,) in batches(images, batch_size=batch_size, shuffle=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            out.append(trunk(x.to(device).contiguous(memory_format=memory_format)).float())
-    return torch.cat(out) if out else torch.empty(0, trunk.feature_dim, device=device)
 
 
 def class_members(labels: torch.Tensor) -> list[torch.Tensor]:

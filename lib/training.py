@@ -93,12 +93,22 @@ def set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for uint8 ``images`` (moved to the model's device batch by batch), shape (N, K)."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024, *, amp: bool = False, channels_last: bool = False,
+            to_cpu: bool = True) -> torch.Tensor:
+    """``model``'s float outputs for uint8 ``images`` (moved to its device batch by batch), (N, ...).
+
+    Logits of a classifier, or features of a trunk; on the CPU, or left on the model's device with
+    ``to_cpu=False``. ``amp`` and ``channels_last`` as in :func:`fit_classifier`.
+    """
     model.eval()
     device = next(model.parameters()).device
-    out = [model(x.to(device)) for (x,) in batches(images, batch_size=batch_size, shuffle=False)]
-    return torch.cat(out).float().cpu()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    out = []
+    for (x,) in batches(images, batch_size=batch_size, shuffle=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            out.append(model(x.to(device).contiguous(memory_format=memory_format)).float())
+    out = torch.cat(out)
+    return out.cpu() if to_cpu else out
 
 
 OPTIMISERS = ("adam", "nadam", "sgd")

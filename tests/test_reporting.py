@@ -90,3 +90,11 @@ def test_show_full_profile_says_how_to_run_it_or_shows_the_saved_results(tmp_pat
     results.save(device=torch.device("cpu"), data=[], initialisation="random")
     shown = show_full_profile(tmp_path, "99_test", ["missing-figure"])
     assert shown is not None and shown["claims"][0]["id"] == "x"
+
+
+def test_short_ci_is_the_mean_and_the_half_width():
+    from lib.evaluation import short_ci
+
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)
+    assert short_ci([1.0, 2.0, 3.0]) == f"2.000 ± {half:.3f}"
+    assert short_ci([0.5]) == "0.500" and short_ci([1.0, 1.0], digits=1) == "1.0 ± 0.0"

@@ -7,7 +7,7 @@ from lib import cluster_labelling
 from lib.cluster_labelling import Annotator, LabellingConfig, train_labelling_vae
 from lib.data import stratified_split, take
 from lib.models import SmallCNN, SmallCNNConfig
-from lib.training import Checkpoint, fit_classifier
+from lib.training import Checkpoint, fit_classifier, predict
 
 CONFIG = LabellingConfig(z_dim=3, hidden=(32, 16, 8), epochs=3, batch_size=64, k_min=3, k_max=6, elbow_sample=300, gamma=10.0)
 CPU = torch.device("cpu")
@@ -164,3 +164,14 @@ def test_fit_classifier_with_sgd_onecycle_a_loss_and_augmentation_resumes_bit_id
     assert report.resumed and len(report.losses) == 3
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_predict_agrees_across_memory_layouts_and_can_stay_on_the_device():
+    torch.manual_seed(0)
+    model = SmallCNN(SmallCNNConfig(width=4)).eval()
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    plain = predict(model, images, batch_size=4)
+    reference = model(images.float() / 255)
+    torch.testing.assert_close(plain, reference)  # batched and unbatched alike
+    torch.testing.assert_close(predict(model, images, channels_last=True), plain, rtol=1e-4, atol=1e-5)
+    assert predict(model, images, to_cpu=False).device == next(model.parameters()).device

@@ -1,6 +1,10 @@
 """Models. Every one offers ``forward_features``, ``forward_head`` and ``forward``."""
 
-from .feature_classifier import FeatureClassifier, FeatureClassifierConfig, cifar_resnet18
+from .feature_classifier import (
+    FeatureClassifier,
+    FeatureClassifierConfig,
+    cifar_resnet18,
+)
 from .preact_resnet import (
     PreActResNet,
     PreActResNetConfig,

@@ -8,7 +8,7 @@ ReLU -> 2 x 2 max pooling -> flatten, concatenated (Fig. 4).
 * :class:`StraightClassifier` (Fig. 3, step 1): the trunk and dense layers to the class logits.
 * :class:`EmbeddingNet` (Fig. 4, step 2): the *frozen* trunk of a trained straight classifier and
   one dense layer to a 64-d embedding. Only that layer learns, so the trunk's output can be
-  computed once per image (:func:`lib.metric_learning.trunk_features`) and reused.
+  computed once per image (:func:`lib.training.predict` on the trunk) and reused.
 """
 
 from __future__ import annotations
