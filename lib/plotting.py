@@ -41,3 +41,37 @@ def band(ax, x: Sequence[float], runs: Sequence[Sequence[float]], label: str, **
 
 def paper_line(ax, value: float, label: str = "paper"):
     ax.axhline(value, color="black", linestyle="--", linewidth=1, label=label)
+
+
+def feature_space_1d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, names: Sequence[str]):
+    """A 1-feature SOC model: each class's unit Gaussian, its points as a strip, the decision regions below."""
+    grid = torch.linspace(float(z.min()) - 1, float(z.max()) + 1, 800)
+    density = torch.exp(-0.5 * (grid[:, None] - means[None, :, 0]) ** 2) / np.sqrt(2 * np.pi)  # (G, K)
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for k, name in enumerate(names):
+        ax.plot(grid, density[:, k], color=colours(k), label=name)
+        zk = z[labels == k, 0]
+        ax.scatter(zk, -0.05 - 0.25 * torch.rand(len(zk), generator=torch.Generator().manual_seed(k)), s=2, color=colours(k), alpha=0.5)
+    region = density.argmax(1)
+    ax.scatter(grid, torch.full_like(grid, -0.38), c=[colours(int(k)) for k in region], marker="s", s=12)
+    ax.set(xlabel="feature 1", yticks=[], ylim=(-0.45, 0.45))
+    return ax
+
+
+def feature_space_2d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, names: Sequence[str]):
+    """A 2-feature SOC model: points, 1- and 2-sigma contours of each class Gaussian, decision regions."""
+    lo, hi = z.min(0).values - 1, z.max(0).values + 1
+    gx, gy = torch.meshgrid(torch.linspace(float(lo[0]), float(hi[0]), 300), torch.linspace(float(lo[1]), float(hi[1]), 300), indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    region = torch.cdist(grid, means).argmin(1).view(gx.shape)  # unit scales: the nearest mean wins
+    colours = plt.get_cmap("tab10")
+    ax.imshow(region.numpy(), origin="lower", extent=(float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])), cmap=colours,
+              vmin=0, vmax=9, alpha=0.18, interpolation="nearest", aspect="auto")
+    angle = np.linspace(0, 2 * np.pi, 100)
+    for k, name in enumerate(names):
+        zk = z[labels == k]
+        ax.scatter(zk[:, 0], zk[:, 1], s=3, color=colours(k), alpha=0.6, label=name)
+        for r in (1, 2):
+            ax.plot(means[k, 0] + r * np.cos(angle), means[k, 1] + r * np.sin(angle), color=colours(k), linewidth=0.8)
+    ax.set(xlabel="feature 1", ylabel="feature 2")
+    return ax
