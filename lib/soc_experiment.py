@@ -8,15 +8,26 @@ and a one-cycle learning rate: the usual strong CIFAR recipe, the same for both 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
-from .data import Dataset, Split, load_cifar10, load_cifar100, random_crop_flip, select_classes, stratified_split, take
+from .data import (
+    Dataset,
+    Split,
+    load_cifar10,
+    load_cifar100,
+    random_crop_flip,
+    select_classes,
+    stratified_split,
+    take,
+)
 from .evaluation import accuracy
 from .models import FeatureClassifier, FeatureClassifierConfig
+from .soc import soc_loss
 from .training import Checkpoint, FitReport, fit_classifier, predict, seed_everything
 
 DATASETS = {"cifar10": load_cifar10, "cifar100": load_cifar100}
@@ -71,13 +82,9 @@ def train_model(train: Split, p: dict, *, head: str, num_features: int, num_clas
     return model, report
 
 
-@torch.no_grad()
-def points(model: FeatureClassifier, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def points(model: FeatureClassifier, images: torch.Tensor) -> torch.Tensor:
     """SOC points z of uint8 images, (N, num_features) on the CPU."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model.points(images[i : i + batch_size].to(device).float() / 255).float().cpu()
-                      for i in range(0, len(images), batch_size)])
+    return predict(nn.Sequential(model.encoder, model.project), images)
 
 
 def held_out_splits(train: Split, test: Split, held_out: int) -> tuple[Split, Split, Split, Split]:
@@ -98,30 +105,32 @@ def add_class_to_frozen_model(model: FeatureClassifier, train: Split, test: Spli
     """
     z_train, z_test = points(model, train.images), points(model, test.images)
     k = int(train.labels.max())
-    means = model.head.means.weight.detach().cpu()
+    head = copy.deepcopy(model.head).cpu()
+    head.add_class()  # the old means kept, the new one at the origin
     new = test.labels == k
     out = {}
 
-    def score(new_mean: torch.Tensor, name: str) -> None:
-        all_means = torch.cat([means, new_mean[None]])
-        predicted = (-torch.cdist(z_test, all_means)).argmax(1)  # unit scales: the nearest mean wins
+    @torch.no_grad()
+    def score(name: str) -> None:
+        predicted = head(z_test).argmax(1)
         out[f"{name}, added class"] = float((predicted[new] == k).float().mean())
         out[f"{name}, old classes"] = float((predicted[~new] == test.labels[~new]).float().mean())
 
-    score(z_train[train.labels == k].mean(0), "mean of its points")
+    with torch.no_grad():
+        head.means.weight[k] = z_train[train.labels == k].mean(0)
+    score("mean of its points")
     generator = seed_everything(seed)
-    new_mean = torch.zeros(means.shape[1], requires_grad=True)
-    opt = torch.optim.Adam([new_mean], lr=0.1)
+    with torch.no_grad():
+        head.means.weight[k] = 0
+    opt = torch.optim.Adam([head.means.weight], lr=0.1)
     for _ in range(steps):
         batch = torch.randint(len(z_train), (1024,), generator=generator)
-        all_means = torch.cat([means, new_mean[None]])
-        img_logits = -0.5 * torch.cdist(z_train[batch], all_means).pow(2)
-        class_logits = -0.5 * torch.cdist(all_means, all_means).pow(2)
-        loss = (F.cross_entropy(img_logits, train.labels[batch]) + F.cross_entropy(class_logits, torch.arange(k + 1))) / 2
+        loss = soc_loss(head, z_train[batch], train.labels[batch])
         opt.zero_grad()
         loss.backward()
+        head.means.weight.grad[:k] = 0  # only the new class's mean moves (Adam leaves zero-gradient rows where they are)
         opt.step()
-    score(new_mean.detach(), "trained mean (SOC loss)")
+    score("trained mean (SOC loss)")
     return out
 
 
