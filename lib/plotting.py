@@ -45,7 +45,8 @@ def paper_line(ax, value: float, label: str = "paper"):
 
 def feature_space_1d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, names: Sequence[str]):
     """A 1-feature SOC model: each class's unit Gaussian, its points as a strip, the decision regions below."""
-    grid = torch.linspace(float(z.min()) - 1, float(z.max()) + 1, 800)
+    lo, hi = min(float(z.min()), float(means.min())), max(float(z.max()), float(means.max()))  # the points and every mean
+    grid = torch.linspace(lo - 1, hi + 1, 800)
     density = torch.exp(-0.5 * (grid[:, None] - means[None, :, 0]) ** 2) / np.sqrt(2 * np.pi)  # (G, K)
     colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     for k, name in enumerate(names):
@@ -60,7 +61,8 @@ def feature_space_1d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Ten
 
 def feature_space_2d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, names: Sequence[str]):
     """A 2-feature SOC model: points, 1- and 2-sigma contours of each class Gaussian, decision regions."""
-    lo, hi = z.min(0).values - 1, z.max(0).values + 1
+    both = torch.cat([z, means])  # the regions cover the points and every mean
+    lo, hi = both.min(0).values - 1, both.max(0).values + 1
     gx, gy = torch.meshgrid(torch.linspace(float(lo[0]), float(hi[0]), 300), torch.linspace(float(lo[1]), float(hi[1]), 300), indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], 1)
     region = torch.cdist(grid, means).argmin(1).view(gx.shape)  # unit scales: the nearest mean wins
@@ -74,4 +76,18 @@ def feature_space_2d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Ten
         for r in (1, 2):
             ax.plot(means[k, 0] + r * np.cos(angle), means[k, 1] + r * np.sin(angle), color=colours(k), linewidth=0.8)
     ax.set(xlabel="feature 1", ylabel="feature 2")
+    return ax
+
+
+def feature_space_3d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, names: Sequence[str]):
+    """A 3-feature SOC model on a 3-D axis: the points, each class mean (a large marker) and its 1-sigma sphere."""
+    colours = plt.get_cmap("tab10")
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 16), np.linspace(0, np.pi, 9))
+    for k, name in enumerate(names):
+        zk = z[labels == k]
+        ax.scatter(zk[:, 0], zk[:, 1], zk[:, 2], s=2, color=colours(k), alpha=0.35)
+        m = means[k].numpy()
+        ax.scatter(*m, s=80, color=colours(k), edgecolor="black", label=name, depthshade=False)
+        ax.plot_wireframe(m[0] + np.cos(u) * np.sin(v), m[1] + np.sin(u) * np.sin(v), m[2] + np.cos(v), color=colours(k), linewidth=0.3, alpha=0.5)
+    ax.set(xlabel="feature 1", ylabel="feature 2", zlabel="feature 3")
     return ax

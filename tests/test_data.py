@@ -9,6 +9,7 @@ import torch
 
 from lib.data import (
     DataError,
+    DataUnavailable,
     Split,
     batches,
     load_cifar10,
@@ -182,8 +183,9 @@ def test_cifar100_is_checked_by_torchvisions_md5s_and_offline_says_how_to_get_it
     for name in ["meta", "train", "test"]:
         (folder / name).write_bytes(b"not the official file")
     monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "copies"))
-    with pytest.raises(DataError, match="does not match the manifest: expected md5"):
+    with pytest.raises(DataError, match="does not match the manifest: expected md5") as damaged:
         load_cifar100()
+    assert not isinstance(damaged.value, DataUnavailable)  # a damaged copy must never be skipped as "unavailable"
 
     def offline(root, train, download):
         raise OSError("Name or service not known")
@@ -192,5 +194,5 @@ def test_cifar100_is_checked_by_torchvisions_md5s_and_offline_says_how_to_get_it
     monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setattr(loaders, "PROJECT_ROOT", tmp_path / "project")
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
-    with pytest.raises(DataError, match="CIFAR100 was not found in any data root and torchvision could not download it"):
+    with pytest.raises(DataUnavailable, match="CIFAR100 was not found in any data root and torchvision could not download it"):
         load_cifar100()

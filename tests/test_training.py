@@ -175,3 +175,24 @@ def test_predict_agrees_across_memory_layouts_and_can_stay_on_the_device():
     torch.testing.assert_close(plain, reference)  # batched and unbatched alike
     torch.testing.assert_close(predict(model, images, channels_last=True), plain, rtol=1e-4, atol=1e-5)
     assert predict(model, images, to_cpu=False).device == next(model.parameters()).device
+
+
+def test_lr_scales_move_the_named_parameters_that_much_faster():
+    from lib.training import parameter_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    groups = parameter_groups(model, 0.1, {"1.": 10.0})
+    assert [g["lr"] for g in groups] == pytest.approx([0.1, 1.0])
+    assert {id(p) for p in groups[1]["params"]} == {id(model[1].weight), id(model[1].bias)}
+    # one plain SGD step: every parameter has gradient 1, so each moves by its own learning rate
+    opt = torch.optim.SGD(groups, lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    moved = [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())]
+    assert moved == pytest.approx([0.1, 0.1, 1.0, 1.0])
+    with pytest.raises(ValueError, match="names no parameter"):
+        parameter_groups(model, 0.1, {"head.means": 10.0})
+    with pytest.raises(ValueError, match="must be positive"):
+        parameter_groups(model, 0.1, {"1.": 0.0})

@@ -11,12 +11,13 @@ from .loaders import (
     load_mnist,
     load_tiny_imagenet_animals,
 )
-from .manifest import DATA_ENV, DataError
+from .manifest import DATA_ENV, DataError, DataUnavailable
 from .splits import per_class_subset, select_classes, stratified_split, take
 
 __all__ = [
     "DATA_ENV",
     "DataError",
+    "DataUnavailable",
     "Dataset",
     "Split",
     "batches",

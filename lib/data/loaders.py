@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .manifest import HOW_TO_GET, PROJECT_ROOT, DataError, find_layout, verify_layout
+from .manifest import HOW_TO_GET, PROJECT_ROOT, DataError, DataUnavailable, find_layout, verify_layout
 
 CACHE_DIR = PROJECT_ROOT / "data" / "cache"
 
@@ -128,7 +128,7 @@ def load_cifar100() -> Dataset:
     """CIFAR-100 (Krizhevsky, 2009), 100 fine classes: the official python files, or torchvision's download.
 
     No offline copy exists on the machines this book is built on; there it raises
-    :class:`DataError`, and chapters mark their CIFAR-100 claims as not run.
+    :class:`DataUnavailable`, and chapters mark their CIFAR-100 claims as not run.
     """
     found = find_layout(["cifar-100-python"]) or _download("CIFAR100", ["cifar-100-python"])
     root, layout = found
@@ -219,7 +219,7 @@ def _download(tv_class: str, layouts: list[str]) -> tuple[Path, str]:
     except Exception as err:  # no network, a proxy, a full disk: say which, and leave no partial copy behind
         for folder in created:
             shutil.rmtree(folder, ignore_errors=True)
-        raise DataError(
+        raise DataUnavailable(
             f"{tv_class} was not found in any data root and torchvision could not download it ({err}). {HOW_TO_GET}"
         ) from err
     found = find_layout(layouts)

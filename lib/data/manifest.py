@@ -33,6 +33,11 @@ class DataError(RuntimeError):
     """A dataset is missing, incomplete or does not match its manifest entry."""
 
 
+class DataUnavailable(DataError):
+    """A dataset is in no data root and cannot be downloaded (offline): a chapter may mark its claims
+    as not run. A copy that exists but is damaged raises plain :class:`DataError` instead."""
+
+
 @dataclass(frozen=True)
 class Entry:
     layout: str  # folder inside a data root, e.g. "mnist" or "MNIST/raw"

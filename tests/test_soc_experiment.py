@@ -1,0 +1,116 @@
+"""Chapter 2's experiment: parameter checks, the held-out relabelling, the frozen-model class, AUROC, a tiny sweep."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from lib import soc_experiment as experiment
+from lib.data import Split
+from lib.models import FeatureClassifier, FeatureClassifierConfig
+from lib.run import read_defaults
+from lib.training import pick_device
+
+CHAPTER = Path(__file__).resolve().parents[1] / "chapters/02_self_organizing_class_embeddings.py"
+
+
+@pytest.fixture
+def defaults():
+    return read_defaults(CHAPTER)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"cifar10_features": []}, "cifar10_features is empty"),
+        ({"cifar10_features": [1, 1, 3]}, "distinct integers"),
+        ({"cifar100_features": [0]}, "distinct integers"),
+        ({"ood_features": 7}, "must be one of cifar10_features"),
+        ({"held_out_class": 10}, "CIFAR-10 label"),
+        ({"pair_classes": [3, 3]}, "two different CIFAR-10 labels"),
+        ({"n_train": 500}, "at least 1,000"),
+        ({"n_test": 20_000}, "at most CIFAR's"),
+        ({"epochs": 0}, "epochs=0 must be an integer of at least 1"),
+        ({"means_lr_scale": 0}, "must be positive"),
+        ({"optimiser": "rmsprop"}, "optimiser 'rmsprop' is unknown"),
+        ({"encoder": "vgg"}, "encoder 'vgg'"),
+    ],
+)
+def test_bad_parameters_are_refused_with_their_name(defaults, change, message):
+    experiment.check_parameters(defaults)  # the chapter's own defaults pass
+    with pytest.raises(ValueError, match=message):
+        experiment.check_parameters({**defaults, **change})
+
+
+def toy_split(n_per_class: int, num_classes: int, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    # every image is a flat colour that encodes its class, plus noise: learnable in a few steps
+    images = (labels[:, None, None, None].float() * 255 / num_classes + 20 * torch.randn(len(labels), 3, 32, 32, generator=g))
+    return Split(images.clamp(0, 255).to(torch.uint8), labels)
+
+
+def test_held_out_splits_move_the_class_to_the_last_label():
+    train, test = toy_split(4, 5), toy_split(2, 5, seed=1)
+    train9, train10, test9, test10 = experiment.held_out_splits(train, test, held_out=2)
+    assert train9.labels.unique().tolist() == [0, 1, 2, 3] and train10.labels.unique().tolist() == [0, 1, 2, 3, 4]
+    assert len(test9.labels) == 8 and len(test10.labels) == 10
+    # label 4 now holds the images that were class 2; label 2 those of class 3
+    assert torch.equal(train10.images[train10.labels == 4], train.images[train.labels == 2])
+    assert torch.equal(train10.images[train10.labels == 2], train.images[train.labels == 3])
+
+
+def test_unseen_class_auroc_matches_scikit_learn_with_low_scores_flagging_the_unseen():
+    g = torch.Generator().manual_seed(0)
+    unseen = torch.rand(200, generator=g) < 0.2
+    score = torch.randn(200, generator=g) - 1.5 * unseen.float()  # unseen images score lower
+    ours = experiment.unseen_class_auroc({"s": score}, unseen)["s"]
+    assert ours == pytest.approx(roc_auc_score(unseen.numpy(), (-score).numpy()))
+    # by hand: the share of (unseen, known) pairs where the unseen image scores lower
+    pairs = (score[unseen][:, None] < score[~unseen][None, :]).float().mean()
+    assert ours == pytest.approx(float(pairs)) and ours > 0.8
+
+
+class Identity2D(torch.nn.Module):
+    """A stand-in encoder: an image's first two pixels are its point."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :2]
+
+
+def frozen_model_with_points(means: torch.Tensor) -> FeatureClassifier:
+    model = FeatureClassifier(FeatureClassifierConfig(num_classes=len(means), head="soc", num_features=2))
+    model.encoder, model.project = Identity2D(), torch.nn.Identity()
+    model.head.means.weight.data = means.clone()
+    return model.eval()
+
+
+def points_split(centres: torch.Tensor, n: int, seed: int) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(len(centres)).repeat_interleave(n)
+    z = centres[labels] + 0.5 * torch.randn(len(labels), 2, generator=g)
+    images = torch.zeros(len(labels), 1, 2, 1)
+    images[:, 0, :, 0] = 255 * z  # batches scale images by 1/255 on their way to the model
+    return Split(images, labels)
+
+
+def test_a_class_added_to_a_frozen_model_wins_its_own_points_and_leaves_the_old_ones():
+    centres = torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])  # the 4th class is the new one
+    model = frozen_model_with_points(centres[:3])
+    out = experiment.add_class_to_frozen_model(model, points_split(centres, 100, 0), points_split(centres, 50, 1), steps=300, seed=0)
+    for placement in ("mean of its points", "trained mean (SOC loss)"):
+        assert out[f"{placement}, added class"] > 0.95 and out[f"{placement}, old classes"] > 0.95, (placement, out)
+        assert out[f"{placement}, seconds"] >= 0
+    assert torch.equal(model.head.means.weight, centres[:3]), "the frozen model itself is left as it was"
+
+
+def test_a_tiny_sweep_trains_every_model_and_reports_its_cost():
+    p = read_defaults(CHAPTER) | {"epochs": 6, "width": 4, "batch_size": 32, "channels_last": False}
+    train, test = toy_split(48, 4), toy_split(8, 4, seed=1)
+    run = experiment.run_sweep(train, test, p, [1, 2], num_classes=4, seed=0, device=pick_device("cpu"), checkpoints=None, tag="t")
+    assert list(run.accuracy) == [experiment.CE, "SOC, 1 features", "SOC, 2 features"]
+    assert all(0 <= a <= 1 for a in run.accuracy.values()) and all(len(v) == 4 for v in run.per_class.values())
+    assert run.accuracy[experiment.CE] > 0.5, "flat colours per class are easy"
+    assert all(run.images_per_s[m] > 0 and len(run.losses[m]) == 6 for m in run.accuracy)
+    assert set(run.pictures) == {1, 2} and run.pictures[2][0].shape == (32, 2) and run.pictures[2][1].shape == (4, 2)
