@@ -72,3 +72,24 @@ def cosine_triplet_loss(
         raise ValueError(f"scale k={scale} must be positive")
     loss = TripletMarginLoss(margin=margin / scale, distance=CosineSimilarity(), reducer=MeanReducer())
     return scale * loss(embeddings, indices_tuple=(anchors, positives, negatives))
+
+
+def two_level_loss(super_logits: torch.Tensor, sub_logits: torch.Tensor, y_super: torch.Tensor, y_sub: torch.Tensor, *,
+                   super_weights: torch.Tensor | None = None, sub_weights: torch.Tensor | None = None,
+                   level_weights: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """Paper 3's losses over the super-class and the sub-class head.
+
+    With class weights (ResNet-50), each level is Eq. (1), the class-weighted cross-entropy
+    ``-(1/N) sum_i w_{y_i} log softmax(s_i)_{y_i}`` (:func:`weighted_cross_entropy` with
+    ``w_n = w_{y_n}``), and the levels are summed, Eq. (2): ``L = L_super + L_sub``.
+    Without them (ConvNeXt), Eqs. (3)-(5): ``L = w_super L_super + w_sub L_sub`` of unweighted
+    cross-entropies, ``level_weights = (w_super, w_sub)``. A flat model has no super-class
+    logits (None): only its sub-class term counts.
+    """
+    def level(logits, y, class_weights):
+        return F.cross_entropy(logits, y) if class_weights is None else weighted_cross_entropy(logits, y, class_weights[y])
+
+    loss = level_weights[1] * level(sub_logits, y_sub, sub_weights)
+    if super_logits is not None:
+        loss = loss + level_weights[0] * level(super_logits, y_super, super_weights)
+    return loss

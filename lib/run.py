@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from . import embedding_experiment, soc_experiment, vae_experiment
+from . import embedding_experiment, hierarchy_experiment, soc_experiment, vae_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("quick", "full")
@@ -34,6 +34,7 @@ PROFILES = ("quick", "full")
 CHAPTER_CHECKS = {
     "01_embeddings_extendable_classification": embedding_experiment.check_parameters,
     "02_self_organizing_class_embeddings": soc_experiment.check_parameters,
+    "03_hierarchical_transfer_learning": hierarchy_experiment.check_parameters,
     "04_vae_cluster_labelling": vae_experiment.check_parameters,
 }
 

@@ -1,0 +1,76 @@
+"""Two-level (super-class / sub-class) classification: class weights, per-level and hierarchical metrics.
+
+Vocabulary: ``sub_to_super[j]`` is the super-class of sub-class ``j``; the sub-class outputs are
+the training sub-classes ``0..K-1`` and the novel sub-class's slot ``K`` (paper 3's extra output).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, roc_auc_score
+from sklearn.utils.class_weight import compute_class_weight
+
+
+def class_weights(labels: torch.Tensor, num_outputs: int, novel: int | None = None) -> torch.Tensor:
+    """scikit-learn's ``compute_class_weight('balanced')`` over the labels present, n / (k * n_c).
+
+    ``novel``, an output with no training example, gets the average of the others' weights
+    (paper 3: "an average weight derived from the existing sub-classes").
+    """
+    present = np.unique(labels.numpy())
+    missing = sorted(set(range(num_outputs)) - set(present.tolist()) - ({novel} if novel is not None else set()))
+    if missing:
+        raise ValueError(f"outputs {missing} have no training example and are not the novel slot; every class needs images")
+    weights = np.zeros(num_outputs)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels.numpy())
+    if novel is not None:
+        weights[novel] = weights[present].mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def level_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> dict:
+    """Accuracy, precision and F1 (macro and weighted over the classes in ``y_true``), per-class F1, confusion."""
+    t, p = y_true.numpy(), y_pred.numpy()
+    present = np.unique(t)  # a class absent from the test set does not count in the averages
+    out = {"accuracy": float(accuracy_score(t, p))}
+    for average in ("macro", "weighted"):
+        out[f"precision ({average})"] = float(precision_score(t, p, labels=present, average=average, zero_division=0))
+        out[f"F1 ({average})"] = float(f1_score(t, p, labels=present, average=average, zero_division=0))
+    out["per-class F1"] = f1_score(t, p, labels=np.arange(num_classes), average=None, zero_division=0).tolist()
+    out["confusion"] = confusion_matrix(t, p, labels=np.arange(num_classes)).tolist()
+    return out
+
+
+def inconsistency(pred_super: torch.Tensor, pred_sub: torch.Tensor, sub_to_super: torch.Tensor) -> float:
+    """Share of images whose predicted sub-class lies under another super-class than the one predicted."""
+    return float((sub_to_super[pred_sub] != pred_super).float().mean())
+
+
+def hierarchical_prf(true_super: torch.Tensor, true_sub: torch.Tensor, pred_super: torch.Tensor, pred_sub: torch.Tensor,
+                     super_names: list[str], sub_names: list[str]) -> dict[str, float]:
+    """Hierarchical precision, recall and F1 (Kiritchenko et al.; ``hiclass.metrics``, micro-averaged).
+
+    Every image is the path [super-class, sub-class]; a prediction earns credit for each node of
+    its path that is on the true path, so a wrong breed under the right super-class still counts half.
+    """
+    from hiclass import metrics
+
+    def paths(sup, sub):
+        return np.array([[super_names[a], sub_names[b]] for a, b in zip(sup.tolist(), sub.tolist())])
+
+    y_true, y_pred = paths(true_super, true_sub), paths(pred_super, pred_sub)
+    return {"hierarchical precision": float(metrics.precision(y_true, y_pred)),
+            "hierarchical recall": float(metrics.recall(y_true, y_pred)),
+            "hierarchical F1": float(metrics.f1(y_true, y_pred))}
+
+
+def novelty_auroc(scores: dict[str, torch.Tensor], novel: torch.Tensor) -> dict[str, float]:
+    """AUROC of flagging the ``novel`` images by a *high* novelty score."""
+    return {name: float(roc_auc_score(novel.numpy(), s.numpy())) for name, s in scores.items()}
+
+
+def flag_rate(score_known_val: torch.Tensor, score_test: torch.Tensor, keep: float = 0.95) -> tuple[float, torch.Tensor]:
+    """The threshold that keeps ``keep`` of the known validation images, and which test images it flags."""
+    threshold = float(torch.quantile(score_known_val, keep))
+    return threshold, score_test > threshold

@@ -1,0 +1,137 @@
+"""Chapter 3: class weights against scikit-learn, Eqs. (1)-(5) against a naive loop, metrics, the stand-in data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from sklearn.utils.class_weight import compute_class_weight
+
+from lib import hierarchy_experiment as experiment
+from lib.data import Dataset, Split
+from lib.hierarchy import class_weights, inconsistency, level_metrics, novelty_auroc
+from lib.losses import two_level_loss
+from lib.models.hierarchical import HierarchicalConfig, HierarchicalNet
+from lib.run import read_defaults
+
+CHAPTER = Path(__file__).resolve().parents[1] / "chapters/03_hierarchical_transfer_learning.py"
+
+
+def test_class_weights_are_sklearns_balanced_and_the_novel_slot_gets_their_average():
+    y = torch.tensor([0] * 10 + [1] * 30 + [2] * 5)
+    w = class_weights(y, num_outputs=4, novel=3)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y.numpy())
+    np.testing.assert_allclose(w[:3].numpy(), expected, rtol=1e-6)
+    assert w[3] == pytest.approx(expected.mean())
+    with pytest.raises(ValueError, match="no training example"):
+        class_weights(y, num_outputs=5, novel=4)  # output 3 has no image and is not the novel slot
+
+
+def test_two_level_loss_is_eqs_1_2_and_5_by_a_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    sup, sub = torch.randn(6, 3, generator=g), torch.randn(6, 5, generator=g)
+    y_sup, y_sub = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 1, 2, 3, 1, 0])
+    w_sup, w_sub = torch.tensor([0.5, 1.0, 2.0]), torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])
+
+    def eq1(logits, y, w):  # -(1/N) sum_i w_{y_i} log softmax(s_i)_{y_i}
+        return -sum(w[y[i]] * torch.log(torch.exp(logits[i, y[i]]) / torch.exp(logits[i]).sum()) for i in range(len(y))) / len(y)
+
+    ours = two_level_loss(sup, sub, y_sup, y_sub, super_weights=w_sup, sub_weights=w_sub)
+    torch.testing.assert_close(ours, eq1(sup, y_sup, w_sup) + eq1(sub, y_sub, w_sub))  # Eq. (2)
+    ones3, ones5 = torch.ones(3), torch.ones(5)
+    ours5 = two_level_loss(sup, sub, y_sup, y_sub, level_weights=(0.3, 0.7))
+    torch.testing.assert_close(ours5, 0.3 * eq1(sup, y_sup, ones3) + 0.7 * eq1(sub, y_sub, ones5))  # Eq. (5)
+    torch.testing.assert_close(two_level_loss(None, sub, y_sup, y_sub), F.cross_entropy(sub, y_sub))  # flat: sub-class only
+
+
+def test_level_metrics_match_scikit_learn_and_ignore_classes_absent_from_the_test_set():
+    t, p = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 1, 1, 3, 2])  # output 3 never a true class
+    m = level_metrics(t, p, num_classes=4)
+    assert m["F1 (macro)"] == pytest.approx(f1_score(t, p, labels=[0, 1, 2], average="macro", zero_division=0))
+    assert m["F1 (weighted)"] == pytest.approx(f1_score(t, p, labels=[0, 1, 2], average="weighted", zero_division=0))
+    assert m["accuracy"] == pytest.approx(4 / 6) and len(m["per-class F1"]) == 4 and np.array(m["confusion"]).sum() == 6
+
+
+def test_inconsistency_counts_sub_classes_under_another_super_class():
+    sub_to_super = torch.tensor([0, 0, 1, 1])
+    assert inconsistency(torch.tensor([0, 1, 1, 0]), torch.tensor([1, 2, 0, 3]), sub_to_super) == pytest.approx(0.5)  # images 2 and 3
+
+
+def test_novelty_auroc_rewards_high_scores_on_novel_images():
+    novel = torch.tensor([False, False, True, True])
+    assert novelty_auroc({"s": torch.tensor([0.1, 0.2, 0.8, 0.9])}, novel)["s"] == 1.0
+    assert novelty_auroc({"s": torch.tensor([0.9, 0.8, 0.2, 0.1])}, novel)["s"] == 0.0
+
+
+@pytest.mark.parametrize("profile, ratio, expected", [("none", 10, [100] * 4), ("long-tail", 8, [100, 50, 25, 12]), ("step", 5, [100, 100, 20, 20])])
+def test_imbalance_profiles(profile, ratio, expected):
+    assert sorted(experiment.imbalance_counts(4, 100, profile, ratio, seed=0), reverse=True) == sorted(expected, reverse=True)
+
+
+def fake_animals() -> Dataset:
+    supers = ["bird"] * 4 + ["dog"] * 6 + ["animal"] * 8
+    names = [f"{s}{i}" for i, s in enumerate(supers)]
+    labels = torch.arange(18).repeat_interleave(20)
+    images = labels[:, None, None, None].repeat(1, 3, 8, 8).to(torch.uint8)  # every pixel holds the class index
+    test_labels = torch.arange(18).repeat_interleave(5)
+    return Dataset("fake", Split(images, labels), Split(test_labels[:, None, None, None].repeat(1, 3, 8, 8).to(torch.uint8), test_labels),
+                   names, {}, superclasses=supers)
+
+
+def test_the_stand_in_holds_the_novel_sub_class_out_of_training_and_keeps_labels_true():
+    ds = fake_animals()
+    h = experiment.build_hierarchy(ds, unseen_subclasses=3, novel_subclass="dog5", seed=0)
+    assert h.sub_names[-1] == "dog5" and h.sub_to_super.tolist().count(1) == 6 and h.sub_to_super.tolist().count(2) == 3
+    p = read_defaults(CHAPTER) | {"max_train_per_class": 20, "imbalance": "long-tail", "imbalance_ratio": 4.0, "input_size": 8}
+    train, val, test = experiment.make_splits(ds, h, p, seed=0)
+    assert h.novel not in train.labels.tolist() + val.labels.tolist() and (test.labels == h.novel).sum() == 5
+    for split in (train, val, test):  # the pixel value is the source class: every label points to its own images
+        assert torch.equal(split.images[:, 0, 0, 0].long(), torch.tensor(h.source)[split.labels])
+    assert max(torch.bincount(torch.cat([train.labels, val.labels]))) == 20 and min(torch.bincount(torch.cat([train.labels, val.labels]))) == 5
+    with pytest.raises(ValueError, match="not a Tiny-ImageNet animal class"):
+        experiment.build_hierarchy(ds, 3, "unicorn", 0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet_mini", "convnext_mini"])
+def test_both_mini_backbones_give_two_heads_and_a_flat_one(backbone):
+    x = torch.rand(2, 3, 32, 32)
+    sup, sub = HierarchicalNet(HierarchicalConfig(backbone=backbone, num_sub=7, hidden=16))(x)
+    assert sup.shape == (2, 3) and sub.shape == (2, 7)
+    sup, sub = HierarchicalNet(HierarchicalConfig(backbone=backbone, num_sub=7, hidden=16, heads="flat"))(x)
+    assert sup is None and sub.shape == (2, 7)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        HierarchicalNet(HierarchicalConfig(backbone=backbone), weights="DEFAULT")
+
+
+@pytest.mark.parametrize("change, message", [({"imbalance": "zipf"}, "imbalance 'zipf' is unknown"), ({"initialisation": "simclr"}, "initialisation"),
+                                             ({"resnet_backbone": "convnext_tiny"}, "must be a ResNet"), ({"max_train_per_class": 600}, "at most 500"),
+                                             ({"level_weights": [1.0]}, "two non-negative numbers")])
+def test_bad_parameters_are_refused(change, message):
+    p = read_defaults(CHAPTER)
+    experiment.check_parameters(p)
+    with pytest.raises(ValueError, match=message):
+        experiment.check_parameters(p | change)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_resumes_from_its_checkpoint(tmp_path):
+    from lib.training import Checkpoint
+
+    ds = fake_animals()
+    h = experiment.build_hierarchy(ds, 3, "dog5", 0)
+    p = read_defaults(CHAPTER) | {"max_train_per_class": 20, "input_size": 32, "epochs": 3, "patience": 1, "hidden": 8, "channels_last": False}
+    train, val, _ = experiment.make_splits(ds, h, p, seed=0)
+
+    def fit(epochs):
+        torch.manual_seed(0)
+        model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
+        return experiment.fit_two_heads(model, train, val, h, p | {"epochs": epochs}, weighted=True, seed=0, device=torch.device("cpu"),
+                                        checkpoint=Checkpoint(tmp_path, "t", {}), desc="t")
+
+    first = fit(1)
+    again = fit(3)  # the checkpoint of the 1-epoch run is continued, not restarted
+    assert again.resumed and again.history["train loss"][0] == first.history["train loss"][0]
+    losses = again.history["validation loss"]
+    assert again.best_epoch == int(np.argmin(losses)) + 1
+    assert len(losses) == 3 or (len(losses) - again.best_epoch) == p["patience"]
