@@ -84,6 +84,7 @@ channels_last = True  # NHWC memory layout
 # %%
 # NBVAL_CHECK_OUTPUT
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 from IPython.display import Markdown, display
@@ -240,6 +241,7 @@ for col, v in enumerate(PAPER_MODELS):
             axes[1, col].plot(epochs_run, fit.history[f"{split} {level} accuracy"], style, color=colour, marker="o", markersize=3, label=f"{split}, {level}")
     for ax in axes[:, col]:
         ax.axvline(fit.best_epoch, color="grey", linestyle=":", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, col].set(title=f"Fig. {col + 1}: {v.split(',')[0]} ({'early stop' if len(epochs_run) < epochs else 'all epochs'}, best epoch {fit.best_epoch})", ylabel="loss")
     axes[1, col].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     axes[0, col].legend(fontsize=8)
