@@ -22,7 +22,7 @@ book: $(STAMP)
 	@echo "The book is in _build/html/index.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests chapters --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
+	$(BIN)/python -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
