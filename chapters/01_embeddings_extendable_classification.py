@@ -107,6 +107,23 @@ from sklearn.manifold import TSNE
 from tqdm import tqdm
 
 from lib import embedding_experiment as experiment
+from lib.embedding_experiment import (
+    CENTROID,
+    KNN,
+    KNN_OLD_AFTER,
+    KNN_OLD_BEFORE,
+    MODEL3,
+    MODEL4,
+    ROUTE_PARTS,
+    STRAIGHT3,
+    STRAIGHT4,
+    STRAIGHT4_OLD,
+    T_ROUTE,
+    T_ROUTE_NOCACHE,
+    T_STRAIGHT4,
+    no_further,
+    on_embeddings,
+)
 from lib.evaluation import mean_ci, short_ci
 from lib.models import StraightClassifier
 from lib.plotting import image_grid
@@ -120,7 +137,7 @@ from lib.reporting import (
 )
 from lib.training import pick_device
 
-parameters = dict(
+settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, datasets=datasets, classes=classes,
     added_class=added_class, train_per_class=train_per_class, test_per_class=test_per_class, backbone=backbone,
     input_size=input_size, fpn_channels=fpn_channels, hidden=hidden, mnist_epochs=mnist_epochs, fashion_epochs=fashion_epochs,
@@ -129,10 +146,8 @@ parameters = dict(
     min_lr=min_lr, max_head_epochs=max_head_epochs, knn_k=knn_k, search_k=search_k, tsne_points=tsne_points, amp=amp,
     channels_last=channels_last,
 )
-experiment.check_parameters(parameters)
 torch_device = pick_device(device)
-results = ChapterResults("01_embeddings_extendable_classification", profile, results_root, parameters, seeds)
-EPOCHS = {"mnist": mnist_epochs, "fashion-mnist": fashion_epochs}
+results = ChapterResults("01_embeddings_extendable_classification", settings, experiment)
 print(f"profile {profile}, seeds {seeds}, device {torch_device}, datasets {datasets}")
 
 # %% [markdown]
@@ -145,7 +160,7 @@ print(f"profile {profile}, seeds {seeds}, device {torch_device}, datasets {datas
 # %%
 # NBVAL_CHECK_OUTPUT
 data = {name: experiment.DATASETS[name]() for name in datasets}
-splits = {(name, s): experiment.make_splits(data[name], classes, added_class, train_per_class, test_per_class, seed=s) for name in datasets for s in seeds}
+splits = {(name, s): experiment.make_splits(data[name], settings.task, seed=s) for name in datasets for s in seeds}
 for name, ds in data.items():
     print(f"{ds.name}: {ds.provenance['format']}, lossy: {ds.provenance['lossy']}")
     for path, digest in sorted(ds.provenance["files"].items()):
@@ -180,7 +195,7 @@ for name, ds in data.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-probe = StraightClassifier(experiment.pyramid_config(parameters, len(classes)))
+probe = StraightClassifier(settings.pyramid.config(len(classes)))
 levels = probe.trunk.pyramid(torch.zeros(1, 1, 28, 28))
 print(f"backbone {backbone}, input {input_size}x{input_size}: pyramid levels " + ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in levels.items()))
 print(f"pooled, concatenated pyramid: {probe.trunk.feature_dim:,} features")
@@ -199,7 +214,7 @@ del probe, levels
 runs = {}
 for name, s in tqdm([(n, s) for n in datasets for s in seeds], desc="datasets x seeds"):
     runs[(name, s)] = experiment.run_extension(
-        splits[(name, s)], parameters, epochs=EPOCHS[name], seed=s, device=torch_device,
+        splits[(name, s)], settings, name, seed=s, device=torch_device,
         checkpoints=results.checkpoints, tag=name, index_dir=results.dir / "index",
     )
 
@@ -225,7 +240,7 @@ print(f"straight classifiers trained at {images_per_s:,.0f} images/s on {torch_d
 # %%
 for name in datasets:
     results.claim(f"c1-straight-{name}", f"straight 3-class network, {data[name].name} test accuracy", 0.998,
-                  values(name, "straight 3-class"), AtLeast(0.998))
+                  values(name, STRAIGHT3), AtLeast(0.998))
 display(Markdown(claims_markdown(results.claims)))
 
 # %% [markdown]
@@ -238,7 +253,7 @@ display(Markdown(claims_markdown(results.claims)))
 # %%
 fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.4), squeeze=False)
 for ax, name in zip(axes[0], datasets):
-    for stage, style in (("3-class", "-"), ("4-class", "--")):
+    for stage, style in ((MODEL3, "-"), (MODEL4, "--")):
         report = runs[(name, seeds[0])].head_reports[stage]
         line = ax.plot(range(1, len(report.losses) + 1), report.losses, style, marker="o", markersize=3, label=f"{stage} ({report.stopped})")[0]
         for epoch in [e + 1 for e in range(1, len(report.lrs)) if report.lrs[e] < report.lrs[e - 1]]:
@@ -258,13 +273,13 @@ plt.show()
 
 # %%
 classifier_names = list(experiment.classic_classifiers(0, knn_k))
-header = "| classifier | " + " | ".join(f"{data[n].name}, {m}" for n in datasets for m in ("3-class model", "4-class model")) + " |"
+header = "| classifier | " + " | ".join(f"{data[n].name}, {m}" for n in datasets for m in (MODEL3, MODEL4)) + " |"
 lines = [header, "|---" * (1 + 2 * len(datasets)) + "|"]
 table2 = []
 for clf in classifier_names:
-    lines.append(f"| {clf} | " + " | ".join(short_ci(values(n, f"{clf}, {m}")) for n in datasets for m in ("3-class model", "4-class model")) + " |")
-    table2 += [{"classifier": clf, "dataset": n, "model": m, "accuracy": values(n, f"{clf}, {m}")} for n in datasets for m in ("3-class model", "4-class model")]
-lines.append("| *straight network (reference)* | " + " | ".join(short_ci(values(n, f"straight {m.split()[0]}")) for n in datasets for m in ("3-class model", "4-class model")) + " |")
+    lines.append(f"| {clf} | " + " | ".join(short_ci(values(n, on_embeddings(clf, m))) for n in datasets for m in (MODEL3, MODEL4)) + " |")
+    table2 += [{"classifier": clf, "dataset": n, "model": m, "accuracy": values(n, on_embeddings(clf, m))} for n in datasets for m in (MODEL3, MODEL4)]
+lines.append("| *straight network (reference)* | " + " | ".join(short_ci(values(n, key)) for n in datasets for key in (STRAIGHT3, STRAIGHT4)) + " |")
 results.table("table2", table2)
 display(Markdown("\n".join(lines)))
 
@@ -272,12 +287,12 @@ display(Markdown("\n".join(lines)))
 fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 3.6), squeeze=False, sharey=True)
 for ax, name in zip(axes[0], datasets):
     x = np.arange(len(classifier_names))
-    for j, (m, colour) in enumerate((("3-class model", "tab:blue"), ("4-class model", "tab:orange"))):
-        cis = [mean_ci(values(name, f"{c}, {m}")) for c in classifier_names]
+    for j, (m, colour) in enumerate(((MODEL3, "tab:blue"), (MODEL4, "tab:orange"))):
+        cis = [mean_ci(values(name, on_embeddings(c, m))) for c in classifier_names]
         ax.bar(x + (j - 0.5) * 0.38, [c.mean for c in cis], 0.38, yerr=[[c.mean - c.low for c in cis], [c.high - c.mean for c in cis]],
                color=colour, label=m, capsize=3)
     ax.set_xticks(x, [c.replace(" (", "\n(") for c in classifier_names], rotation=35, ha="right", fontsize=8)
-    lo = min(mean_ci(values(name, f"{c}, {m}")).low for c in classifier_names for m in ("3-class model", "4-class model"))
+    lo = min(mean_ci(values(name, on_embeddings(c, m))).low for c in classifier_names for m in (MODEL3, MODEL4))
     ax.set(ylim=(max(0.0, lo - 0.05), 1.0), title=f"{data[name].name} (n = {len(seeds)} seeds, 95% intervals)", ylabel="test accuracy")
     ax.legend(fontsize=8, loc="lower right")
 fig.tight_layout()
@@ -292,7 +307,7 @@ plt.show()
 
 # %%
 for name in datasets:
-    drop = [a - b for a, b in zip(values(name, "k-nearest neighbours, 4-class model"), values(name, "k-nearest neighbours, 3-class model"))]
+    drop = [a - b for a, b in zip(values(name, on_embeddings(KNN, MODEL4)), values(name, on_embeddings(KNN, MODEL3)))]
     results.claim(f"c1-extension-{name}", f"{data[name].name}: adding the 4th class keeps kNN accuracy usable (4-class minus 3-class model)",
                   "no unusable loss (Table 2's values not in the text)", drop, Above(-0.05), unit="accuracy points")
 display(Markdown(claims_markdown(results.claims[-len(datasets):])))
@@ -306,22 +321,20 @@ display(Markdown(claims_markdown(results.claims[-len(datasets):])))
 # what the starting classes lose when the class is added ("forgetting").
 
 # %%
-rows = [("kNN, no further training", "k-nearest neighbours, no further training", "k-nearest neighbours, no further training, added class"),
-        ("nearest class mean, no further training", "nearest class mean, no further training", "nearest class mean, no further training, added class"),
-        ("kNN after further training (the paper)", "k-nearest neighbours, 4-class model", None),
-        ("straight 4-class network from scratch", "straight 4-class", None)]
+rows = [("kNN, no further training", no_further(KNN), no_further(KNN, added_only=True)),
+        ("nearest class mean, no further training", no_further(CENTROID), no_further(CENTROID, added_only=True)),
+        ("kNN after further training (the paper)", on_embeddings(KNN, MODEL4), None),
+        ("straight 4-class network from scratch", STRAIGHT4, None)]
 lines = ["| route to 4 classes | " + " | ".join(f"{data[n].name}, all 4 | {data[n].name}, added class" for n in datasets) + " |", "|---" * (1 + 2 * len(datasets)) + "|"]
 for label, key, added_key in rows:
     lines.append(f"| {label} | " + " | ".join(f"{short_ci(values(n, key))} | {short_ci(values(n, added_key)) if added_key else '—'}" for n in datasets) + " |")
 lines += ["", "| starting classes' test images | " + " | ".join(f"{data[n].name}" for n in datasets) + " |", "|---" * (1 + len(datasets)) + "|"]
-for label, key in (("kNN, 3-class model (before)", "k-nearest neighbours, starting classes, before"),
-                   ("kNN, 4-class model (after)", "k-nearest neighbours, starting classes, after"),
-                   ("straight 3-class network (before)", "straight 3-class"),
-                   ("straight 4-class network (after)", "straight 4-class, starting classes")):
+for label, key in (("kNN, 3-class model (before)", KNN_OLD_BEFORE), ("kNN, 4-class model (after)", KNN_OLD_AFTER),
+                   ("straight 3-class network (before)", STRAIGHT3), ("straight 4-class network (after)", STRAIGHT4_OLD)):
     lines.append(f"| {label} | " + " | ".join(short_ci(values(n, key)) for n in datasets) + " |")
 display(Markdown("\n".join(lines)))
 route_keys = [k for _, key, added_key in rows for k in (key, added_key) if k]
-route_keys += ["k-nearest neighbours, starting classes, before", "k-nearest neighbours, starting classes, after", "straight 4-class, starting classes"]
+route_keys += [KNN_OLD_BEFORE, KNN_OLD_AFTER, STRAIGHT4_OLD]
 results.table("routes_and_forgetting", [{"dataset": n, "key": k, "accuracy": values(n, k)} for n in datasets for k in route_keys])
 
 # %% [markdown]
@@ -343,7 +356,7 @@ results.table("routes_and_forgetting", [{"dataset": n, "key": k, "accuracy": val
 # measured per-image rate).
 
 # %%
-parts = ["trunk features, added class", "embedding head, further training", "re-embedding the training set", "classic classifiers, retraining"]
+parts = list(ROUTE_PARTS)
 fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.0), squeeze=False)
 time_rows = []
 for ax, name in zip(axes[0], datasets):
@@ -352,13 +365,13 @@ for ax, name in zip(axes[0], datasets):
         m = float(np.mean(seconds(name, part)))
         ax.barh(1, m, left=left, label=part)
         left += m
-    nocache = mean_ci(seconds(name, "embedding route without the feature cache (estimate)"))
+    nocache = mean_ci(seconds(name, T_ROUTE_NOCACHE))
     ax.barh(2, nocache.mean, color="lightgrey", xerr=[[nocache.mean - nocache.low], [nocache.high - nocache.mean]], capsize=3)
-    scratch = mean_ci(seconds(name, "straight 4-class training from scratch"))
+    scratch = mean_ci(seconds(name, T_STRAIGHT4))
     ax.barh(0, scratch.mean, color="black", xerr=[[scratch.mean - scratch.low], [scratch.high - scratch.mean]], capsize=3, ecolor="grey")
     ax.set_yticks([0, 1, 2], ["new 4-class network\n(Eq. 6)", "embedding route\n(Eq. 7)", "embedding route,\nno feature cache"])
     ax.set(xlabel=f"seconds on {torch_device.type} (mean of {len(seeds)} seeds)", title=data[name].name)
-    for key in ["straight 4-class training from scratch", "embedding route, total", "embedding route without the feature cache (estimate)", *parts]:
+    for key in [T_STRAIGHT4, T_ROUTE, T_ROUTE_NOCACHE, *parts]:
         time_rows.append({"dataset": name, "step": key, "seconds": seconds(name, key)})
 axes[0][0].legend(fontsize=7, loc="lower right")
 fig.tight_layout()
@@ -369,12 +382,12 @@ results.table("time_costs", time_rows)
 
 def speedup(name: str, route: str) -> list[float]:
     """Per seed: the new network's seconds over the route's (above 1: the route is faster)."""
-    return [a / b for a, b in zip(seconds(name, "straight 4-class training from scratch"), seconds(name, route))]
+    return [a / b for a, b in zip(seconds(name, T_STRAIGHT4), seconds(name, route))]
 
 
 display(Markdown("| dataset | new network (s) | embedding route (s) | speed-up | speed-up without the cache (estimate) |\n|---|---|---|---|---|\n" + "\n".join(
-    f"| {data[n].name} | {short_ci(seconds(n, 'straight 4-class training from scratch'))} | {short_ci(seconds(n, 'embedding route, total'))} | "
-    f"{short_ci(speedup(n, 'embedding route, total'))} | {short_ci(speedup(n, 'embedding route without the feature cache (estimate)'))} |"
+    f"| {data[n].name} | {short_ci(seconds(n, T_STRAIGHT4))} | {short_ci(seconds(n, T_ROUTE))} | "
+    f"{short_ci(speedup(n, T_ROUTE))} | {short_ci(speedup(n, T_ROUTE_NOCACHE))} |"
     for n in datasets)))
 
 # %% [markdown]
@@ -384,14 +397,14 @@ display(Markdown("| dataset | new network (s) | embedding route (s) | speed-up |
 # %%
 if "mnist" in datasets:
     results.claim("c1-time-mnist", "MNIST: adding a class the embedding way does not pay off (speed-up at most 1)", "≤ 1",
-                  speedup("mnist", "embedding route, total"), AtMost(1.0), unit="×")
+                  speedup("mnist", T_ROUTE), AtMost(1.0), unit="×")
 if "fashion-mnist" in datasets:
     results.claim("c1-time-fashion", "harder data (Fashion-MNIST): the embedding way is faster (speed-up above 1)", "> 1",
-                  speedup("fashion-mnist", "embedding route, total"), Above(1.0), unit="×")
+                  speedup("fashion-mnist", T_ROUTE), Above(1.0), unit="×")
 display(Markdown(claims_markdown([c for c in results.claims if c["id"].startswith("c1-time")])))
 for n in datasets:
-    route, scratch = mean_ci(seconds(n, "embedding route, total")), mean_ci(seconds(n, "straight 4-class training from scratch"))
-    nocache = mean_ci(seconds(n, "embedding route without the feature cache (estimate)"))
+    route, scratch = mean_ci(seconds(n, T_ROUTE)), mean_ci(seconds(n, T_STRAIGHT4))
+    nocache = mean_ci(seconds(n, T_ROUTE_NOCACHE))
     print(f"{data[n].name}: the embedding route took {route.mean:.1f} s and a new 4-class network {scratch.mean:.1f} s on {torch_device.type}; "
           f"without the feature cache the route would take about {nocache.mean:.1f} s, "
           f"{'still faster than' if nocache.mean < scratch.mean else 'slower than'} the new network.")
@@ -443,7 +456,7 @@ if tsne_points > 0:
         run, sp = runs[(name, seeds[0])], splits[(name, seeds[0])]
         pick = torch.randperm(len(sp.test.labels), generator=torch.Generator().manual_seed(seeds[0]))[:tsne_points]
         names = [data[name].classes[c] for c in [*classes, added_class]]
-        for ax, stage in zip(row, ("3-class", "4-class")):
+        for ax, stage in zip(row, (MODEL3, MODEL4)):
             xy = TSNE(n_components=2, init="pca", perplexity=30, random_state=seeds[0]).fit_transform(run.embeddings[stage][1][pick].numpy())
             for c, label in enumerate(names):
                 at = sp.test.labels[pick].numpy() == c
@@ -481,10 +494,10 @@ if profile != "full":
 # %%
 chance3, chance4 = 1 / len(classes), 1 / (len(classes) + 1)
 for name in datasets:
-    assert mean_ci(values(name, "straight 3-class")).mean > chance3 + 0.3, f"{name}: the straight classifier did not learn"
-    assert mean_ci(values(name, "k-nearest neighbours, 3-class model")).mean > chance3 + 0.3, f"{name}: the embeddings carry no class"
-    assert mean_ci(values(name, "k-nearest neighbours, 4-class model")).mean > chance4 + 0.3, f"{name}: the extended embeddings carry no class"
-    assert all(r.head_reports["4-class"].losses[-1] < r.head_reports["4-class"].losses[0] for (n, _), r in runs.items() if n == name), "further training did not lower the loss"
+    assert mean_ci(values(name, STRAIGHT3)).mean > chance3 + 0.3, f"{name}: the straight classifier did not learn"
+    assert mean_ci(values(name, on_embeddings(KNN, MODEL3))).mean > chance3 + 0.3, f"{name}: the embeddings carry no class"
+    assert mean_ci(values(name, on_embeddings(KNN, MODEL4))).mean > chance4 + 0.3, f"{name}: the extended embeddings carry no class"
+    assert all(r.head_reports[MODEL4].losses[-1] < r.head_reports[MODEL4].losses[0] for (n, _), r in runs.items() if n == name), "further training did not lower the loss"
     assert all(0 <= v <= 1 for s in seeds for v in runs[(name, s)].search.values())
 results.save(
     device=torch_device, data=[data[n].provenance for n in datasets],

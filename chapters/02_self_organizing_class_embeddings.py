@@ -88,17 +88,17 @@ from lib.evaluation import mean_ci, short_ci
 from lib.models import FeatureClassifier, FeatureClassifierConfig
 from lib.plotting import band, feature_space_1d, feature_space_2d, feature_space_3d, image_grid
 from lib.reporting import AtLeast, Between, ChapterResults, claims_markdown, show_full_profile
+from lib.soc_experiment import CE, MEAN_OF_POINTS, TRAINED_MEAN, soc
 from lib.training import pick_device
 
-parameters = dict(
+settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, encoder=encoder, width=width, n_train=n_train,
     n_test=n_test, cifar10_features=cifar10_features, cifar100_features=cifar100_features, epochs=epochs, batch_size=batch_size,
     optimiser=optimiser, lr=lr, weight_decay=weight_decay, means_lr_scale=means_lr_scale, held_out_class=held_out_class,
     ood_features=ood_features, new_class_steps=new_class_steps, pair_classes=pair_classes, amp=amp, channels_last=channels_last,
 )
-experiment.check_parameters(parameters)
 torch_device = pick_device(device)
-results = ChapterResults("02_self_organizing_class_embeddings", profile, results_root, parameters, seeds)
+results = ChapterResults("02_self_organizing_class_embeddings", settings, experiment)
 print(f"profile {profile}, seeds {seeds}, device {torch_device}, encoder {encoder}")
 
 # %% [markdown]
@@ -134,7 +134,7 @@ for name, ds in data.items():
         print(f"  {path.split('/')[-1]}: {digest[:23]}…")
 assert "cifar10" in data, "CIFAR-10 is needed for this chapter; see data/README.md for how to get it"
 cifar10 = data["cifar10"]
-splits = {(name, s): experiment.subsets(ds, n_train, n_test, seed=s) for name, ds in data.items() for s in seeds}
+splits = {(name, s): experiment.subsets(ds, settings.subsets, seed=s) for name, ds in data.items() for s in seeds}
 print(f"per seed: {min(n_train, 50_000):,} training and {min(n_test, 10_000):,} test images, stratified by class")
 
 # %%
@@ -181,11 +181,11 @@ sweeps = {}
 dims = {"cifar10": cifar10_features, "cifar100": cifar100_features}
 for name, s in tqdm([(n, s) for n in data for s in seeds], desc="datasets x seeds"):
     train, test = splits[(name, s)]
-    sweeps[(name, s)] = experiment.run_sweep(train, test, parameters, dims[name], len(data[name].classes), seed=s,
+    sweeps[(name, s)] = experiment.run_sweep(train, test, settings.encoder, settings.recipe, dims[name], len(data[name].classes), seed=s,
                                              device=torch_device, checkpoints=results.checkpoints, tag=name)
 
 
-def values(name: str, model: str) -> list[float]:
+def values(name: str, model: experiment.Model) -> list[float]:
     """One test accuracy per seed."""
     return [sweeps[(name, s)].accuracy[model] for s in seeds]
 
@@ -205,21 +205,21 @@ print(f"{sum(len(r.accuracy) for r in sweeps.values())} trainings, {sweep_second
 
 # %%
 PAPER = {
-    "cifar10": {experiment.CE: 0.8690, 1: 0.7180, 2: 0.8344, 3: 0.8647, 4: 0.8670, 5: 0.8703, 10: 0.8721, 15: 0.8707, 20: 0.8715,
+    "cifar10": {CE: 0.8690, 1: 0.7180, 2: 0.8344, 3: 0.8647, 4: 0.8670, 5: 0.8703, 10: 0.8721, 15: 0.8707, 20: 0.8715,
                 25: 0.8705, 30: 0.8681},
-    "cifar100": {experiment.CE: 0.5965, 1: 0.0571, 5: 0.5032, 10: 0.5433, 25: 0.5806, 50: 0.5834, 75: 0.5859, 100: 0.5921,
+    "cifar100": {CE: 0.5965, 1: 0.0571, 5: 0.5032, 10: 0.5433, 25: 0.5806, 50: 0.5834, 75: 0.5859, 100: 0.5921,
                  125: 0.5855, 150: 0.5854, 200: 0.5849},
 }
 TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
-def model_name(key) -> str:
-    return experiment.CE if key == experiment.CE else experiment.soc_name(key)
+def model_of(key) -> experiment.Model:
+    return CE if key == CE else soc(key)
 
 
-def minus_ce(name: str, model: str) -> list[float]:
+def minus_ce(name: str, model: experiment.Model) -> list[float]:
     """Per seed: the model's accuracy minus cross-entropy's."""
-    return [a - b for a, b in zip(values(name, model), values(name, experiment.CE))]
+    return [a - b for a, b in zip(values(name, model), values(name, CE))]
 
 
 for name in PAPER:
@@ -227,9 +227,9 @@ for name in PAPER:
     lines = [f"**{TITLE[name]}**", "", "| loss | features | paper | ours | ours − cross-entropy |", "|---|---|---|---|---|"]
     table = []
     for key, paper in PAPER[name].items():
-        model = model_name(key)
-        label, features = ("cross-entropy", n_classes) if key == experiment.CE else ("SOC", key)
-        claim_id, claim = f"c2-{name}-{'ce' if key == experiment.CE else f'soc{key}'}", f"{TITLE[name]}, {model}: test accuracy"
+        model = model_of(key)
+        label, features = ("cross-entropy", n_classes) if model == CE else ("SOC", key)
+        claim_id, claim = f"c2-{name}-{model.tag}", f"{TITLE[name]}, {model.name}: test accuracy"
         if name in missing:
             results.not_run(claim_id, claim, paper, f"not run: {missing[name]}")
             lines.append(f"| {label} | {features} | {paper:.2%} | not run: {missing[name]} | |")
@@ -238,9 +238,9 @@ for name in PAPER:
             lines.append(f"| {label} | {features} | {paper:.2%} | not in this profile's sweep | |")
         else:
             results.claim(claim_id, claim, paper, values(name, model), AtLeast(paper))
-            difference = "" if key == experiment.CE else short_ci(minus_ce(name, model))
+            difference = "" if model == CE else short_ci(minus_ce(name, model))
             lines.append(f"| {label} | {features} | {paper:.2%} | {short_ci(values(name, model))} | {difference} |")
-            table.append({"model": model, "features": features, "paper": paper, "accuracy": values(name, model)})
+            table.append({"model": model.name, "features": features, "paper": paper, "accuracy": values(name, model)})
     results.table(f"{name}_sweep", table)
     display(Markdown("\n".join(lines)))
 
@@ -253,13 +253,13 @@ for name in PAPER:
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for ax, name in zip(axes, PAPER):
-    paper_dims = [k for k in PAPER[name] if k != experiment.CE]
+    paper_dims = [k for k in PAPER[name] if k != CE]
     ax.plot(paper_dims, [PAPER[name][k] for k in paper_dims], "x--", color="grey", label="paper, SOC")
-    ax.axhline(PAPER[name][experiment.CE], color="grey", linestyle=":", label="paper, cross-entropy")
+    ax.axhline(PAPER[name][CE], color="grey", linestyle=":", label="paper, cross-entropy")
     if name in data:
         ours = sorted(dims[name])
-        band(ax, ours, [[sweeps[(name, s)].accuracy[experiment.soc_name(d)] for d in ours] for s in seeds], "ours, SOC", color="tab:blue")
-        ce = mean_ci(values(name, experiment.CE))
+        band(ax, ours, [[sweeps[(name, s)].accuracy[soc(d)] for d in ours] for s in seeds], "ours, SOC", color="tab:blue")
+        ce = mean_ci(values(name, CE))
         ax.axhline(ce.mean, color="tab:orange", label=f"ours, cross-entropy (n={ce.n})")
         ax.axhspan(ce.low, ce.high, color="tab:orange", alpha=0.15, linewidth=0)
     else:
@@ -295,7 +295,7 @@ for claim_id, name, d, claim, paper, rule in summary:
     elif d not in dims[name]:
         results.not_run(claim_id, claim, paper, f"not in this profile's sweep ({d} features)")
     else:
-        results.claim(claim_id, claim, paper, minus_ce(name, experiment.soc_name(d)), rule, unit="accuracy points")
+        results.claim(claim_id, claim, paper, minus_ce(name, soc(d)), rule, unit="accuracy points")
 display(Markdown(claims_markdown([c for c in results.claims if c["id"] in {s[0] for s in summary}])))
 
 # %% [markdown]
@@ -307,10 +307,11 @@ display(Markdown(claims_markdown([c for c in results.claims if c["id"] in {s[0] 
 # from a single feature ({py:func}`lib.soc_experiment.run_pair`), then ten.
 
 # %%
-pair = experiment.run_pair(*splits[("cifar10", seeds[0])], parameters, seed=seeds[0], device=torch_device, checkpoints=results.checkpoints)
+pair = experiment.run_pair(*splits[("cifar10", seeds[0])], settings.encoder, settings.recipe, settings.beyond.pair_classes, seed=seeds[0],
+                           device=torch_device, checkpoints=results.checkpoints)
 fig, ax = plt.subplots(figsize=(8, 2.8))
-feature_space_1d(ax, pair["points"], pair["labels"], pair["means"], [cifar10.classes[c] for c in pair_classes])
-ax.set_title(f"one feature, two classes: test accuracy {pair['accuracy']:.1%} (points below, decision regions at the bottom)")
+feature_space_1d(ax, pair.points, pair.labels, pair.means, [cifar10.classes[c] for c in pair_classes])
+ax.set_title(f"one feature, two classes: test accuracy {pair.accuracy:.1%} (points below, decision regions at the bottom)")
 ax.legend(fontsize=8)
 results.figure(fig, "one_feature_two_classes")
 plt.show()
@@ -326,7 +327,7 @@ for d, draw in ((1, feature_space_1d), (2, feature_space_2d), (3, feature_space_
     fig = plt.figure(figsize=(9, 3.2) if d == 1 else (8, 6.5))
     ax = fig.add_subplot(projection="3d" if d == 3 else None)
     draw(ax, z, test0.labels, means, cifar10.classes)
-    ax.set_title(f"{d} feature{'s' if d > 1 else ''}, ten classes: test accuracy {sweeps[('cifar10', seeds[0])].accuracy[experiment.soc_name(d)]:.1%}")
+    ax.set_title(f"{d} feature{'s' if d > 1 else ''}, ten classes: test accuracy {sweeps[('cifar10', seeds[0])].accuracy[soc(d)]:.1%}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), markerscale=3)
     results.figure(fig, f"feature_space_{d}d")
     plt.show()
@@ -353,13 +354,21 @@ for d, draw in ((1, feature_space_1d), (2, feature_space_2d), (3, feature_space_
 # %%
 beyond = {}
 for s in tqdm(seeds, desc="nine-class models x seeds"):
-    beyond[s] = experiment.run_beyond(*splits[("cifar10", s)], parameters, seed=s, device=torch_device, checkpoints=results.checkpoints)
+    beyond[s] = experiment.run_beyond(*splits[("cifar10", s)], settings.encoder, settings.recipe, settings.beyond, seed=s, device=torch_device,
+                                      checkpoints=results.checkpoints)
 
-retrained = experiment.soc_name(ood_features)
+retrained = soc(ood_features)
+
+
+def placed(how: str) -> tuple[list[float], list[float], list[float]]:
+    """Per seed: accuracy on the added class, on the old classes, and seconds, of one placement."""
+    return tuple([getattr(beyond[s].placements[how], k) for s in seeds] for k in ("added", "old", "seconds"))
+
+
 new_class_rows = {
-    "nine-class model, before": (None, [beyond[s]["SOC, 9 classes"] for s in seeds], None),
-    "frozen, mean of its points": tuple([beyond[s][f"mean of its points, {k}"] for s in seeds] for k in ("added class", "old classes", "seconds")),
-    "frozen, trained mean (SOC loss)": tuple([beyond[s][f"trained mean (SOC loss), {k}"] for s in seeds] for k in ("added class", "old classes", "seconds")),
+    "nine-class model, before": (None, [beyond[s].soc9_accuracy for s in seeds], None),
+    f"frozen, {MEAN_OF_POINTS}": placed(MEAN_OF_POINTS),
+    f"frozen, {TRAINED_MEAN}": placed(TRAINED_MEAN),
     "retrained, all ten classes": (
         [sweeps[("cifar10", s)].per_class[retrained][held_out_class] for s in seeds],
         [float(np.mean([a for c, a in enumerate(sweeps[("cifar10", s)].per_class[retrained]) if c != held_out_class])) for s in seeds],
@@ -392,20 +401,20 @@ results.table("new_class_on_frozen_model", [{"model": k, "added class": a, "old 
 # than an image of a known class (0.5 = no better than chance).
 
 # %%
-score_names = list(beyond[seeds[0]]["auroc"])
+score_names = list(beyond[seeds[0]].auroc)
 lines = [f"Unseen class: **{cifar10.classes[held_out_class]}**; AUROC over the test images of all ten classes", "",
          "| certainty score | AUROC |", "|---|---|"]
-lines += [f"| {k} | {short_ci([beyond[s]['auroc'][k] for s in seeds])} |" for k in score_names]
+lines += [f"| {k} | {short_ci([beyond[s].auroc[k] for s in seeds])} |" for k in score_names]
 display(Markdown("\n".join(lines)))
-results.table("unseen_class_auroc", [{"score": k, "auroc": [beyond[s]["auroc"][k] for s in seeds]} for k in score_names])
+results.table("unseen_class_auroc", [{"score": k, "auroc": [beyond[s].auroc[k] for s in seeds]} for k in score_names])
 
 fig, axes = plt.subplots(1, len(score_names), figsize=(4 * len(score_names), 3))
 for ax, k in zip(axes, score_names):
-    score, unseen = beyond[seeds[0]]["scores"][k], beyond[seeds[0]]["unseen"]
+    score, unseen = beyond[seeds[0]].scores[k], beyond[seeds[0]].unseen
     bins = np.linspace(float(score.min()), float(score.max()), 40)
     ax.hist(score[~unseen].numpy(), bins, density=True, alpha=0.6, label="nine known classes")
     ax.hist(score[unseen].numpy(), bins, density=True, alpha=0.6, label=f"unseen: {cifar10.classes[held_out_class]}")
-    ax.set(title=f"{k}\nAUROC {beyond[seeds[0]]['auroc'][k]:.3f} (seed {seeds[0]})", xlabel="score", yticks=[])
+    ax.set(title=f"{k}\nAUROC {beyond[seeds[0]].auroc[k]:.3f} (seed {seeds[0]})", xlabel="score", yticks=[])
 axes[0].legend(fontsize=7)
 fig.tight_layout()
 results.figure(fig, "certainty_histograms")
@@ -423,7 +432,7 @@ plt.show()
 for name in data:
     lines = [f"**{TITLE[name]}** on {torch_device} (mean over seeds)", "", "| model | seconds | training images/s |", "|---|---|---|"]
     for model in sweeps[(name, seeds[0])].accuracy:
-        lines.append(f"| {model} | {short_ci([sweeps[(name, s)].seconds[model] for s in seeds], 1)} | "
+        lines.append(f"| {model.name} | {short_ci([sweeps[(name, s)].seconds[model] for s in seeds], 1)} | "
                      f"{np.mean([sweeps[(name, s)].images_per_s[model] for s in seeds]):,.0f} |")
     display(Markdown("\n".join(lines)))
 print(f"the whole sweep: {sweep_seconds / 60:.1f} min of training")
@@ -456,17 +465,17 @@ if profile != "full":
 # %%
 for name in data:
     chance = 1 / len(data[name].classes)
-    assert mean_ci(values(name, experiment.CE)).mean > chance + 0.15, f"{name}: cross-entropy did not learn"
+    assert mean_ci(values(name, CE)).mean > chance + 0.15, f"{name}: cross-entropy did not learn"
     best = max(dims[name])
-    assert mean_ci(values(name, experiment.soc_name(best))).mean > chance + 0.15, f"{name}: SOC with {best} features did not learn"
+    assert mean_ci(values(name, soc(best))).mean > chance + 0.15, f"{name}: SOC with {best} features did not learn"
     assert all(r.losses[m][-1] < r.losses[m][0] for (n, _), r in sweeps.items() if n == name for m in r.losses), "a training did not lower its loss"
-assert all(beyond[s]["trained mean (SOC loss), added class"] > 0.1 for s in seeds), "the trained new-class mean wins almost none of its images"
-assert all(0 <= v <= 1 for s in seeds for v in beyond[s]["auroc"].values())
+assert all(beyond[s].placements[TRAINED_MEAN].added > 0.1 for s in seeds), "the trained new-class mean wins almost none of its images"
+assert all(0 <= v <= 1 for s in seeds for v in beyond[s].auroc.values())
 results.save(
     device=torch_device, data=[ds.provenance for ds in data.values()],
     initialisation="random (PyTorch defaults; torchvision's for ResNet-18), seeded per run; no pretrained weights",
     extra={"trainings": sum(len(r.accuracy) for r in sweeps.values()) + 2 * len(seeds) + 1,
-           "trainings_resumed_from_checkpoints": sum(r.resumed for r in sweeps.values()) + sum(b["resumed"] for b in beyond.values()),
+           "trainings_resumed_from_checkpoints": sum(r.resumed for r in sweeps.values()) + sum(b.resumed for b in beyond.values()),
            "training_images_per_s": round(images_per_s, 1), "sweep_training_seconds": round(sweep_seconds, 1),
            "unavailable_data": missing},
 )

@@ -94,10 +94,19 @@ from lib import hierarchy_experiment as experiment
 from lib.data import load_tiny_imagenet_animals
 from lib.evaluation import mean_ci, short_ci
 from lib.plotting import image_grid
+from lib.hierarchy_experiment import (
+    CONVNEXT_PAPER,
+    CONVNEXT_SCRATCH,
+    RESNET_FLAT,
+    RESNET_NO_WEIGHTS,
+    RESNET_PAPER,
+    RESNET_SCRATCH,
+    VARIANTS,
+)
 from lib.reporting import Above, AtLeast, ChapterResults, claims_markdown, show_full_profile
 from lib.training import pick_device
 
-parameters = dict(
+settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, resnet_backbone=resnet_backbone,
     convnext_backbone=convnext_backbone, initialisation=initialisation, pretrain_images=pretrain_images, pretrain_epochs=pretrain_epochs,
     input_size=input_size, unseen_subclasses=unseen_subclasses, novel_subclass=novel_subclass, hierarchy_seed=hierarchy_seed,
@@ -105,9 +114,8 @@ parameters = dict(
     epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, hidden=hidden, dropout=dropout, level_weights=level_weights,
     rotation=rotation, jitter=jitter, augment_groups=augment_groups, keep_known=keep_known, amp=amp, channels_last=channels_last,
 )
-experiment.check_parameters(parameters)
 torch_device = pick_device(device)
-results = ChapterResults("03_hierarchical_transfer_learning", profile, results_root, parameters, seeds)
+results = ChapterResults("03_hierarchical_transfer_learning", settings, experiment)
 SUPER = experiment.SUPER
 print(f"profile {profile}, seeds {seeds}, device {torch_device}, backbones {resnet_backbone} and {convnext_backbone}")
 
@@ -131,7 +139,7 @@ print(f"{tiny.name}: {tiny.provenance['format']}, {len(tiny.train.labels):,} tra
 for path, digest in sorted(tiny.provenance["files"].items()):
     print(f"  {path.split('/')[-1]}: {digest[:23]}…")
 hierarchy = experiment.build_hierarchy(tiny, unseen_subclasses, novel_subclass, hierarchy_seed)
-splits = {s: experiment.make_splits(tiny, hierarchy, parameters, seed=s) for s in seeds}
+splits = {s: experiment.make_splits(tiny, hierarchy, settings.data, seed=s) for s in seeds}
 for k, sup in enumerate(SUPER):
     print(f"{sup}: {[n for n, j in zip(hierarchy.sub_names, hierarchy.sub_to_super.tolist()) if j == k]}")
 print(f"novel sub-class (test only): {hierarchy.sub_names[hierarchy.novel]!r} under {SUPER[int(hierarchy.sub_to_super[hierarchy.novel])]!r}")
@@ -188,9 +196,9 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 init = {}
-for family, backbone in (("ResNet", resnet_backbone), ("ConvNeXt", convnext_backbone)):
-    init[family] = experiment.initialise(backbone, parameters, torch_device, results.checkpoints)
-    print(f"{family} ({backbone}): {init[family][2]}")
+for family in ("ResNet", "ConvNeXt"):
+    init[family] = experiment.initialise(family, settings, torch_device, results.checkpoints)
+    print(f"{family} ({settings.networks.backbone(family)}): {init[family][2]}")
 
 # %% [markdown]
 # ## Training every model
@@ -203,25 +211,25 @@ for family, backbone in (("ResNet", resnet_backbone), ("ConvNeXt", convnext_back
 # epoch, so an interrupted run resumes.
 
 # %%
-variants = list(experiment.VARIANTS)
+variants = list(VARIANTS)
 if initialisation == "scratch":  # the "from scratch" models would be the pretrained ones again
-    variants = [v for v in variants if "from scratch" not in v]
+    variants = [v for v in variants if v.pretrained]
 runs = {}
 for s in tqdm(seeds, desc="seeds"):
-    runs[s] = experiment.run_seed(tiny, hierarchy, parameters, init, variants, seed=s, device=torch_device, checkpoints=results.checkpoints)
+    runs[s] = experiment.run_seed(tiny, hierarchy, settings, init, variants, seed=s, device=torch_device, checkpoints=results.checkpoints)
 
 
-def metric(variant: str, level: str, key: str) -> list[float]:
+def metric(variant: experiment.Variant, level: str, key: str) -> list[float]:
     """One test value per seed."""
     return [runs[s][variant]["test"][level][key] for s in seeds]
 
 
-def value(variant: str, key: str) -> list[float]:
+def value(variant: experiment.Variant, key: str) -> list[float]:
     return [runs[s][variant]["test"][key] for s in seeds]
 
 
 images_per_s = {v: float(np.mean([runs[s][v]["fit"].images_per_s for s in seeds])) for v in variants}
-print(f"{len(variants) * len(seeds)} trainings; training images/s on {torch_device}: " + ", ".join(f"{v.split(',')[0]} {images_per_s[v]:,.0f}" for v in variants[:2]))
+print(f"{len(variants) * len(seeds)} trainings; training images/s on {torch_device}: " + ", ".join(f"{v.family} {images_per_s[v]:,.0f}" for v in variants[:2]))
 
 # %% [markdown]
 # ## Figs. 1–2: training and validation curves
@@ -230,7 +238,7 @@ print(f"{len(variants) * len(seeds)} trainings; training images/s on {torch_devi
 # in training mode) and the validation images; the marker is the epoch whose weights are kept.
 
 # %%
-PAPER_MODELS = ["ResNet, class weights, Eq. (2) (paper)", "ConvNeXt, Eq. (5) (paper)"]
+PAPER_MODELS = [RESNET_PAPER, CONVNEXT_PAPER]
 fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex="col")
 for col, v in enumerate(PAPER_MODELS):
     fit = runs[seeds[0]][v]["fit"]
@@ -242,7 +250,7 @@ for col, v in enumerate(PAPER_MODELS):
     for ax in axes[:, col]:
         ax.axvline(fit.best_epoch, color="grey", linestyle=":", linewidth=1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0, col].set(title=f"Fig. {col + 1}: {v.split(',')[0]} ({'early stop' if len(epochs_run) < epochs else 'all epochs'}, best epoch {fit.best_epoch})", ylabel="loss")
+    axes[0, col].set(title=f"Fig. {col + 1}: {v.family} ({'early stop' if len(epochs_run) < epochs else 'all epochs'}, best epoch {fit.best_epoch})", ylabel="loss")
     axes[1, col].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     axes[0, col].legend(fontsize=8)
     axes[1, col].legend(fontsize=7)
@@ -264,26 +272,25 @@ plt.show()
 # model that never predicts it loses that class's F1.
 
 # %%
-PAPER_F1 = {("ResNet, class weights, Eq. (2) (paper)", "super"): 0.9339, ("ResNet, class weights, Eq. (2) (paper)", "sub"): 0.3821,
-            ("ConvNeXt, Eq. (5) (paper)", "super"): 0.9592, ("ConvNeXt, Eq. (5) (paper)", "sub"): 0.7785}
+PAPER_F1 = {(RESNET_PAPER, "super"): 0.9339, (RESNET_PAPER, "sub"): 0.3821, (CONVNEXT_PAPER, "super"): 0.9592, (CONVNEXT_PAPER, "sub"): 0.7785}
 lines = ["| model | level | paper F1 | F1 (weighted) | F1 (macro) | accuracy | precision (weighted) | precision (macro) |", "|---" * 8 + "|"]
 for v in variants:
     for level in ("super", "sub"):
         paper = PAPER_F1.get((v, level))
-        lines.append(f"| {v} | {level}-class | {paper if paper else ''} | {short_ci(metric(v, level, 'F1 (weighted)'))} | {short_ci(metric(v, level, 'F1 (macro)'))} | "
+        lines.append(f"| {v.name} | {level}-class | {paper if paper else ''} | {short_ci(metric(v, level, 'F1 (weighted)'))} | {short_ci(metric(v, level, 'F1 (macro)'))} | "
                      f"{short_ci(metric(v, level, 'accuracy'))} | {short_ci(metric(v, level, 'precision (weighted)'))} | {short_ci(metric(v, level, 'precision (macro)'))} |")
 display(Markdown("\n".join(lines)))
-results.table("f1_per_level", [{"model": v, "level": level, **{k: metric(v, level, k) for k in ("F1 (weighted)", "F1 (macro)", "accuracy", "precision (weighted)", "precision (macro)")}}
+results.table("f1_per_level", [{"model": v.name, "level": level, **{k: metric(v, level, k) for k in ("F1 (weighted)", "F1 (macro)", "accuracy", "precision (weighted)", "precision (macro)")}}
                                for v in variants for level in ("super", "sub")])
 for (v, level), paper in PAPER_F1.items():
-    family = v.split(",")[0]
+    family = v.family
     results.claim(f"c3-{family.lower()}-{level}", f"{family}: {level}-class F1 (weighted) on the test set", paper, metric(v, level, "F1 (weighted)"), AtLeast(paper))
 
 # %%
 sub_gap = [a - b for a, b in zip(metric(PAPER_MODELS[1], "sub", "F1 (weighted)"), metric(PAPER_MODELS[0], "sub", "F1 (weighted)"))]
 results.claim("c3-convnext-better-sub", "ConvNeXt is markedly better on sub-classes (ConvNeXt minus ResNet sub-class F1)", round(0.7785 - 0.3821, 4),
               sub_gap, Above(0.05), unit="F1")
-weights_help = [a - b for a, b in zip(metric("ResNet, class weights, Eq. (2) (paper)", "sub", "F1 (macro)"), metric("ResNet, no class weights", "sub", "F1 (macro)"))]
+weights_help = [a - b for a, b in zip(metric(RESNET_PAPER, "sub", "F1 (macro)"), metric(RESNET_NO_WEIGHTS, "sub", "F1 (macro)"))]
 results.claim("c3-class-weights-help", "class weights help with the imbalance (ResNet, sub-class macro F1, with minus without)", "> 0",
               weights_help, Above(0.0), unit="F1")
 display(Markdown(claims_markdown(results.claims)))
@@ -300,9 +307,9 @@ display(Markdown(claims_markdown(results.claims)))
 fig, ax = plt.subplots(figsize=(12, 3.8))
 x = np.arange(len(hierarchy.sub_names))
 width = 0.8 / 3
-for j, v in enumerate(["ResNet, class weights, Eq. (2) (paper)", "ResNet, no class weights", "ConvNeXt, Eq. (5) (paper)"]):
+for j, v in enumerate([RESNET_PAPER, RESNET_NO_WEIGHTS, CONVNEXT_PAPER]):
     f1s = np.mean([runs[s][v]["test"]["sub"]["per-class F1"] for s in seeds], axis=0)
-    ax.bar(x + (j - 1) * width, f1s, width, label=v)
+    ax.bar(x + (j - 1) * width, f1s, width, label=v.name)
 ax.set_xticks(x, [f"{n} ({c['train']})" for n, c in zip(hierarchy.sub_names, counts)], rotation=60, ha="right", fontsize=8)
 ax.set(ylabel=f"F1 (mean of {len(seeds)} seeds)", title="sub-class F1; in brackets: training images (seed 0)", ylim=(0, 1))
 ax.legend(fontsize=8)
@@ -317,7 +324,7 @@ for row, v in enumerate(PAPER_MODELS):
         ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(names)), [n[:12] for n in names], rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), [n[:12] for n in names], fontsize=7)
-        ax.set_title(f"{v.split(',')[0]}: {level}-class", fontsize=9)
+        ax.set_title(f"{v.family}: {level}-class", fontsize=9)
 fig.tight_layout()
 results.figure(fig, "confusion_matrices")
 plt.show()
@@ -331,8 +338,7 @@ plt.show()
 # %%
 if initialisation != "scratch":
     lines = ["| family | level | " + f"{init['ResNet'][2].split(' (')[0]} | from scratch | difference |", "|---|---|---|---|---|"]
-    for family, pre in (("ResNet", PAPER_MODELS[0]), ("ConvNeXt", PAPER_MODELS[1])):
-        scratch = f"{family}, from scratch"
+    for family, pre, scratch in (("ResNet", RESNET_PAPER, RESNET_SCRATCH), ("ConvNeXt", CONVNEXT_PAPER, CONVNEXT_SCRATCH)):
         for level in ("super", "sub"):
             diff = [a - b for a, b in zip(metric(pre, level, "F1 (weighted)"), metric(scratch, level, "F1 (weighted)"))]
             lines.append(f"| {family} | {level}-class | {short_ci(metric(pre, level, 'F1 (weighted)'))} | {short_ci(metric(scratch, level, 'F1 (weighted)'))} | {short_ci(diff)} |")
@@ -355,12 +361,12 @@ detectors = list(runs[seeds[0]][PAPER_MODELS[0]]["test"]["novelty AUROC"])
 lines = ["| model | novel output fires | super-class accuracy, novel images | super-class accuracy, known images | " + " | ".join(f"AUROC: {d}" for d in detectors)
          + " | " + " | ".join(f"flagged, novel / known: {d}" for d in detectors) + " |", "|---" * (4 + 2 * len(detectors)) + "|"]
 for v in variants:
-    lines.append(f"| {v} | {short_ci(value(v, 'novel predicted as the novel slot'))} | {short_ci(value(v, 'novel: super-class accuracy'))} | "
+    lines.append(f"| {v.name} | {short_ci(value(v, 'novel predicted as the novel slot'))} | {short_ci(value(v, 'novel: super-class accuracy'))} | "
                  f"{short_ci(value(v, 'known: super-class accuracy'))} | "
                  + " | ".join(short_ci([runs[s][v]["test"]["novelty AUROC"][d] for s in seeds]) for d in detectors) + " | "
                  + " | ".join(f"{np.mean([runs[s][v]['test']['novel flagged'][d] for s in seeds]):.2f} / {np.mean([runs[s][v]['test']['known flagged'][d] for s in seeds]):.2f}" for d in detectors) + " |")
 display(Markdown("\n".join(lines)))
-results.table("novel_subclass", [{"model": v, "novel output fires": value(v, "novel predicted as the novel slot"),
+results.table("novel_subclass", [{"model": v.name, "novel output fires": value(v, "novel predicted as the novel slot"),
                                   "super-class accuracy on novel images": value(v, "novel: super-class accuracy"),
                                   **{f"AUROC: {d}": [runs[s][v]["test"]["novelty AUROC"][d] for s in seeds] for d in detectors}} for v in variants])
 
@@ -369,7 +375,7 @@ for ax, v in zip(axes, PAPER_MODELS):
     predicted = np.sum([runs[s][v]["test"]["novel: predicted sub-classes"] for s in seeds], axis=0)
     ax.bar(range(len(predicted)), predicted / predicted.sum(), color=[plt.get_cmap("tab10")(int(j)) for j in hierarchy.sub_to_super])
     ax.set_xticks(range(len(predicted)), [n[:12] for n in hierarchy.sub_names], rotation=70, ha="right", fontsize=7)
-    ax.set(title=f"{v.split(',')[0]}: what the novel {hierarchy.sub_names[hierarchy.novel]!r} images are called", ylabel="share (all seeds)")
+    ax.set(title=f"{v.family}: what the novel {hierarchy.sub_names[hierarchy.novel]!r} images are called", ylabel="share (all seeds)")
 fig.tight_layout()
 results.figure(fig, "novel_predictions")
 plt.show()
@@ -389,9 +395,9 @@ plt.show()
 keys = ["inconsistency", "hierarchical precision", "hierarchical recall", "hierarchical F1"]
 lines = ["| model | " + " | ".join(keys) + " | super-class F1 (weighted) | sub-class F1 (weighted) |", "|---" * (3 + len(keys)) + "|"]
 for v in variants:
-    lines.append(f"| {v} | " + " | ".join(short_ci(value(v, k)) for k in keys) + f" | {short_ci(metric(v, 'super', 'F1 (weighted)'))} | {short_ci(metric(v, 'sub', 'F1 (weighted)'))} |")
+    lines.append(f"| {v.name} | " + " | ".join(short_ci(value(v, k)) for k in keys) + f" | {short_ci(metric(v, 'super', 'F1 (weighted)'))} | {short_ci(metric(v, 'sub', 'F1 (weighted)'))} |")
 display(Markdown("\n".join(lines)))
-results.table("hierarchical_consistency", [{"model": v, **{k: value(v, k) for k in keys}} for v in variants])
+results.table("hierarchical_consistency", [{"model": v.name, **{k: value(v, k) for k in keys}} for v in variants])
 
 # %% [markdown]
 # ## Training speed
@@ -400,7 +406,7 @@ results.table("hierarchical_consistency", [{"model": v, **{k: value(v, k) for k 
 lines = [f"| model | training images/s on {torch_device} | seconds of training | epochs run | best epoch |", "|---|---|---|---|---|"]
 for v in variants:
     fits = [runs[s][v]["fit"] for s in seeds]
-    lines.append(f"| {v} | {images_per_s[v]:,.0f} | {short_ci([f.seconds for f in fits], 1)} | {np.mean([len(f.history['train loss']) for f in fits]):.1f} | {np.mean([f.best_epoch for f in fits]):.1f} |")
+    lines.append(f"| {v.name} | {images_per_s[v]:,.0f} | {short_ci([f.seconds for f in fits], 1)} | {np.mean([len(f.history['train loss']) for f in fits]):.1f} | {np.mean([f.best_epoch for f in fits]):.1f} |")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -428,16 +434,16 @@ if profile != "full":
 
 # %%
 for v in variants:
-    assert mean_ci(metric(v, "super", "accuracy")).mean > 1 / 3 + 0.05, f"{v}: the super-class head did not learn"
-    assert mean_ci(metric(v, "sub", "accuracy")).mean > 1 / len(hierarchy.sub_names) + 0.05, f"{v}: the sub-class head did not learn"
+    assert mean_ci(metric(v, "super", "accuracy")).mean > 1 / 3 + 0.05, f"{v.name}: the super-class head did not learn"
+    assert mean_ci(metric(v, "sub", "accuracy")).mean > 1 / len(hierarchy.sub_names) + 0.05, f"{v.name}: the sub-class head did not learn"
     assert all(runs[s][v]["fit"].best_epoch >= 1 for s in seeds)
-assert all(value("ResNet, flat sub-class classifier", "inconsistency")[i] == 0 for i in range(len(seeds))), "a flat model is consistent by construction"
+assert all(value(RESNET_FLAT, "inconsistency")[i] == 0 for i in range(len(seeds))), "a flat model is consistent by construction"
 assert all(0 <= a <= 1 for v in variants for s in seeds for a in runs[s][v]["test"]["novelty AUROC"].values())
 results.save(
     device=torch_device, data=[tiny.provenance],
     initialisation="; ".join(f"{family}: {init[family][2]}" for family in init) + "; ablations from scratch: torchvision's random initialisation",
     extra={"trainings": len(variants) * len(seeds), "trainings_resumed_from_checkpoints": sum(runs[s][v]["fit"].resumed for s in seeds for v in variants),
-           "training_images_per_s": {v: round(x, 1) for v, x in images_per_s.items()}, "hierarchy": hierarchy.sub_names},
+           "training_images_per_s": {v.name: round(x, 1) for v, x in images_per_s.items()}, "hierarchy": hierarchy.sub_names},
 )
 print(f"results written to {results.dir}")
 

@@ -80,6 +80,7 @@ budget_ks = []  # beyond the paper: clusters per round forced to these k, for ac
 # %%
 # NBVAL_CHECK_OUTPUT
 import time
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -101,16 +102,16 @@ from lib.reporting import (
     show_full_profile,
 )
 from lib.training import Checkpoint, pick_device
+from lib.vae_experiment import CLUSTER_CENTRES, PIXEL_KMEANS, RANDOM_IMAGES
 
-parameters = dict(
+settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, split_seed=split_seed, n_train=n_train,
     n_val=n_val, n_annotator=n_annotator, n_test=n_test, annotator_epochs=annotator_epochs, z_dim=z_dim, hidden=hidden, beta=beta,
     gamma=gamma, epochs=epochs, unsupervised_epochs=unsupervised_epochs, lr=lr, batch_size=batch_size, k_min=k_min,
     k_max=k_max, elbow_sample=elbow_sample, valid_confidence=valid_confidence, a=a, z_dims=z_dims, budget_ks=budget_ks,
 )
-experiment.check_parameters(parameters)
 torch_device = pick_device(device)
-results = ChapterResults("04_vae_cluster_labelling", profile, results_root, parameters, seeds)
+results = ChapterResults("04_vae_cluster_labelling", settings, experiment)
 print(f"profile {profile}, seeds {seeds}, device {torch_device}")
 
 # %% [markdown]
@@ -123,7 +124,7 @@ print(f"profile {profile}, seeds {seeds}, device {torch_device}")
 # %%
 # NBVAL_CHECK_OUTPUT
 mnist = load_mnist()
-splits = experiment.make_splits(mnist, n_train, n_val, n_annotator, n_test, seed=split_seed)
+splits = experiment.make_splits(mnist, settings.data)
 print(f"{mnist.name}: {mnist.provenance['format']}, lossy: {mnist.provenance['lossy']}")
 for path, digest in sorted(mnist.provenance["files"].items()):
     print(f"  {path.split('/')[-1]}: {digest[:23]}…")
@@ -141,8 +142,8 @@ plt.show()
 
 # %%
 annotator, annotator_test_accuracy = experiment.train_annotator(
-    splits, epochs=annotator_epochs, seed=split_seed, device=torch_device,
-    checkpoint=Checkpoint(results.checkpoints, "annotator", dict(split_seed=split_seed, n_train=n_train, n_val=n_val, n_annotator=n_annotator, epochs=annotator_epochs)),
+    splits, settings.annotator, seed=split_seed, device=torch_device,
+    checkpoint=Checkpoint(results.checkpoints, "annotator", settings.data, settings.annotator),
 )
 print(f"annotator: accuracy {annotator_test_accuracy:.3f} on {len(splits.test.labels):,} MNIST test images")
 assert annotator_test_accuracy > 0.9, "the simulated annotator must read real digits reliably"
@@ -162,11 +163,11 @@ assert annotator_test_accuracy > 0.9, "the simulated annotator must read real di
 # %%
 def run(tag: str, seed: int, keep_centres=(), **changes):
     """One training of the VAE; ``changes`` override the chapter's settings."""
-    config = experiment.labelling_config(parameters, **changes)
-    settings = dict(config=vars(config), seed=seed, split_seed=split_seed, n_train=n_train, n_val=n_val, n_annotator=n_annotator, n_test=n_test)
+    config = replace(settings.method, **changes)
     return train_labelling_vae(
         config, splits.train, splits.val, splits.test, annotator, seed=seed, device=torch_device,
-        checkpoint=Checkpoint(results.checkpoints, f"{tag}-seed{seed}", settings), keep_centres=keep_centres,
+        checkpoint=Checkpoint(results.checkpoints, f"{tag}-seed{seed}", settings.data, settings.annotator, config, seed),
+        keep_centres=keep_centres,
     )
 
 
@@ -275,14 +276,14 @@ print(f"reconstruction accuracy after {epochs} epochs: with {mean_ci([r[-1] for 
 
 # %%
 random_baseline = {s: run("random", s, label_source="random", random_labels=semi[s]["labels_spent"]) for s in tqdm(seeds, desc="random images")}
-pixel = {s: experiment.pixel_kmeans_baseline(splits, annotator, experiment.labelling_config(parameters), seed=s) for s in tqdm(seeds, desc="k-means on pixels")}
+pixel = {s: experiment.pixel_kmeans_baseline(splits, annotator, settings.method, seed=s) for s in tqdm(seeds, desc="k-means on pixels")}
 budget = {(k, s): run(f"budget{k}", s, fixed_k=k) for k in tqdm(budget_ks, desc="forced k") for s in seeds}
 budget_random = {(k, s): run(f"random{k}", s, label_source="random", random_labels=budget[(k, s)]["labels_spent"]) for k in budget_ks for s in seeds}
 
 comparison = {
-    "cluster centres (the paper)": (final_accuracy, labels_spent),
-    "random images, same labels": ([random_baseline[s]["history"][-1]["test_accuracy"] for s in seeds], labels_spent),
-    "k-means on raw pixels": ([pixel[s]["test_accuracy"] for s in seeds], [pixel[s]["labels_given"] for s in seeds]),
+    CLUSTER_CENTRES: (final_accuracy, labels_spent),
+    RANDOM_IMAGES: ([random_baseline[s]["history"][-1]["test_accuracy"] for s in seeds], labels_spent),
+    PIXEL_KMEANS: ([pixel[s]["test_accuracy"] for s in seeds], [pixel[s]["labels_given"] for s in seeds]),
 }
 results.table("baselines", [{"method": m, "test_accuracy": acc, "labels": lab} for m, (acc, lab) in comparison.items()])
 display(Markdown("\n".join(
@@ -293,7 +294,7 @@ display(Markdown("\n".join(
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8))
 points = {"cluster centres": [(labels_spent[i], final_accuracy[i]) for i in range(len(seeds))],
-          "random images": [(labels_spent[i], comparison["random images, same labels"][0][i]) for i in range(len(seeds))]}
+          "random images": [(labels_spent[i], comparison[RANDOM_IMAGES][0][i]) for i in range(len(seeds))]}
 for k in budget_ks:
     points["cluster centres"] += [(budget[(k, s)]["labels_spent"], budget[(k, s)]["history"][-1]["test_accuracy"]) for s in seeds]
     points["random images"] += [(budget_random[(k, s)]["labels_spent"], budget_random[(k, s)]["history"][-1]["test_accuracy"]) for s in seeds]
@@ -335,7 +336,7 @@ figures = ["fig2_centres_epoch1", "fig3_centres_epoch5", "fig4_test_accuracy", "
 full = show_full_profile(results_root, results.chapter, figures) if profile != "full" else None
 if full is not None:
     base = {row["method"]: row for row in full["tables"]["baselines"]}
-    centres, rand, pix = (base[m] for m in ("cluster centres (the paper)", "random images, same labels", "k-means on raw pixels"))
+    centres, rand, pix = (base[m] for m in (CLUSTER_CENTRES, RANDOM_IMAGES, PIXEL_KMEANS))
     print(
         f"At the paper's scale: cluster-centre labels give {mean_ci(centres['test_accuracy'])} test accuracy with "
         f"{np.mean(centres['labels']):.0f} labels; the same number of random images gives {mean_ci(rand['test_accuracy'])}; "

@@ -41,37 +41,17 @@ from .data import (
 from .evaluation import accuracy
 from .metric_learning import HeadSchedule, embed, fit_embedding_head
 from .models import EmbeddingNet, PyramidConfig, StraightClassifier
+from .settings import RunSettings, positive, run_settings
 from .similarity_search import VectorIndex, precision_at_k
-from .training import Checkpoint, fit_classifier, predict, seed_everything
+from .training import Checkpoint, Recipe, fit_classifier, predict, seed_everything
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 NUM_CLASSES = 10
 
 
-def check_parameters(p: dict) -> None:
-    """Range checks for chapter 1's parameters; raises ValueError naming the parameter and the fix."""
-    unknown = [d for d in p["datasets"] if d not in DATASETS]
-    if unknown or not p["datasets"] or len(set(p["datasets"])) != len(p["datasets"]):
-        raise ValueError(f"datasets {p['datasets']} must be distinct names among {sorted(DATASETS)}")
-    check_classes(p["classes"], p["added_class"])
-    for name in ("train_per_class", "test_per_class", "mnist_epochs", "fashion_epochs", "batch_size", "embedding_dim",
-                 "batch_class_repeats", "max_head_epochs", "knn_k", "search_k", "fpn_channels", "hidden", "input_size"):
-        if p[name] < 1:
-            raise ValueError(f"{name}={p[name]} must be at least 1")
-    if p["train_per_class"] < max(2, p["knn_k"], p["search_k"]):
-        raise ValueError(f"train_per_class={p['train_per_class']} must be at least knn_k, search_k and 2")
-    if p["lr"] <= 0 or p["head_lr"] <= 0 or p["min_lr"] <= 0:
-        raise ValueError("lr, head_lr and min_lr must be positive")
-    if p["input_size"] < 28:
-        raise ValueError(f"input_size={p['input_size']} must be at least the images' 28 pixels (the paper resizes to 128)")
-    if p["tsne_points"] < 0:
-        raise ValueError(f"tsne_points={p['tsne_points']} must be 0 (no projection) or more")
-    head_schedule(p)  # the schedule's own checks (factor, patience, margin, scale)
-    pyramid_config(p, 2)  # the network's own checks (backbone name, sizes)
-
-
-def check_classes(classes: list[int], added_class: int) -> None:
+def check_classes(classes, added_class: int) -> None:
     """The starting classes and the added one: distinct labels 0..9, at least two to start with."""
+    classes = list(classes)
     if len(classes) < 2:
         raise ValueError(f"classes {classes} must name at least 2 classes (the paper uses 3)")
     if len(set(classes)) != len(classes):
@@ -83,21 +63,140 @@ def check_classes(classes: list[int], added_class: int) -> None:
         raise ValueError(f"added_class={added_class} is already among classes {classes}; choose a class the first model has not seen")
 
 
-def pyramid_config(p: dict, num_classes: int) -> PyramidConfig:
-    return PyramidConfig(backbone=p["backbone"], in_channels=1, image_size=28, input_size=p["input_size"],
-                         fpn_channels=p["fpn_channels"], hidden=p["hidden"], num_classes=num_classes)
+@dataclass(frozen=True)
+class Task:
+    """Which datasets and classes, and how many of their images."""
+
+    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")  # paper: both
+    classes: tuple[int, ...] = (0, 1, 2)  # the starting classes (paper: 3, not named)
+    added_class: int = 3  # the class added later
+    train_per_class: int = 300  # training images per class, a seeded random subset (paper: all, 6,000)
+    test_per_class: int = 300  # test images per class (paper: all)
+
+    def __post_init__(self):
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown or not self.datasets or len(set(self.datasets)) != len(self.datasets):
+            raise ValueError(f"datasets {list(self.datasets)} must be distinct names among {sorted(DATASETS)}")
+        check_classes(self.classes, self.added_class)
+        positive(train_per_class=self.train_per_class, test_per_class=self.test_per_class)
 
 
-def head_schedule(p: dict) -> HeadSchedule:
-    return HeadSchedule(batch_class_repeats=p["batch_class_repeats"], scale=p["similarity_scale"], margin=p["margin"],
-                        lr=p["head_lr"], factor=p["lr_factor"], patience=p["lr_patience"], min_lr=p["min_lr"],
-                        max_epochs=p["max_head_epochs"])
+@dataclass(frozen=True)
+class Pyramid:
+    """Figs. 3 and 4: the backbone, its feature pyramid and the dense layers on it."""
+
+    backbone: str = "small"  # "small" (CPU-sized pre-activation ResNet) or "resnet50" (the paper's ResNet50V2)
+    input_size: int = 28  # images are resized to this before the backbone (paper: 128)
+    fpn_channels: int = 16  # channels of each pyramid level (the FPN paper: 256)
+    hidden: int = 64  # width of the straight classifier's dense layer (not given in the paper)
+    embedding_dim: int = 64  # size of an embedding (paper: 64)
+
+    def __post_init__(self):
+        positive(embedding_dim=self.embedding_dim)
+        if not isinstance(self.input_size, int) or self.input_size < 28:
+            raise ValueError(f"input_size={self.input_size} must be at least the images' 28 pixels (the paper resizes to 128)")
+        self.config(2)  # the network's own checks (backbone name, sizes)
+
+    def config(self, num_classes: int) -> PyramidConfig:
+        return PyramidConfig(backbone=self.backbone, in_channels=1, image_size=28, input_size=self.input_size,
+                             fpn_channels=self.fpn_channels, hidden=self.hidden, num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class Straight:
+    """Step 1's recipe: NAdam and cross-entropy, the paper's epochs per dataset."""
+
+    mnist_epochs: int = 4  # paper: 4
+    fashion_epochs: int = 8  # paper: 8
+    lr: float = 1e-3  # paper: 1e-4
+    batch_size: int = 32  # not given; Keras' default
+    amp: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self):
+        self.recipe("mnist"), self.recipe("fashion-mnist")  # the recipe's own checks
+
+    def recipe(self, dataset: str) -> Recipe:
+        epochs = self.mnist_epochs if dataset == "mnist" else self.fashion_epochs
+        return Recipe(epochs=epochs, lr=self.lr, batch_size=self.batch_size, optimiser="nadam", amp=self.amp, channels_last=self.channels_last)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the embeddings are used and shown."""
+
+    knn_k: int = 5  # neighbours of the k-nearest-neighbours classifier (scikit-learn's default)
+    search_k: int = 10  # neighbours returned by the similarity search; precision@k uses the same k
+    tsne_points: int = 400  # test images per projection in the 2-D map (0: no map)
+
+    def __post_init__(self):
+        positive(knn_k=self.knn_k, search_k=self.search_k)
+        if self.tsne_points < 0:
+            raise ValueError(f"tsne_points={self.tsne_points} must be 0 (no projection) or more")
+
+
+@dataclass(frozen=True)
+class Settings:
+    run: RunSettings
+    task: Task
+    pyramid: Pyramid
+    straight: Straight
+    head: HeadSchedule
+    evaluation: Evaluation
+
+    def __post_init__(self):
+        need = max(2, self.evaluation.knn_k, self.evaluation.search_k)
+        if self.task.train_per_class < need:
+            raise ValueError(f"train_per_class={self.task.train_per_class} must be at least knn_k, search_k and 2 ({need})")
+
+
+def make_settings(*, profile, seeds, device, results_root, datasets, classes, added_class, train_per_class, test_per_class, backbone,
+                  input_size, fpn_channels, hidden, mnist_epochs, fashion_epochs, lr, batch_size, embedding_dim, batch_class_repeats,
+                  similarity_scale, margin, head_lr, lr_factor, lr_patience, min_lr, max_head_epochs, knn_k, search_k, tsne_points,
+                  amp, channels_last) -> Settings:
+    """Chapter 1's settings from its parameters; a value out of range raises ValueError naming it."""
+    return Settings(
+        run=run_settings(profile, seeds, device, results_root),
+        task=Task(tuple(datasets), tuple(classes), added_class, train_per_class, test_per_class),
+        pyramid=Pyramid(backbone, input_size, fpn_channels, hidden, embedding_dim),
+        straight=Straight(mnist_epochs, fashion_epochs, lr, batch_size, amp, channels_last),
+        head=HeadSchedule(batch_class_repeats=batch_class_repeats, scale=similarity_scale, margin=margin, lr=head_lr, factor=lr_factor,
+                          patience=lr_patience, min_lr=min_lr, max_epochs=max_head_epochs),
+        evaluation=Evaluation(knn_k, search_k, tsne_points),
+    )
+
+
+# Names of the results (the chapter imports them).
+KNN, CENTROID = "k-nearest neighbours", "nearest class mean"
+MODEL3, MODEL4 = "3-class model", "4-class model"  # Table 2's columns: the generator before and after the added class
+STRAIGHT3, STRAIGHT4 = "straight 3-class", "straight 4-class"
+STRAIGHT4_OLD = "straight 4-class, starting classes"
+KNN_OLD_BEFORE, KNN_OLD_AFTER = "k-nearest neighbours, starting classes, before", "k-nearest neighbours, starting classes, after"
+
+
+def on_embeddings(classifier: str, model: str) -> str:
+    """The result name of a classic classifier on the embeddings of the MODEL3 or MODEL4 generator."""
+    return f"{classifier}, {model}"
+
+
+def no_further(classifier: str, added_only: bool = False) -> str:
+    """The result name of a classifier on the 3-class generator's embeddings of all four classes (no further training)."""
+    return f"{classifier}, no further training" + (", added class" if added_only else "")
+
+
+# Names of the measured times.
+T_STRAIGHT3, T_STRAIGHT4 = "straight 3-class training", "straight 4-class training from scratch"
+T_FEATURES_OLD, T_FEATURES_ADDED, T_FEATURES_TEST = "trunk features, starting classes", "trunk features, added class", "trunk features, test set"
+T_HEAD3, T_HEAD4 = "embedding head, 3 classes", "embedding head, further training"
+T_REEMBED, T_CLASSIC4 = "re-embedding the training set", "classic classifiers, retraining"
+T_ROUTE, T_ROUTE_NOCACHE = "embedding route, total", "embedding route without the feature cache (estimate)"
+ROUTE_PARTS = (T_FEATURES_ADDED, T_HEAD4, T_REEMBED, T_CLASSIC4)
 
 
 def classic_classifiers(seed: int, knn_k: int) -> dict:
     """Table 2's rows: the paper's two (kNN, random forest) and the usual others, scikit-learn defaults."""
     return {
-        "k-nearest neighbours": KNeighborsClassifier(n_neighbors=knn_k),
+        KNN: KNeighborsClassifier(n_neighbors=knn_k),
         "random forest": RandomForestClassifier(random_state=seed, n_jobs=-1),
         "logistic regression": LogisticRegression(max_iter=2000),
         "SVM (RBF)": SVC(),
@@ -132,13 +231,12 @@ class ExtensionSplits:
         return int(self.train.labels.max())
 
 
-def make_splits(dataset: Dataset, classes: list[int], added_class: int, train_per_class: int, test_per_class: int, seed: int) -> ExtensionSplits:
+def make_splits(dataset: Dataset, task: Task, seed: int) -> ExtensionSplits:
     """Seeded per-class subsets of the dataset's own train and test sets, relabelled."""
-    check_classes(classes, added_class)
-    order = [*classes, added_class]
+    order = [*task.classes, task.added_class]
     train, test = select_classes(dataset.train, order), select_classes(dataset.test, order)
-    return ExtensionSplits(take(train, per_class_subset(train.labels, train_per_class, seed)),
-                           take(test, per_class_subset(test.labels, test_per_class, seed)))
+    return ExtensionSplits(take(train, per_class_subset(train.labels, task.train_per_class, seed)),
+                           take(test, per_class_subset(test.labels, task.test_per_class, seed)))
 
 
 @dataclass
@@ -147,9 +245,9 @@ class ExtensionRun:
 
     accuracy: dict = field(default_factory=dict)  # name -> test accuracy
     seconds: dict = field(default_factory=dict)  # step -> wall time
-    head_reports: dict = field(default_factory=dict)  # "3-class" / "4-class" -> HeadReport
+    head_reports: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> HeadReport
     straight_images_per_s: float = 0.0
-    embeddings: dict = field(default_factory=dict)  # "3-class" / "4-class" -> (train, test) unit vectors
+    embeddings: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> (train, test) unit vectors
     search: dict = field(default_factory=dict)  # precision@k per index and query set
     neighbours: np.ndarray | None = None  # training-set rows of the search grid's neighbours, extended index
     query_ids: np.ndarray | None = None
@@ -157,102 +255,99 @@ class ExtensionRun:
     trainings: int = 0
 
 
-def run_extension(splits: ExtensionSplits, p: dict, *, epochs: int, seed: int, device: torch.device,
+def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, seed: int, device: torch.device,
                   checkpoints: Path | None, tag: str, index_dir: Path | None = None) -> ExtensionRun:
     """The paper's three steps and the from-scratch 4-class network for one dataset and seed."""
     run, k_old = ExtensionRun(), splits.num_old
     train_old, test_old = splits.old(splits.train), splits.old(splits.test)
     is_new_train, is_new_test = splits.train.labels == k_old, splits.test.labels == k_old
-    settings = {key: p[key] for key in ("classes", "added_class", "train_per_class", "test_per_class", "backbone", "input_size",
-                                        "fpn_channels", "hidden", "lr", "batch_size", "embedding_dim")}
-    fit = dict(epochs=epochs, lr=p["lr"], batch_size=p["batch_size"], seed=seed, device=device, optimiser="nadam",
-               amp=p["amp"], channels_last=p["channels_last"])
+    recipe, pyramid, ev = settings.straight.recipe(dataset), settings.pyramid, settings.evaluation
+    amp, channels_last = recipe.amp, recipe.channels_last
 
     def straight(num_classes: int, train: Split, name: str):
         seed_everything(seed)  # the initial weights too
-        model = StraightClassifier(pyramid_config(p, num_classes))
-        ckpt = Checkpoint(checkpoints, f"{tag}-{name}-seed{seed}", {**settings, "epochs": epochs, "num_classes": num_classes})
-        report = fit_classifier(model, train, checkpoint=ckpt, desc=f"{tag} {name} network", **fit)
+        config = pyramid.config(num_classes)
+        model = StraightClassifier(config)
+        ckpt = Checkpoint(checkpoints, f"{tag}-{name}-seed{seed}", settings.task, config, recipe, seed)
+        report = fit_classifier(model, train, recipe, seed=seed, device=device, checkpoint=ckpt, desc=f"{tag} {name} network")
         run.resumed, run.trainings = run.resumed + report.resumed, run.trainings + 1
         return model, report
 
     # Step 1: the straight 3-class classifier.
     straight3, report = straight(k_old, train_old, "straight3")
-    run.seconds["straight 3-class training"] = report.seconds
+    run.seconds[T_STRAIGHT3] = report.seconds
     run.straight_images_per_s = report.images_per_s
-    run.accuracy["straight 3-class"] = accuracy(predict(straight3, test_old.images, amp=p["amp"], channels_last=p["channels_last"]), test_old.labels)
+    run.accuracy[STRAIGHT3] = accuracy(predict(straight3, test_old.images, amp=amp, channels_last=channels_last), test_old.labels)
 
     # Step 2: the frozen trunk's features, the triplet-trained head, the classic classifiers.
-    net = EmbeddingNet(straight3.trunk, p["embedding_dim"]).to(device)
-    feats = dict(batch_size=512, amp=p["amp"], channels_last=p["channels_last"], to_cpu=False)  # features stay on the device
+    net = EmbeddingNet(straight3.trunk, pyramid.embedding_dim).to(device)
+    feats = dict(batch_size=512, amp=amp, channels_last=channels_last, to_cpu=False)  # features stay on the device
     started = time.perf_counter()
     train_f_old = predict(net.trunk, splits.train.images[~is_new_train], **feats)
-    run.seconds["trunk features, starting classes"] = time.perf_counter() - started
+    run.seconds[T_FEATURES_OLD] = time.perf_counter() - started
     started = time.perf_counter()
     train_f_new = predict(net.trunk, splits.train.images[is_new_train], **feats)
-    run.seconds["trunk features, added class"] = time.perf_counter() - started
+    run.seconds[T_FEATURES_ADDED] = time.perf_counter() - started
     train_f = torch.empty(len(splits.train.labels), train_f_old.shape[1], device=device)
     train_f[~is_new_train.to(device)], train_f[is_new_train.to(device)] = train_f_old, train_f_new
     started = time.perf_counter()
     test_f = predict(net.trunk, splits.test.images, **feats)
-    run.seconds["trunk features, test set"] = time.perf_counter() - started
-    schedule = head_schedule(p)
-    head_settings = {**settings, "epochs": epochs, **schedule.__dict__}
+    run.seconds[T_FEATURES_TEST] = time.perf_counter() - started
+    head_key = (settings.task, pyramid.config(k_old), recipe, settings.head, seed)
     seed_everything(seed)
     net.head.reset_parameters()  # the head's initial weights from the seed
-    report3 = fit_embedding_head(net.head, train_f[~is_new_train.to(device)], train_old.labels, schedule, seed=seed,
-                                 checkpoint=Checkpoint(checkpoints, f"{tag}-head3-seed{seed}", head_settings), desc=f"{tag} 3-class head")
-    run.head_reports["3-class"], run.seconds["embedding head, 3 classes"] = report3, report3.seconds
+    report3 = fit_embedding_head(net.head, train_f[~is_new_train.to(device)], train_old.labels, settings.head, seed=seed,
+                                 checkpoint=Checkpoint(checkpoints, f"{tag}-head3-seed{seed}", *head_key), desc=f"{tag} 3-class head")
+    run.head_reports[MODEL3], run.seconds[T_HEAD3] = report3, report3.seconds
     run.resumed, run.trainings = run.resumed + report3.resumed, run.trainings + 1
     emb3_train, emb3_test = embed(net.head, train_f), embed(net.head, test_f)
-    run.embeddings["3-class"] = (emb3_train, emb3_test)
+    run.embeddings[MODEL3] = (emb3_train, emb3_test)
     old_tr, old_te = ~is_new_train, ~is_new_test
-    classic3 = fit_classic(classic_classifiers(seed, p["knn_k"]), emb3_train[old_tr], splits.train.labels[old_tr], emb3_test[old_te], splits.test.labels[old_te])
+    classic3 = fit_classic(classic_classifiers(seed, ev.knn_k), emb3_train[old_tr], splits.train.labels[old_tr], emb3_test[old_te], splits.test.labels[old_te])
     for name, r in classic3.items():
-        run.accuracy[f"{name}, 3-class model"] = r["accuracy"]
+        run.accuracy[on_embeddings(name, MODEL3)] = r["accuracy"]
 
     # Beyond the paper: the added class embedded by the 3-class head, no further training.
-    no_further = fit_classic({"k-nearest neighbours": KNeighborsClassifier(n_neighbors=p["knn_k"]), "nearest class mean": NearestCentroid()},
-                             emb3_train, splits.train.labels, emb3_test, splits.test.labels)
-    for name, r in no_further.items():
-        run.accuracy[f"{name}, no further training"] = r["accuracy"]
-        run.accuracy[f"{name}, no further training, added class"] = float((r["predicted"][is_new_test.numpy()] == k_old).mean())
+    nothing_more = fit_classic({KNN: KNeighborsClassifier(n_neighbors=ev.knn_k), CENTROID: NearestCentroid()},
+                               emb3_train, splits.train.labels, emb3_test, splits.test.labels)
+    for name, r in nothing_more.items():
+        run.accuracy[no_further(name)] = r["accuracy"]
+        run.accuracy[no_further(name, added_only=True)] = float((r["predicted"][is_new_test.numpy()] == k_old).mean())
 
     # Step 3: train the same head further on all four classes, re-embed, retrain the classic classifiers.
     head4 = copy.deepcopy(net.head)
-    report4 = fit_embedding_head(head4, train_f, splits.train.labels, schedule, seed=seed,
-                                 checkpoint=Checkpoint(checkpoints, f"{tag}-head4-seed{seed}", head_settings), desc=f"{tag} 4-class head")
-    run.head_reports["4-class"], run.seconds["embedding head, further training"] = report4, report4.seconds
+    report4 = fit_embedding_head(head4, train_f, splits.train.labels, settings.head, seed=seed,
+                                 checkpoint=Checkpoint(checkpoints, f"{tag}-head4-seed{seed}", *head_key), desc=f"{tag} 4-class head")
+    run.head_reports[MODEL4], run.seconds[T_HEAD4] = report4, report4.seconds
     run.resumed, run.trainings = run.resumed + report4.resumed, run.trainings + 1
     started = time.perf_counter()
     emb4_train = embed(head4, train_f)
-    run.seconds["re-embedding the training set"] = time.perf_counter() - started
+    run.seconds[T_REEMBED] = time.perf_counter() - started
     emb4_test = embed(head4, test_f)
-    run.embeddings["4-class"] = (emb4_train, emb4_test)
-    classic4 = fit_classic(classic_classifiers(seed, p["knn_k"]), emb4_train, splits.train.labels, emb4_test, splits.test.labels)
+    run.embeddings[MODEL4] = (emb4_train, emb4_test)
+    classic4 = fit_classic(classic_classifiers(seed, ev.knn_k), emb4_train, splits.train.labels, emb4_test, splits.test.labels)
     for name, r in classic4.items():
-        run.accuracy[f"{name}, 4-class model"] = r["accuracy"]
-    run.seconds["classic classifiers, retraining"] = sum(r["fit_s"] for r in classic4.values())
-    knn_before = classic3["k-nearest neighbours"]["predicted"]
-    knn_after = classic4["k-nearest neighbours"]["predicted"][old_te.numpy()]
-    run.accuracy["k-nearest neighbours, starting classes, before"] = float((knn_before == test_old.labels.numpy()).mean())
-    run.accuracy["k-nearest neighbours, starting classes, after"] = float((knn_after == test_old.labels.numpy()).mean())
+        run.accuracy[on_embeddings(name, MODEL4)] = r["accuracy"]
+    run.seconds[T_CLASSIC4] = sum(r["fit_s"] for r in classic4.values())
+    knn_before = classic3[KNN]["predicted"]
+    knn_after = classic4[KNN]["predicted"][old_te.numpy()]
+    run.accuracy[KNN_OLD_BEFORE] = float((knn_before == test_old.labels.numpy()).mean())
+    run.accuracy[KNN_OLD_AFTER] = float((knn_after == test_old.labels.numpy()).mean())
 
     # Eqs. (6)-(7): the from-scratch alternative, a new 4-class straight classifier.
     straight4, report = straight(k_old + 1, splits.train, "straight4")
-    run.seconds["straight 4-class training from scratch"] = report.seconds
-    logits = predict(straight4, splits.test.images, amp=p["amp"], channels_last=p["channels_last"])
-    run.accuracy["straight 4-class"] = accuracy(logits, splits.test.labels)
-    run.accuracy["straight 4-class, starting classes"] = accuracy(logits[old_te], test_old.labels)
-    run.seconds["embedding route, total"] = sum(run.seconds[s] for s in (
-        "trunk features, added class", "embedding head, further training", "re-embedding the training set", "classic classifiers, retraining"))
+    run.seconds[T_STRAIGHT4] = report.seconds
+    logits = predict(straight4, splits.test.images, amp=amp, channels_last=channels_last)
+    run.accuracy[STRAIGHT4] = accuracy(logits, splits.test.labels)
+    run.accuracy[STRAIGHT4_OLD] = accuracy(logits[old_te], test_old.labels)
+    run.seconds[T_ROUTE] = sum(run.seconds[s] for s in ROUTE_PARTS)
     # Without the cache every triplet row of the further training would pass through the trunk again.
-    per_image = sum(run.seconds[f"trunk features, {s}"] for s in ("starting classes", "added class", "test set")) / (len(train_f) + len(test_f))
+    per_image = sum(run.seconds[s] for s in (T_FEATURES_OLD, T_FEATURES_ADDED, T_FEATURES_TEST)) / (len(train_f) + len(test_f))
     triplet_rows = 3 * len(splits.train.labels) * len(report4.losses)  # an epoch draws about N anchors, 3 rows each
-    run.seconds["embedding route without the feature cache (estimate)"] = run.seconds["embedding route, total"] + triplet_rows * per_image
+    run.seconds[T_ROUTE_NOCACHE] = run.seconds[T_ROUTE] + triplet_rows * per_image
 
     # Step 6: similarity search in a saved, reloaded, extended index.
-    run.search, run.query_ids, run.neighbours = similarity_search(splits, emb3_train, emb3_test, emb4_train, emb4_test, p["search_k"], index_dir, tag, seed)
+    run.search, run.query_ids, run.neighbours = similarity_search(splits, emb3_train, emb3_test, emb4_train, emb4_test, ev.search_k, index_dir, tag, seed)
     return run
 
 

@@ -29,11 +29,155 @@ from .data import Dataset, Split, batches, load_cifar10, stratified_split, take
 from .hierarchy import class_weights, flag_rate, hierarchical_prf, inconsistency, level_metrics, novelty_auroc
 from .losses import two_level_loss
 from .models.hierarchical import FAMILY, HierarchicalConfig, HierarchicalNet
-from .training import Checkpoint, fit_classifier, rng_state, seed_everything, set_rng_state
+from .settings import RunSettings, positive, run_settings
+from .training import Checkpoint, Recipe, fit_classifier, seed_everything
 
 SUPER = ["bird", "dog", "unseen"]  # the paper's Table 2
 IMBALANCE = ("none", "long-tail", "step")
 INITIALISATIONS = ("auto", "imagenet", "cifar10", "scratch")
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """The stand-in for the paper's Flickr set, built from Tiny-ImageNet's animals."""
+
+    input_size: int = 32  # images are resized to this (paper: not given; ImageNet models use 224)
+    unseen_subclasses: int = 6  # sub-classes of the "unseen" super-class, drawn from the 49 other animals
+    novel_subclass: str = "Labrador retriever"  # the sub-class held out of training, in the test set only
+    hierarchy_seed: int = 0  # draws the unseen sub-classes and which sub-classes are rare
+    imbalance: str = "long-tail"  # "none", "long-tail" (geometric) or "step" (half the sub-classes rare)
+    imbalance_ratio: float = 10.0  # training images of the largest sub-class over the smallest
+    max_train_per_class: int = 200  # training + validation images of the largest sub-class (at most 500)
+    val_fraction: float = 0.15  # share of those held out for early stopping
+
+    def __post_init__(self):
+        positive(input_size=self.input_size, max_train_per_class=self.max_train_per_class, unseen_subclasses=self.unseen_subclasses)
+        if not 2 <= self.unseen_subclasses <= 49:
+            raise ValueError(f"unseen_subclasses={self.unseen_subclasses} must be between 2 and 49 (Tiny-ImageNet's other animals)")
+        if self.max_train_per_class > 500:
+            raise ValueError(f"max_train_per_class={self.max_train_per_class} must be at most 500 (Tiny-ImageNet's images per class)")
+        if self.imbalance not in IMBALANCE:
+            raise ValueError(f"imbalance {self.imbalance!r} is unknown; choose one of {list(IMBALANCE)}")
+        if self.imbalance_ratio < 1:
+            raise ValueError(f"imbalance_ratio={self.imbalance_ratio} must be at least 1 (largest over smallest sub-class)")
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction={self.val_fraction} must lie in (0, 0.5)")
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The two backbone families and the heads on them."""
+
+    resnet_backbone: str = "resnet_mini"  # "resnet50" (paper) or "resnet_mini" (the same family at a CPU's scale)
+    convnext_backbone: str = "convnext_mini"  # "convnext_tiny" (paper's ConvNeXt) or "convnext_mini"
+    hidden: int = 128  # the heads' hidden width (paper, ResNet-50: 512)
+    dropout: float = 0.5  # the ResNet heads' dropout (paper: rate not given)
+
+    def __post_init__(self):
+        for name, family in (("resnet_backbone", "ResNet"), ("convnext_backbone", "ConvNeXt")):
+            value = getattr(self, name)
+            if FAMILY.get(value) != family:
+                raise ValueError(f"{name} {value!r} must be a {family}: one of {[k for k, v in FAMILY.items() if v == family]}")
+        positive(hidden=self.hidden)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
+
+    def backbone(self, family: str) -> str:
+        return self.resnet_backbone if family == "ResNet" else self.convnext_backbone
+
+    def config(self, family: str, num_sub: int, heads: str = "two", num_super: int = len(SUPER)) -> HierarchicalConfig:
+        return HierarchicalConfig(backbone=self.backbone(family), num_super=num_super, num_sub=num_sub, hidden=self.hidden,
+                                  dropout=self.dropout, heads=heads)
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """Where the backbones start: ImageNet weights when torchvision can get them, else pretraining here."""
+
+    initialisation: str = "auto"  # "auto", "imagenet", "cifar10" or "scratch"
+    images: int = 5000  # CIFAR-10 training images for the pretraining (all: 50,000)
+    epochs: int = 3
+
+    def __post_init__(self):
+        if self.initialisation not in INITIALISATIONS:
+            raise ValueError(f"initialisation {self.initialisation!r} is unknown; choose one of {list(INITIALISATIONS)}")
+        positive(pretrain_images=self.images, pretrain_epochs=self.epochs)
+
+
+@dataclass(frozen=True)
+class HierarchyRecipe(Recipe):
+    """Adam, augmented batches (flip, rotation, colour jitter), early stopping on the validation loss."""
+
+    patience: int = 2  # epochs without a lower validation loss before stopping (paper: "early_stopping_patience")
+    rotation: float = 15.0  # largest random rotation, degrees
+    jitter: float = 0.2  # brightness, contrast and saturation jitter
+    augment_groups: int = 8  # each batch is augmented in this many chunks, each with its own random draw
+    level_weights: tuple[float, float] = (1.0, 1.0)  # w_super, w_sub of Eq. (5)
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive(patience=self.patience, augment_groups=self.augment_groups)
+        if self.rotation < 0 or not 0 <= self.jitter < 1:
+            raise ValueError(f"need rotation >= 0 and 0 <= jitter < 1 (got {self.rotation}, {self.jitter})")
+        if len(self.level_weights) != 2 or min(self.level_weights) < 0:
+            raise ValueError(f"level_weights {list(self.level_weights)} must be two non-negative numbers [w_super, w_sub] (Eq. 5)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    run: RunSettings
+    data: StandIn
+    networks: Networks
+    pretraining: Pretraining
+    recipe: HierarchyRecipe
+    keep_known: float = 0.95  # novelty threshold: keep this share of the known validation images
+
+    def __post_init__(self):
+        if not 0.5 <= self.keep_known < 1:
+            raise ValueError(f"keep_known={self.keep_known} must lie in [0.5, 1)")
+
+
+def make_settings(*, profile, seeds, device, results_root, resnet_backbone, convnext_backbone, initialisation, pretrain_images,
+                  pretrain_epochs, input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio,
+                  max_train_per_class, val_fraction, epochs, patience, batch_size, lr, hidden, dropout, level_weights, rotation, jitter,
+                  augment_groups, keep_known, amp, channels_last) -> Settings:
+    """Chapter 3's settings from its parameters; a value out of range raises ValueError naming it."""
+    return Settings(
+        run=run_settings(profile, seeds, device, results_root),
+        data=StandIn(input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio, max_train_per_class,
+                     val_fraction),
+        networks=Networks(resnet_backbone, convnext_backbone, hidden, dropout),
+        pretraining=Pretraining(initialisation, pretrain_images, pretrain_epochs),
+        recipe=HierarchyRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimiser="adam", amp=amp, channels_last=channels_last,
+                               patience=patience, rotation=rotation, jitter=jitter, augment_groups=augment_groups,
+                               level_weights=tuple(level_weights)),
+        keep_known=keep_known,
+    )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model of the chapter: a backbone family, its loss, its initialisation and its heads."""
+
+    name: str
+    family: str  # "ResNet" or "ConvNeXt"
+    weighted: bool  # class-weighted cross-entropy, Eq. (1)-(2); else Eq. (5)
+    pretrained: bool  # the run's initialisation; else torchvision's random one
+    heads: str = "two"  # "two" (the paper) or "flat" (a sub-class head only)
+
+    @property
+    def tag(self) -> str:
+        return re.sub("[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+RESNET_PAPER = Variant("ResNet, class weights, Eq. (2) (paper)", "ResNet", weighted=True, pretrained=True)
+CONVNEXT_PAPER = Variant("ConvNeXt, Eq. (5) (paper)", "ConvNeXt", weighted=False, pretrained=True)
+RESNET_NO_WEIGHTS = Variant("ResNet, no class weights", "ResNet", weighted=False, pretrained=True)
+CONVNEXT_WEIGHTS = Variant("ConvNeXt, class weights", "ConvNeXt", weighted=True, pretrained=True)
+RESNET_SCRATCH = Variant("ResNet, from scratch", "ResNet", weighted=True, pretrained=False)
+CONVNEXT_SCRATCH = Variant("ConvNeXt, from scratch", "ConvNeXt", weighted=False, pretrained=False)
+RESNET_FLAT = Variant("ResNet, flat sub-class classifier", "ResNet", weighted=True, pretrained=True, heads="flat")
+VARIANTS = (RESNET_PAPER, CONVNEXT_PAPER, RESNET_NO_WEIGHTS, CONVNEXT_WEIGHTS, RESNET_SCRATCH, CONVNEXT_SCRATCH, RESNET_FLAT)
 
 
 @dataclass
@@ -45,35 +189,6 @@ class Hierarchy:
     @property
     def novel(self) -> int:
         return len(self.sub_names) - 1
-
-
-def check_parameters(p: dict) -> None:
-    """Range checks for chapter 3's parameters; raises ValueError naming the parameter and the fix."""
-    for name in ("input_size", "max_train_per_class", "epochs", "patience", "batch_size", "hidden", "unseen_subclasses",
-                 "pretrain_images", "pretrain_epochs", "augment_groups"):
-        if not isinstance(p[name], int) or p[name] < 1:
-            raise ValueError(f"{name}={p[name]!r} must be an integer of at least 1")
-    if not 2 <= p["unseen_subclasses"] <= 49:
-        raise ValueError(f"unseen_subclasses={p['unseen_subclasses']} must be between 2 and 49 (Tiny-ImageNet's other animals)")
-    if p["max_train_per_class"] > 500:
-        raise ValueError(f"max_train_per_class={p['max_train_per_class']} must be at most 500 (Tiny-ImageNet's images per class)")
-    if p["imbalance"] not in IMBALANCE:
-        raise ValueError(f"imbalance {p['imbalance']!r} is unknown; choose one of {list(IMBALANCE)}")
-    if p["imbalance_ratio"] < 1:
-        raise ValueError(f"imbalance_ratio={p['imbalance_ratio']} must be at least 1 (largest over smallest sub-class)")
-    if not 0 < p["val_fraction"] < 0.5:
-        raise ValueError(f"val_fraction={p['val_fraction']} must lie in (0, 0.5)")
-    if p["initialisation"] not in INITIALISATIONS:
-        raise ValueError(f"initialisation {p['initialisation']!r} is unknown; choose one of {list(INITIALISATIONS)}")
-    if p["lr"] <= 0 or not 0 <= p["dropout"] < 1 or p["rotation"] < 0 or not 0 <= p["jitter"] < 1:
-        raise ValueError(f"need lr > 0, 0 <= dropout < 1, rotation >= 0 and 0 <= jitter < 1 (got {p['lr']}, {p['dropout']}, {p['rotation']}, {p['jitter']})")
-    if len(p["level_weights"]) != 2 or min(p["level_weights"]) < 0:
-        raise ValueError(f"level_weights {p['level_weights']} must be two non-negative numbers [w_super, w_sub] (Eq. 5)")
-    if not 0.5 <= p["keep_known"] < 1:
-        raise ValueError(f"keep_known={p['keep_known']} must lie in [0.5, 1)")
-    for name, family in (("resnet_backbone", "ResNet"), ("convnext_backbone", "ConvNeXt")):
-        if FAMILY.get(p[name]) != family:
-            raise ValueError(f"{name} {p[name]!r} must be a {family}: one of {[k for k, v in FAMILY.items() if v == family]}")
 
 
 def build_hierarchy(ds: Dataset, unseen_subclasses: int, novel_subclass: str, seed: int) -> Hierarchy:
@@ -115,9 +230,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
 
 
-def make_splits(ds: Dataset, h: Hierarchy, p: dict, seed: int) -> tuple[Split, Split, Split]:
+def make_splits(ds: Dataset, h: Hierarchy, data: StandIn, seed: int) -> tuple[Split, Split, Split]:
     """Training, validation and test splits with sub-class labels (the novel one only in test), resized."""
-    counts = imbalance_counts(h.novel, p["max_train_per_class"], p["imbalance"], p["imbalance_ratio"], p["hierarchy_seed"])
+    counts = imbalance_counts(h.novel, data.max_train_per_class, data.imbalance, data.imbalance_ratio, data.hierarchy_seed)
     g = torch.Generator().manual_seed(seed)
     rows, labels = [], []
     for k, (c, n) in enumerate(zip(h.source[:-1], counts)):
@@ -125,11 +240,11 @@ def make_splits(ds: Dataset, h: Hierarchy, p: dict, seed: int) -> tuple[Split, S
         rows.append(members[torch.randperm(len(members), generator=g)[:n]])
         labels.append(torch.full((n,), k))
     pool = Split(ds.train.images[torch.cat(rows)], torch.cat(labels))
-    n_val = max(round(p["val_fraction"] * len(pool.labels)), 2 * h.novel)
+    n_val = max(round(data.val_fraction * len(pool.labels)), 2 * h.novel)
     val_idx, train_idx = stratified_split(pool.labels, [n_val, len(pool.labels) - n_val], seed=seed)
     test_rows = [torch.nonzero(ds.test.labels == c).flatten() for c in h.source]
     test = Split(ds.test.images[torch.cat(test_rows)], torch.cat([torch.full((len(r),), k) for k, r in enumerate(test_rows)]))
-    size = p["input_size"]
+    size = data.input_size
     return (Split(resize(pool.images[train_idx], size), pool.labels[train_idx]), Split(resize(pool.images[val_idx], size), pool.labels[val_idx]),
             Split(resize(test.images, size), test.labels))
 
@@ -186,44 +301,39 @@ def predicted_super(out: dict, h: Hierarchy) -> torch.Tensor:
     return h.sub_to_super[out["sub"].argmax(1)] if out["flat"] else out["super"].argmax(1)
 
 
-def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy, p: dict, *, weighted: bool, seed: int,
-                  device: torch.device, checkpoint: Checkpoint, desc: str) -> FitResult:
+def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy, recipe: HierarchyRecipe, *, weighted: bool, seed: int,
+                  device: torch.device, checkpoint: Checkpoint | None, desc: str) -> FitResult:
     """Adam on the two-level loss (Eq. 2 with class weights, else Eq. 5), early stopping on the validation loss.
 
     Keeps the weights of the epoch with the lowest validation loss and stops after ``patience``
-    epochs without a new lowest; with a checkpoint, an interrupted run resumes after its last epoch.
+    epochs without a new lowest; with a checkpoint, an interrupted run resumes after its last saved epoch.
     """
-    fmt = torch.channels_last if p["channels_last"] else torch.contiguous_format
+    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
     sub_w = class_weights(train.labels, len(h.sub_names), novel=h.novel).to(device) if weighted else None
     super_w = class_weights(h.sub_to_super[train.labels], len(SUPER)).to(device) if weighted else None
-    levels = (1.0, 1.0) if weighted else tuple(p["level_weights"])
+    levels = (1.0, 1.0) if weighted else tuple(recipe.level_weights)
     to_super = h.sub_to_super.to(device)
 
     def loss_of(sup, sub, y):
         return two_level_loss(sup, sub.float(), to_super[y], y, super_weights=super_w, sub_weights=sub_w, level_weights=levels)
 
-    opt = torch.optim.Adam(model.parameters(), lr=p["lr"])
-    augment = augmenter(p["rotation"], p["jitter"], p["augment_groups"])
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    augment = augmenter(recipe.rotation, recipe.jitter, recipe.augment_groups)
     images, labels = train.images.to(device), train.labels.to(device)
-    result, best_state, bad = FitResult(), copy.deepcopy(model.state_dict()), 0
     generator = seed_everything(seed)
-    state = checkpoint.load()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
-        best_state, bad, result = state["best"], state["bad"], state["result"]
-        result.resumed = True
-    use_amp = p["amp"] and device.type == "cuda"
-    epoch = len(result.history.get("train loss", []))
-    progress = tqdm(total=p["epochs"], initial=epoch, desc=desc, leave=False)
-    while epoch < p["epochs"] and bad < p["patience"]:
+    stateful = {"model": model, "optimiser": opt, "generator": generator}
+    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {
+        "history": {}, "best_epoch": 0, "seconds": 0.0, "bad": 0, "best": copy.deepcopy(model.state_dict())}
+    result = FitResult(loop["history"], loop["best_epoch"], loop["seconds"], resumed=bool(loop["history"]))
+    use_amp = recipe.amp and device.type == "cuda"
+    epoch = len(loop["history"].get("train loss", []))
+    progress = tqdm(total=recipe.epochs, initial=epoch, desc=desc, leave=False)
+    while epoch < recipe.epochs and loop["bad"] < recipe.patience:
         started = time.perf_counter()
         model.train()
         total, correct_super, correct_sub = torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device)
-        for x, y in batches(images, labels, batch_size=p["batch_size"], shuffle=True, generator=generator):
+        for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
             x = augment(x).contiguous(memory_format=fmt)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 sup, sub = model(x)
@@ -236,25 +346,26 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
             correct_super += ((sup.argmax(1) if sup is not None else to_super[sub.argmax(1)]) == to_super[y]).sum()
         n = len(labels)
         train_row = {"train loss": float(total) / n, "train super-class accuracy": float(correct_super) / n, "train sub-class accuracy": float(correct_sub) / n}
-        result.seconds += time.perf_counter() - started
-        out = outputs(model, val.images, h, amp=p["amp"], channels_last=p["channels_last"])
+        loop["seconds"] += time.perf_counter() - started
+        out = outputs(model, val.images, h, amp=recipe.amp, channels_last=recipe.channels_last)
         with torch.no_grad():
             val_loss = float(loss_of(out["super"].to(device) if model.super_head is not None else None, out["sub"].to(device), val.labels.to(device)))
         row = train_row | {"validation loss": val_loss,
                            "validation super-class accuracy": float((predicted_super(out, h) == h.sub_to_super[val.labels]).float().mean()),
                            "validation sub-class accuracy": float((out["sub"].argmax(1) == val.labels).float().mean())}
         for k, v in row.items():
-            result.history.setdefault(k, []).append(v)
+            loop["history"].setdefault(k, []).append(v)
         epoch += 1
-        if val_loss <= min(result.history["validation loss"]):
-            best_state, bad, result.best_epoch = copy.deepcopy(model.state_dict()), 0, epoch
+        if val_loss <= min(loop["history"]["validation loss"]):
+            loop["best"], loop["bad"], loop["best_epoch"] = copy.deepcopy(model.state_dict()), 0, epoch
         else:
-            bad += 1
-        checkpoint.save({"model": model.state_dict(), "optimiser": opt.state_dict(), "generator": generator.get_state(),
-                         "rng": rng_state(), "best": best_state, "bad": bad, "result": result})
+            loop["bad"] += 1
+        if checkpoint:
+            checkpoint.save(loop, final=epoch == recipe.epochs or loop["bad"] >= recipe.patience, **stateful)
         progress.update(1)
     progress.close()
-    model.load_state_dict(best_state)
+    model.load_state_dict(loop["best"])
+    result.history, result.best_epoch, result.seconds = loop["history"], loop["best_epoch"], loop["seconds"]
     result.images_per_s = len(labels) * len(result.history["train loss"]) / max(result.seconds, 1e-9)
     return result
 
@@ -270,33 +381,35 @@ def imagenet_weights(backbone: str) -> tuple[str | None, str]:
         return None, f"torchvision's ImageNet weights for {backbone} could not be loaded ({type(err).__name__}: {str(err)[:120]})"
 
 
-def pretrain_on_cifar10(backbone: str, p: dict, device: torch.device, checkpoints: Path | None) -> tuple[dict, str]:
-    """The backbone trained on CIFAR-10 (a seeded subset of ``pretrain_images``), a source with no image of the test set.
+def pretrain_on_cifar10(family: str, settings: Settings, device: torch.device, checkpoints: Path | None) -> tuple[dict, str]:
+    """The backbone trained on CIFAR-10 (a seeded subset of ``pretraining.images``), a source with no image of the test set.
 
     Returns the backbone's state dict and a description for the run card. Seeded once (0): every
     seed of the chapter starts from the same pretrained backbone, as they would from ImageNet's.
     """
     cifar = load_cifar10()
-    n = min(p["pretrain_images"], len(cifar.train.labels))
+    pre, recipe = settings.pretraining, settings.recipe
+    n = min(pre.images, len(cifar.train.labels))
     idx = stratified_split(cifar.train.labels, [n], seed=0)[0]
-    train = Split(resize(cifar.train.images[idx], p["input_size"]), cifar.train.labels[idx])
+    train = Split(resize(cifar.train.images[idx], settings.data.input_size), cifar.train.labels[idx])
     seed_everything(0)
-    model = HierarchicalNet(HierarchicalConfig(backbone=backbone, num_sub=10, hidden=p["hidden"], dropout=p["dropout"], heads="flat"))
-    augment = augmenter(p["rotation"], p["jitter"], p["augment_groups"])
+    config = settings.networks.config(family, num_sub=10, heads="flat")
+    model = HierarchicalNet(config)
+    augment = augmenter(recipe.rotation, recipe.jitter, recipe.augment_groups)
+    pre_recipe = Recipe(epochs=pre.epochs, lr=recipe.lr, batch_size=recipe.batch_size, optimiser="adam", schedule="onecycle",
+                        amp=recipe.amp, channels_last=recipe.channels_last)
     report = fit_classifier(
-        model, train, epochs=p["pretrain_epochs"], lr=p["lr"], batch_size=p["batch_size"], seed=0, device=device, optimiser="adam",
-        schedule="onecycle", loss_fn=lambda m, x, y: F.cross_entropy(m(x)[1], y), augment=lambda x, g: augment(x),
-        amp=p["amp"], channels_last=p["channels_last"],
-        checkpoint=Checkpoint(checkpoints, f"pretrain-{backbone}", {"n": n, "size": p["input_size"], "epochs": p["pretrain_epochs"],
-                                                                  "lr": p["lr"], "hidden": p["hidden"]}), desc=f"pretraining {backbone} on CIFAR-10")
-    what = (f"pretrained here on CIFAR-10 ({cifar.provenance['format']}; {n:,} images, {p['pretrain_epochs']} epochs at "
-            f"{p['input_size']} px, final loss {report.losses[-1]:.2f})")
+        model, train, pre_recipe, seed=0, device=device, loss_fn=lambda m, x, y: F.cross_entropy(m(x)[1], y), augment=lambda x, g: augment(x),
+        checkpoint=Checkpoint(checkpoints, f"pretrain-{config.backbone}", config, pre_recipe, recipe, settings.data.input_size, n),
+        desc=f"pretraining {config.backbone} on CIFAR-10")
+    what = (f"pretrained here on CIFAR-10 ({cifar.provenance['format']}; {n:,} images, {pre.epochs} epochs at "
+            f"{settings.data.input_size} px, final loss {report.losses[-1]:.2f})")
     return {k: v.cpu() for k, v in model.backbone.state_dict().items()}, what
 
 
-def initialise(backbone: str, p: dict, device: torch.device, checkpoints: Path | None) -> tuple[str | None, dict | None, str]:
-    """The chapter's ``initialisation`` resolved for one backbone: (weights=, a backbone state, description)."""
-    how = p["initialisation"]
+def initialise(family: str, settings: Settings, device: torch.device, checkpoints: Path | None) -> tuple[str | None, dict | None, str]:
+    """The run's initialisation resolved for one backbone family: (weights=, a backbone state, description)."""
+    how, backbone = settings.pretraining.initialisation, settings.networks.backbone(family)
     if how == "scratch":
         return None, None, "random (torchvision's initialisation), no pretraining"
     if how in ("auto", "imagenet"):
@@ -306,40 +419,26 @@ def initialise(backbone: str, p: dict, device: torch.device, checkpoints: Path |
         if how == "imagenet":
             raise RuntimeError(f"initialisation='imagenet' needs torchvision's weights: {why}. Run online once, or choose 'auto' or 'cifar10'.")
         print(f"{why}; pretraining on CIFAR-10 instead")
-    state, what = pretrain_on_cifar10(backbone, p, device, checkpoints)
+    state, what = pretrain_on_cifar10(family, settings, device, checkpoints)
     return None, state, what
 
 
-VARIANTS = {  # name: (family, class weights, pretrained, heads)
-    "ResNet, class weights, Eq. (2) (paper)": ("ResNet", True, True, "two"),
-    "ConvNeXt, Eq. (5) (paper)": ("ConvNeXt", False, True, "two"),
-    "ResNet, no class weights": ("ResNet", False, True, "two"),
-    "ConvNeXt, class weights": ("ConvNeXt", True, True, "two"),
-    "ResNet, from scratch": ("ResNet", True, False, "two"),
-    "ConvNeXt, from scratch": ("ConvNeXt", False, False, "two"),
-    "ResNet, flat sub-class classifier": ("ResNet", True, True, "flat"),
-}
-
-
-def train_variant(name: str, splits: tuple[Split, Split, Split], h: Hierarchy, p: dict, init: dict, *, seed: int,
+def train_variant(variant: Variant, splits: tuple[Split, Split, Split], h: Hierarchy, settings: Settings, init: dict, *, seed: int,
                   device: torch.device, checkpoints: Path | None) -> tuple[HierarchicalNet, FitResult]:
-    """One of :data:`VARIANTS` on one seed's splits; ``init[family]`` is :func:`initialise`'s answer."""
-    family, weighted, pretrained, heads = VARIANTS[name]
-    backbone = p["resnet_backbone"] if family == "ResNet" else p["convnext_backbone"]
-    weights, state, _ = init[family] if pretrained else (None, None, "scratch")
+    """One :class:`Variant` on one seed's splits; ``init[family]`` is :func:`initialise`'s answer."""
+    weights, state, _ = init[variant.family] if variant.pretrained else (None, None, "scratch")
     seed_everything(seed)
-    config = HierarchicalConfig(backbone=backbone, num_super=len(SUPER), num_sub=len(h.sub_names), hidden=p["hidden"], dropout=p["dropout"], heads=heads)
+    config = settings.networks.config(variant.family, num_sub=len(h.sub_names), heads=variant.heads)
     model = HierarchicalNet(config, weights=weights)
     if state is not None:
         model.backbone.load_state_dict(state)
-    keys = ("epochs", "patience", "lr", "batch_size", "rotation", "jitter", "augment_groups", "level_weights", "initialisation")
-    settings = {"variant": name, "config": vars(config), "n": len(splits[0].labels), "labels": int(splits[0].labels.sum()), **{k: p[k] for k in keys}}
-    result = fit_two_heads(model, splits[0], splits[1], h, p, weighted=weighted, seed=seed, device=device,
-                           checkpoint=Checkpoint(checkpoints, f"{re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')}-seed{seed}", settings), desc=name)
+    key = (variant, config, settings.recipe, settings.data, settings.pretraining if variant.pretrained else None, seed)
+    result = fit_two_heads(model, splits[0], splits[1], h, settings.recipe, weighted=variant.weighted, seed=seed, device=device,
+                           checkpoint=Checkpoint(checkpoints, f"{variant.tag}-seed{seed}", *key), desc=variant.name)
     return model, result
 
 
-def evaluate(model: HierarchicalNet, splits: tuple[Split, Split, Split], h: Hierarchy, p: dict) -> dict:
+def evaluate(model: HierarchicalNet, splits: tuple[Split, Split, Split], h: Hierarchy, recipe: Recipe, keep_known: float) -> dict:
     """Per-level and hierarchical metrics on the test set, the novel sub-class's fate, and two novelty detectors.
 
     Detectors (higher = more novel): one minus the largest sub-class probability over the training
@@ -348,7 +447,7 @@ def evaluate(model: HierarchicalNet, splits: tuple[Split, Split, Split], h: Hier
     images (all of known sub-classes), and scored by AUROC on the test set.
     """
     train, val, test = splits
-    kw = {"amp": p["amp"], "channels_last": p["channels_last"]}
+    kw = {"amp": recipe.amp, "channels_last": recipe.channels_last}
     out, out_val, out_train = outputs(model, test.images, h, **kw), outputs(model, val.images, h, **kw), outputs(model, train.images, h, **kw)
     true_sub, true_super = test.labels, h.sub_to_super[test.labels]
     pred_sub, pred_super = out["sub"].argmax(1), predicted_super(out, h)
@@ -371,21 +470,21 @@ def evaluate(model: HierarchicalNet, splits: tuple[Split, Split, Split], h: Hier
     r["novelty AUROC"] = novelty_auroc(test_scores, novel)
     r["novel flagged"], r["known flagged"] = {}, {}
     for k in test_scores:
-        _, flagged = flag_rate(val_scores[k], test_scores[k], p["keep_known"])
+        _, flagged = flag_rate(val_scores[k], test_scores[k], keep_known)
         r["novel flagged"][k], r["known flagged"][k] = float(flagged[novel].float().mean()), float(flagged[~novel].float().mean())
     r["scores"] = {k: v for k, v in test_scores.items()}
     r["novel mask"] = novel
     return r
 
 
-def run_seed(ds: Dataset, h: Hierarchy, p: dict, init: dict, variants: list[str], *, seed: int, device: torch.device,
-             checkpoints: Path | None) -> dict:
+def run_seed(ds: Dataset, h: Hierarchy, settings: Settings, init: dict, variants: list[Variant], *, seed: int, device: torch.device,
+             checkpoints: Path | None) -> dict[Variant, dict]:
     """Every variant on one seed's splits: its fit (curves, best epoch, speed) and its test evaluation."""
-    splits = make_splits(ds, h, p, seed)
+    splits = make_splits(ds, h, settings.data, seed)
     out = {}
-    for name in variants:
-        model, fit = train_variant(name, splits, h, p, init, seed=seed, device=device, checkpoints=checkpoints)
-        out[name] = {"fit": fit, "test": evaluate(model, splits, h, p)}
+    for variant in variants:
+        model, fit = train_variant(variant, splits, h, settings, init, seed=seed, device=device, checkpoints=checkpoints)
+        out[variant] = {"fit": fit, "test": evaluate(model, splits, h, settings.recipe, settings.keep_known)}
     return out
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .losses import cosine_triplet_loss
-from .training import Checkpoint, rng_state, seed_everything, set_rng_state
+from .training import Checkpoint, seed_everything
 
 
 def class_members(labels: torch.Tensor) -> list[torch.Tensor]:
@@ -59,7 +59,7 @@ def sample_triplets(members: list[torch.Tensor], repeats: int, generator: torch.
     return torch.cat(anchors), torch.cat(positives), torch.cat(negatives)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HeadSchedule:
     """Paper 1, step 2: batch construction, Eqs. (2)-(3) and the optimiser's schedule."""
 
@@ -102,17 +102,14 @@ def fit_embedding_head(
     opt = torch.optim.NAdam(head.parameters(), lr=schedule.lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience)
     steps = math.ceil(len(labels) / ((int(labels.max()) + 1) * schedule.batch_class_repeats))
-    losses, lrs, seconds, resumed = [], [], 0.0, False
-    state = checkpoint.load() if checkpoint else None
-    if state is not None:
-        head.load_state_dict(state["head"]), opt.load_state_dict(state["optimiser"]), plateau.load_state_dict(state["plateau"])
-        generator.set_state(state["generator"]), set_rng_state(state["rng"])
-        losses, lrs, seconds, resumed = state["losses"], state["lrs"], state["seconds"], True
+    stateful = {"head": head, "optimiser": opt, "plateau": plateau, "generator": generator}
+    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "lrs": [], "seconds": 0.0}
+    resumed = bool(loop["losses"])
     members = class_members(labels)
-    progress = tqdm(total=schedule.max_epochs, initial=len(losses), desc=desc, leave=False)
-    while len(losses) < schedule.max_epochs and opt.param_groups[0]["lr"] >= schedule.min_lr:
+    progress = tqdm(total=schedule.max_epochs, initial=len(loop["losses"]), desc=desc, leave=False)
+    while len(loop["losses"]) < schedule.max_epochs and opt.param_groups[0]["lr"] >= schedule.min_lr:
         started, total = time.perf_counter(), torch.zeros((), device=device)
-        lrs.append(opt.param_groups[0]["lr"])
+        loop["lrs"].append(opt.param_groups[0]["lr"])
         for _ in range(steps):
             a, p, n = (t.to(device) for t in sample_triplets(members, schedule.batch_class_repeats, generator))
             rows = torch.cat([a, p, n])
@@ -124,17 +121,17 @@ def fit_embedding_head(
             loss.backward()
             opt.step()
             total += loss.detach()
-        losses.append(float(total) / steps)
-        plateau.step(losses[-1])
-        seconds += time.perf_counter() - started
+        loop["losses"].append(float(total) / steps)
+        plateau.step(loop["losses"][-1])
+        loop["seconds"] += time.perf_counter() - started
         progress.update(1)
         if checkpoint:
-            checkpoint.save({"head": head.state_dict(), "optimiser": opt.state_dict(), "plateau": plateau.state_dict(),
-                             "generator": generator.get_state(), "rng": rng_state(), "losses": losses, "lrs": lrs, "seconds": seconds})
+            done = len(loop["losses"]) >= schedule.max_epochs or opt.param_groups[0]["lr"] < schedule.min_lr
+            checkpoint.save(loop, final=done, **stateful)
     progress.close()
     head.eval()
     stopped = f"learning rate below {schedule.min_lr:g}" if opt.param_groups[0]["lr"] < schedule.min_lr else f"max_epochs = {schedule.max_epochs}"
-    return HeadReport(losses, lrs, stopped, seconds, resumed)
+    return HeadReport(loop["losses"], loop["lrs"], stopped, loop["seconds"], resumed)
 
 
 @torch.no_grad()

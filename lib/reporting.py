@@ -4,7 +4,7 @@ A chapter makes one :class:`ChapterResults`, records every claim of its paper
 with :meth:`ChapterResults.claim` (the paper's value, ours over seeds, and the
 rule that decides the verdict), saves its figures, and finally calls
 :meth:`ChapterResults.save`, which writes ``results.json`` with the run card:
-profile, parameters, seeds, device, library versions, data checksums,
+profile, settings, seeds, device, library versions, data checksums,
 initialisation and wall time. ``python -m lib.scorecard`` gathers every
 ``results.json`` into the book's scorecard.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .evaluation import Interval, mean_ci
-from .training import code_digest
+from .training import code_digest, plain
 
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 
@@ -90,7 +90,7 @@ def device_description(device: torch.device) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(experiment: str | None = None) -> dict[str, str]:
     import numpy
     import sklearn
     import torchvision
@@ -101,7 +101,7 @@ def library_versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
         "scikit-learn": sklearn.__version__,
-        "lib": code_digest(),
+        "lib": code_digest(experiment),  # the chapter's experiment module and every lib file it imports
         "git": git_commit(),
     }
 
@@ -120,16 +120,20 @@ def git_commit() -> str:
 class ChapterResults:
     """Collects one chapter run's claims, tables and figures, and writes them with the run card."""
 
-    def __init__(self, chapter: str, profile: str, results_root: str | Path, parameters: dict, seeds: list[int]):
-        self.chapter, self.profile = chapter, profile
-        self.dir = Path(results_root) / profile / chapter
+    def __init__(self, chapter: str, settings, experiment):
+        """``settings``: the chapter's settings (their ``run`` field says profile, seeds and results root);
+        ``experiment``: the chapter's experiment module, whose code the run card's digest covers."""
+        run = settings.run
+        self.chapter, self.profile = chapter, run.profile
+        self.dir = Path(run.results_root) / run.profile / chapter
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
-        self.parameters, self.seeds = dict(parameters), list(seeds)
+        self.settings, self.seeds = plain(settings), list(run.seeds)
         self.claims: list[dict] = []
         self.tables: dict[str, list[dict]] = {}
         self.started = time.time()
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.versions = library_versions()  # taken now: the code that runs, not the code on disk at the end
+        self.experiment = experiment.__name__.removeprefix("lib.")
+        self.versions = library_versions(self.experiment)  # taken now: the code that runs, not the code on disk at the end
 
     @property
     def checkpoints(self) -> Path:
@@ -179,7 +183,7 @@ class ChapterResults:
         card = {
             "chapter": self.chapter,
             "profile": self.profile,
-            "parameters": self.parameters,
+            "settings": self.settings,
             "seeds": self.seeds,
             "device": device_description(device),
             "versions": self.versions,

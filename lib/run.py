@@ -1,13 +1,16 @@
-"""Run chapters through papermill, in the quick or the full profile.
+"""Run chapters through papermill, in the quick, cpu or full profile.
 
     python -m lib.run chapters/04_vae_cluster_labelling.py                      # quick profile
     python -m lib.run chapters/04_vae_cluster_labelling.py --profile full --seeds 0 1 2
     python -m lib.run chapters/04_vae_cluster_labelling.py -p epochs 3
 
 The quick profile is the defaults of each chapter's ``parameters`` cell; the
-full profile is ``chapters/profiles/<chapter>.full.yaml``. Every parameter is
+others are ``chapters/profiles/<chapter>.<profile>.yaml``. Every parameter is
 checked before a kernel starts: an unknown name, a value of the wrong type
 and a value out of range are refused with a message saying what to change.
+The range checks are the chapter's own: the runner builds the chapter's
+settings with ``make_settings`` of the module the chapter imports as
+``experiment``, exactly as the chapter's first cell does.
 Each run writes ``results/<profile>/<chapter>/`` (under the chapter's ``results_root``): the executed notebook,
 ``figures/`` and ``results.json`` with the run card. A quick run with the
 defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book shows.
@@ -18,25 +21,18 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import importlib
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
-from . import embedding_experiment, hierarchy_experiment, soc_experiment, vae_experiment
+from .settings import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ("quick", "full")
-
-# Each chapter's own range checks, run before papermill starts a kernel.
-CHAPTER_CHECKS = {
-    "01_embeddings_extendable_classification": embedding_experiment.check_parameters,
-    "02_self_organizing_class_embeddings": soc_experiment.check_parameters,
-    "03_hierarchical_transfer_learning": hierarchy_experiment.check_parameters,
-    "04_vae_cluster_labelling": vae_experiment.check_parameters,
-}
 
 
 class ParameterError(ValueError):
@@ -57,6 +53,39 @@ def read_defaults(chapter: Path) -> dict:
             raise ParameterError(f"{chapter}: the parameters cell may hold only `name = literal` lines ({ast.unparse(node)!r})")
         defaults[node.targets[0].id] = ast.literal_eval(node.value)
     return defaults
+
+
+def experiment_module(chapter: Path) -> ModuleType | None:
+    """The library module a chapter imports as ``experiment`` (``from lib import x as experiment``), if any."""
+    import jupytext
+
+    for cell in jupytext.read(chapter).cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "lib":
+                for alias in node.names:
+                    if alias.asname == "experiment":
+                        return importlib.import_module(f"lib.{alias.name}")
+    return None
+
+
+def check_settings(chapter: Path, params: dict):
+    """Build the chapter's settings from ``params`` as the chapter will; the settings, or None for a
+    chapter without an experiment module. Raises ParameterError naming the bad value."""
+    experiment = experiment_module(chapter)
+    if experiment is None:
+        return None
+    try:
+        return experiment.make_settings(**params)
+    except ValueError as err:
+        raise ParameterError(f"{chapter.name}: {err}") from err
+    except TypeError as err:  # the parameters cell and make_settings disagree: a defect of the chapter, not of the input
+        raise ParameterError(f"{chapter.name}'s parameters cell does not match {experiment.__name__}.make_settings: {err}") from err
 
 
 def _type_ok(default, value) -> bool:
@@ -95,15 +124,7 @@ def resolve_parameters(chapter: Path, profile: str, seeds: list[int] | None, ove
             )
     if params.get("profile", profile) != profile:
         raise ParameterError(f"parameter profile={params['profile']!r} contradicts --profile {profile}")
-    seeds_ = params.get("seeds", [0])
-    if not seeds_ or len(set(seeds_)) != len(seeds_) or any(s < 0 for s in seeds_):
-        raise ParameterError(f"seeds {seeds_} must be a non-empty list of distinct non-negative integers")
-    check = CHAPTER_CHECKS.get(chapter.stem)
-    if check is not None:
-        try:
-            check(params)
-        except ValueError as err:
-            raise ParameterError(f"{chapter.name}: {err}") from err
+    check_settings(chapter, params)
     changed = {k: v for k, v in params.items() if defaults.get(k) != v}
     return params, changed
 
@@ -149,7 +170,7 @@ def _parse_value(text: str):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="+", type=Path, help="chapter .py files (Jupytext percent format)")
-    parser.add_argument("--profile", default="quick", help="quick (CPU, the parameters cell) or full (the paper's settings)")
+    parser.add_argument("--profile", default="quick", help="; ".join(f"{name}: {what}" for name, what in PROFILES.items()))
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds to run (overrides the profile's)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
     args = parser.parse_args(argv)

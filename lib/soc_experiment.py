@@ -10,6 +10,7 @@ both heads get the same recipe. The class means may learn faster than the rest
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,72 +30,161 @@ from .data import (
     take,
 )
 from .models import FeatureClassifier, FeatureClassifierConfig
+from .settings import RunSettings, distinct_positive, positive, run_settings
 from .soc import soc_loss
-from .training import OPTIMISERS, Checkpoint, FitReport, fit_classifier, predict, seed_everything
+from .training import Checkpoint, FitReport, Recipe, fit_classifier, predict, seed_everything
 
 DATASETS = {"cifar10": load_cifar10, "cifar100": load_cifar100}
-CE = "cross-entropy"  # the name of the baseline in every table
 
 
-def soc_name(d: int) -> str:
-    return f"SOC, {d} features"
+@dataclass(frozen=True)
+class Model:
+    """One model of the sweep: a head and its feature dimension (None: one output per class)."""
+
+    head: str  # "softmax" (cross-entropy) or "soc"
+    features: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "cross-entropy" if self.head == "softmax" else f"SOC, {self.features} features"
+
+    @property
+    def tag(self) -> str:
+        return "ce" if self.head == "softmax" else f"soc{self.features}"
 
 
-def check_parameters(p: dict) -> None:
-    """Range checks for chapter 2's parameters; raises ValueError naming the parameter and the fix."""
-    for name in ("n_train", "n_test", "epochs", "batch_size", "width", "new_class_steps"):
-        if not isinstance(p[name], int) or p[name] < 1:
-            raise ValueError(f"{name}={p[name]!r} must be an integer of at least 1")
-    if p["n_train"] > 50_000 or p["n_test"] > 10_000:
-        raise ValueError(f"n_train={p['n_train']} and n_test={p['n_test']} must be at most CIFAR's 50,000 and 10,000 images")
-    if p["n_train"] < 1000 or p["n_test"] < 200:
-        raise ValueError(f"n_train={p['n_train']} and n_test={p['n_test']} must be at least 1,000 and 200 (CIFAR-100 needs images of all 100 classes)")
-    if not p["cifar10_features"]:
-        raise ValueError("cifar10_features is empty; give at least one feature dimension, e.g. [1, 2, 3, 10]")
-    for name in ("cifar10_features", "cifar100_features"):
-        dims = p[name]
-        if any(not isinstance(d, int) or d < 1 for d in dims) or len(set(dims)) != len(dims):
-            raise ValueError(f"{name} {dims} must be distinct integers of at least 1")
-    if p["ood_features"] not in p["cifar10_features"]:
-        raise ValueError(f"ood_features={p['ood_features']} must be one of cifar10_features {p['cifar10_features']}: "
-                         "the new-class experiment compares against that 10-class model")
-    if not isinstance(p["held_out_class"], int) or not 0 <= p["held_out_class"] < 10:
-        raise ValueError(f"held_out_class={p['held_out_class']!r} must be a CIFAR-10 label, 0..9")
-    pair = p["pair_classes"]
-    if len(pair) != 2 or len(set(pair)) != 2 or any(not isinstance(c, int) or not 0 <= c < 10 for c in pair):
-        raise ValueError(f"pair_classes {pair} must be two different CIFAR-10 labels, 0..9")
-    if p["lr"] <= 0 or p["weight_decay"] < 0 or p["means_lr_scale"] <= 0:
-        raise ValueError(f"lr={p['lr']} and means_lr_scale={p['means_lr_scale']} must be positive, weight_decay={p['weight_decay']} non-negative")
-    if p["optimiser"] not in OPTIMISERS:
-        raise ValueError(f"optimiser {p['optimiser']!r} is unknown; choose one of {list(OPTIMISERS)}")
-    FeatureClassifierConfig(encoder=p["encoder"], width=p["width"])  # the model's own checks
+CE = Model("softmax")  # the baseline of every table
 
 
-def subsets(dataset: Dataset, n_train: int, n_test: int, seed: int) -> tuple[Split, Split]:
+def soc(d: int) -> Model:
+    return Model("soc", d)
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """Stratified seeded subsets of CIFAR's training and test sets (all of them at full size)."""
+
+    n_train: int = 2500  # paper: all 50,000
+    n_test: int = 1500  # paper: all 10,000
+
+    def __post_init__(self):
+        positive(n_train=self.n_train, n_test=self.n_test)
+        if self.n_train > 50_000 or self.n_test > 10_000:
+            raise ValueError(f"n_train={self.n_train} and n_test={self.n_test} must be at most CIFAR's 50,000 and 10,000 images")
+        if self.n_train < 1000 or self.n_test < 200:
+            raise ValueError(f"n_train={self.n_train} and n_test={self.n_test} must be at least 1,000 and 200 (CIFAR-100 needs images of all 100 classes)")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """The image encoder under every head."""
+
+    name: str = "small"  # "small": the book's 4-layer CNN; "resnet18": the paper's ResNet-18, CIFAR variant
+    width: int = 16  # the small encoder's first width (ignored by resnet18)
+
+    def __post_init__(self):
+        FeatureClassifierConfig(encoder=self.name, width=self.width)  # the model's own checks
+
+
+@dataclass(frozen=True)
+class SocRecipe(Recipe):
+    """The recipe both heads share (one-cycle, crop and flip), and how much faster SOC's class means learn."""
+
+    schedule: str = "onecycle"
+    means_lr_scale: float = 1.0  # 1 = the paper's single learning rate
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.means_lr_scale > 0:
+            raise ValueError(f"means_lr_scale={self.means_lr_scale} must be positive")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The feature dimensions of the paper's two tables that this run trains."""
+
+    cifar10_features: tuple[int, ...] = (1, 2, 3, 10)
+    cifar100_features: tuple[int, ...] = (1, 10, 25)  # () skips CIFAR-100
+
+    def __post_init__(self):
+        if not self.cifar10_features:
+            raise ValueError("cifar10_features is empty; give at least one feature dimension, e.g. [1, 2, 3, 10]")
+        distinct_positive("cifar10_features", self.cifar10_features)
+        distinct_positive("cifar100_features", self.cifar100_features)
+
+    def dims(self, dataset: str) -> tuple[int, ...]:
+        return self.cifar10_features if dataset == "cifar10" else self.cifar100_features
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """The experiments beyond the paper: a class added to a frozen model, certainty, the two-class picture."""
+
+    held_out_class: int = 7  # the class left out of training and added later (7 = horse)
+    ood_features: int = 10  # feature dimension of that experiment's SOC model (one of cifar10_features)
+    new_class_steps: int = 200  # Adam steps that place the new class's mean on the frozen model
+    pair_classes: tuple[int, int] = (1, 6)  # the paper's first picture: two classes from one feature
+
+    def __post_init__(self):
+        positive(new_class_steps=self.new_class_steps, ood_features=self.ood_features)
+        if not isinstance(self.held_out_class, int) or not 0 <= self.held_out_class < 10:
+            raise ValueError(f"held_out_class={self.held_out_class!r} must be a CIFAR-10 label, 0..9")
+        pair = self.pair_classes
+        if len(pair) != 2 or len(set(pair)) != 2 or any(not isinstance(c, int) or not 0 <= c < 10 for c in pair):
+            raise ValueError(f"pair_classes {list(pair)} must be two different CIFAR-10 labels, 0..9")
+
+
+@dataclass(frozen=True)
+class Settings:
+    run: RunSettings
+    subsets: Subsets
+    encoder: Encoder
+    recipe: SocRecipe
+    sweep: Sweep
+    beyond: Beyond
+
+    def __post_init__(self):
+        if self.beyond.ood_features not in self.sweep.cifar10_features:
+            raise ValueError(f"ood_features={self.beyond.ood_features} must be one of cifar10_features {list(self.sweep.cifar10_features)}: "
+                             "the new-class experiment compares against that 10-class model")
+
+
+def make_settings(*, profile, seeds, device, results_root, encoder, width, n_train, n_test, cifar10_features, cifar100_features,
+                  epochs, batch_size, optimiser, lr, weight_decay, means_lr_scale, held_out_class, ood_features, new_class_steps,
+                  pair_classes, amp, channels_last) -> Settings:
+    """Chapter 2's settings from its parameters; a value out of range raises ValueError naming it."""
+    return Settings(
+        run=run_settings(profile, seeds, device, results_root),
+        subsets=Subsets(n_train, n_test),
+        encoder=Encoder(encoder, width),
+        recipe=SocRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimiser=optimiser, weight_decay=weight_decay, amp=amp,
+                         channels_last=channels_last, means_lr_scale=means_lr_scale),
+        sweep=Sweep(tuple(cifar10_features), tuple(cifar100_features)),
+        beyond=Beyond(held_out_class, ood_features, new_class_steps, tuple(pair_classes)),
+    )
+
+
+def subsets(dataset: Dataset, sizes: Subsets, seed: int) -> tuple[Split, Split]:
     """Stratified, seeded subsets of the training and test sets (all of them when n is the full size)."""
     def cut(split: Split, n: int) -> Split:
         return split if n >= len(split.labels) else take(split, stratified_split(split.labels, [n], seed=seed)[0])
 
-    return cut(dataset.train, n_train), cut(dataset.test, n_test)
+    return cut(dataset.train, sizes.n_train), cut(dataset.test, sizes.n_test)
 
 
-def train_model(train: Split, p: dict, *, head: str, num_features: int, num_classes: int, seed: int, device: torch.device,
+def train_model(train: Split, encoder: Encoder, recipe: SocRecipe, model: Model, num_classes: int, *, seed: int, device: torch.device,
                 checkpoints: Path | None, tag: str, learn_scale: bool = False) -> tuple[FeatureClassifier, FitReport]:
-    """One training with the chapter's recipe; ``head`` is "soc" or "softmax"."""
+    """One training with the chapter's recipe (crop-and-flip batches, one-cycle); ``model`` says which head."""
     seed_everything(seed)  # the initial weights too
-    config = FeatureClassifierConfig(encoder=p["encoder"], width=p["width"], num_classes=num_classes, head=head,
-                                     num_features=num_features, learn_scale=learn_scale)
-    model = FeatureClassifier(config)
-    keys = ("epochs", "lr", "batch_size", "weight_decay", "optimiser", "means_lr_scale")
-    settings = {"config": vars(config), "n": len(train.labels), "labels": train.labels.sum().item(), **{k: p[k] for k in keys}}
+    config = FeatureClassifierConfig(encoder=encoder.name, width=encoder.width, num_classes=num_classes, head=model.head,
+                                     num_features=model.features or num_classes, learn_scale=learn_scale)
+    net = FeatureClassifier(config)
+    checkpoint = Checkpoint(checkpoints, f"{tag}-seed{seed}", config, recipe, len(train.labels), int(train.labels.sum()), seed)
     report = fit_classifier(
-        model, train, epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], seed=seed, device=device, optimiser=p["optimiser"],
-        weight_decay=p["weight_decay"], schedule="onecycle", loss_fn=FeatureClassifier.loss,
-        augment=lambda x, g: random_crop_flip(x, 4, g), amp=p["amp"], channels_last=p["channels_last"],
-        checkpoint=Checkpoint(checkpoints, f"{tag}-seed{seed}", settings), desc=tag,
-        lr_scales={"head.means": p["means_lr_scale"]} if head == "soc" else None,
+        net, train, recipe, seed=seed, device=device, loss_fn=FeatureClassifier.loss, augment=lambda x, g: random_crop_flip(x, 4, g),
+        lr_scales={"head.means": recipe.means_lr_scale} if model.head == "soc" else None, checkpoint=checkpoint, desc=tag,
     )
-    return model, report
+    return net, report
 
 
 def points(model: FeatureClassifier, images: torch.Tensor) -> torch.Tensor:
@@ -106,11 +196,11 @@ def points(model: FeatureClassifier, images: torch.Tensor) -> torch.Tensor:
 class SweepRun:
     """One seed of the sweep on one dataset: every model's test accuracy, per class too, and its cost."""
 
-    accuracy: dict[str, float] = field(default_factory=dict)  # CE and soc_name(d)
-    per_class: dict[str, list[float]] = field(default_factory=dict)  # accuracy on each class's test images
-    seconds: dict[str, float] = field(default_factory=dict)  # training wall time
-    images_per_s: dict[str, float] = field(default_factory=dict)
-    losses: dict[str, list[float]] = field(default_factory=dict)
+    accuracy: dict[Model, float] = field(default_factory=dict)
+    per_class: dict[Model, list[float]] = field(default_factory=dict)  # accuracy on each class's test images
+    seconds: dict[Model, float] = field(default_factory=dict)  # training wall time
+    images_per_s: dict[Model, float] = field(default_factory=dict)
+    losses: dict[Model, list[float]] = field(default_factory=dict)
     pictures: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # d <= 3: test points z, class means
     resumed: int = 0
 
@@ -119,20 +209,20 @@ def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classe
     return [float((predicted[labels == c] == c).float().mean()) for c in range(num_classes)]
 
 
-def run_sweep(train: Split, test: Split, p: dict, dims: list[int], num_classes: int, *, seed: int, device: torch.device,
-              checkpoints: Path | None, tag: str) -> SweepRun:
+def run_sweep(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, dims: tuple[int, ...], num_classes: int, *, seed: int,
+              device: torch.device, checkpoints: Path | None, tag: str) -> SweepRun:
     """Cross-entropy and the SOC head at every feature dimension in ``dims``, on one seed's data."""
     run = SweepRun()
-    for name, head, d in [(CE, "softmax", num_classes), *[(soc_name(d), "soc", d) for d in dims]]:
-        model, report = train_model(train, p, head=head, num_features=d, num_classes=num_classes, seed=seed, device=device,
-                                    checkpoints=checkpoints, tag=f"{tag}-{'ce' if head == 'softmax' else f'soc{d}'}")
-        predicted = predict(model, test.images, amp=p["amp"], channels_last=p["channels_last"]).argmax(1)
-        run.accuracy[name] = float((predicted == test.labels).float().mean())
-        run.per_class[name] = per_class_accuracy(predicted, test.labels, num_classes)
-        run.seconds[name], run.images_per_s[name], run.losses[name] = report.seconds, report.images_per_s, report.losses
+    for model in [CE, *[soc(d) for d in dims]]:
+        net, report = train_model(train, encoder, recipe, model, num_classes, seed=seed, device=device, checkpoints=checkpoints,
+                                  tag=f"{tag}-{model.tag}")
+        predicted = predict(net, test.images, amp=recipe.amp, channels_last=recipe.channels_last).argmax(1)
+        run.accuracy[model] = float((predicted == test.labels).float().mean())
+        run.per_class[model] = per_class_accuracy(predicted, test.labels, num_classes)
+        run.seconds[model], run.images_per_s[model], run.losses[model] = report.seconds, report.images_per_s, report.losses
         run.resumed += report.resumed
-        if head == "soc" and d <= 3:
-            run.pictures[d] = (points(model, test.images), model.head.means.weight.detach().cpu().clone())
+        if model.head == "soc" and model.features <= 3:
+            run.pictures[model.features] = (points(net, test.images), net.head.means.weight.detach().cpu().clone())
     return run
 
 
@@ -144,14 +234,26 @@ def held_out_splits(train: Split, test: Split, held_out: int) -> tuple[Split, Sp
     return take(train, torch.nonzero(train.labels < k).flatten()), train, take(test, torch.nonzero(test.labels < k).flatten()), test
 
 
-def add_class_to_frozen_model(model: FeatureClassifier, train: Split, test: Split, steps: int, seed: int) -> dict:
+MEAN_OF_POINTS = "mean of its points"  # the two ways to place a new class's mean on a frozen model
+TRAINED_MEAN = "trained mean (SOC loss)"
+
+
+@dataclass
+class Placement:
+    """A new class placed on a frozen model: test accuracy on it and on the old classes, and the cost."""
+
+    added: float
+    old: float
+    seconds: float  # the frozen encoder's pass over the training images included
+
+
+def add_class_to_frozen_model(model: FeatureClassifier, train: Split, test: Split, steps: int, seed: int) -> dict[str, Placement]:
     """Paper 2's claim, tested: a new class added to a frozen SOC model by placing only its mean.
 
     ``train`` and ``test`` hold the old classes ``0..K-1`` and the new class ``K``; the model knows
     the old ones. Two placements: the mean of the new class's points (the maximum-likelihood mean
-    of a unit-variance Gaussian), and the mean trained with the SOC loss on all training points
-    while everything else stays fixed. Returns test accuracy on the new and on the old classes,
-    and the seconds each placement took (the frozen encoder's pass over the images included).
+    of a unit-variance Gaussian), :data:`MEAN_OF_POINTS`, and the mean trained with the SOC loss on
+    all training points while everything else stays fixed, :data:`TRAINED_MEAN`.
     """
     started = time.perf_counter()
     z_train = points(model, train.images)
@@ -164,16 +266,14 @@ def add_class_to_frozen_model(model: FeatureClassifier, train: Split, test: Spli
     out = {}
 
     @torch.no_grad()
-    def score(name: str, seconds: float) -> None:
+    def score(seconds: float) -> Placement:
         predicted = head(z_test).argmax(1)
-        out[f"{name}, added class"] = float((predicted[new] == k).float().mean())
-        out[f"{name}, old classes"] = float((predicted[~new] == test.labels[~new]).float().mean())
-        out[f"{name}, seconds"] = seconds
+        return Placement(float((predicted[new] == k).float().mean()), float((predicted[~new] == test.labels[~new]).float().mean()), seconds)
 
     started = time.perf_counter()
     with torch.no_grad():
         head.means.weight[k] = z_train[train.labels == k].mean(0)
-    score("mean of its points", encode_seconds + time.perf_counter() - started)
+    out[MEAN_OF_POINTS] = score(encode_seconds + time.perf_counter() - started)
     started = time.perf_counter()
     generator = seed_everything(seed)
     with torch.no_grad():
@@ -186,18 +286,24 @@ def add_class_to_frozen_model(model: FeatureClassifier, train: Split, test: Spli
         loss.backward()
         head.means.weight.grad[:k] = 0  # only the new class's mean moves (Adam leaves zero-gradient rows where they are)
         opt.step()
-    score("trained mean (SOC loss)", encode_seconds + time.perf_counter() - started)
+    out[TRAINED_MEAN] = score(encode_seconds + time.perf_counter() - started)
     return out
 
 
+# Certainty scores, higher = more certain that an image is of a known class.
+LOG_DENSITY = "SOC: largest class log-density"
+SOC_SOFTMAX = "SOC: softmax maximum"
+CE_SOFTMAX = "cross-entropy: softmax maximum"
+
+
 @torch.no_grad()
-def certainty_scores(soc: FeatureClassifier, softmax: FeatureClassifier, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Three certainty scores per image (higher = more certain it is a known class)."""
-    log_density = soc.head(points(soc, images).to(next(soc.parameters()).device)).cpu()
+def certainty_scores(soc_model: FeatureClassifier, softmax: FeatureClassifier, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The three certainty scores of every image."""
+    log_density = soc_model.head(points(soc_model, images).to(next(soc_model.parameters()).device)).cpu()
     return {
-        "SOC: largest class log-density": log_density.max(1).values,
-        "SOC: softmax maximum": log_density.softmax(1).max(1).values,
-        "cross-entropy: softmax maximum": predict(softmax, images).softmax(1).max(1).values,
+        LOG_DENSITY: log_density.max(1).values,
+        SOC_SOFTMAX: log_density.softmax(1).max(1).values,
+        CE_SOFTMAX: predict(softmax, images).softmax(1).max(1).values,
     }
 
 
@@ -206,40 +312,58 @@ def unseen_class_auroc(scores: dict[str, torch.Tensor], unseen: torch.Tensor) ->
     return {name: float(roc_auc_score(unseen.numpy(), -s.numpy())) for name, s in scores.items()}
 
 
-def run_beyond(train: Split, test: Split, p: dict, *, seed: int, device: torch.device, checkpoints: Path | None) -> dict:
-    """Beyond the paper, one seed: 9-class SOC and cross-entropy models without ``held_out_class``.
+@dataclass
+class BeyondRun:
+    """One seed of the experiments beyond the paper (nine-class models without the held-out class)."""
 
-    Returns the frozen model's new-class placements (:func:`add_class_to_frozen_model`), the
-    9-class models' accuracy on their own classes, the certainty scores of every test image, and
-    the AUROC of each score for flagging the class never trained on.
-    """
-    train9, train10, test9, test10 = held_out_splits(train, test, p["held_out_class"])
-    soc9, soc_report = train_model(train9, p, head="soc", num_features=p["ood_features"], num_classes=9, seed=seed, device=device,
-                                   checkpoints=checkpoints, tag=f"nine-soc{p['ood_features']}")
-    ce9, ce_report = train_model(train9, p, head="softmax", num_features=9, num_classes=9, seed=seed, device=device,
-                                 checkpoints=checkpoints, tag="nine-ce")
-    out = {
-        "SOC, 9 classes": float((predict(soc9, test9.images).argmax(1) == test9.labels).float().mean()),
-        "cross-entropy, 9 classes": float((predict(ce9, test9.images).argmax(1) == test9.labels).float().mean()),
-        "seconds SOC, 9 classes": soc_report.seconds,
-        "resumed": int(soc_report.resumed) + int(ce_report.resumed),
-    }
-    out |= add_class_to_frozen_model(soc9, train10, test10, p["new_class_steps"], seed)
+    soc9_accuracy: float  # nine-class SOC model, on its own nine classes
+    ce9_accuracy: float  # nine-class cross-entropy model, likewise
+    placements: dict[str, Placement]  # MEAN_OF_POINTS and TRAINED_MEAN
+    scores: dict[str, torch.Tensor]  # certainty scores of every test image, all ten classes
+    unseen: torch.Tensor  # which test images are of the held-out class
+    auroc: dict[str, float]  # per score, for flagging the held-out class
+    resumed: int = 0
+
+
+def run_beyond(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, beyond: Beyond, *, seed: int, device: torch.device,
+               checkpoints: Path | None) -> BeyondRun:
+    """Beyond the paper, one seed: 9-class SOC and cross-entropy models without ``held_out_class``,
+    the class added to the frozen SOC model (:func:`add_class_to_frozen_model`) and the certainty
+    scores of every test image with their AUROC for flagging the class never trained on."""
+    train9, train10, test9, test10 = held_out_splits(train, test, beyond.held_out_class)
+    soc9, soc_report = train_model(train9, encoder, recipe, soc(beyond.ood_features), 9, seed=seed, device=device,
+                                   checkpoints=checkpoints, tag=f"nine-soc{beyond.ood_features}")
+    ce9, ce_report = train_model(train9, encoder, recipe, CE, 9, seed=seed, device=device, checkpoints=checkpoints, tag="nine-ce")
+    scores = certainty_scores(soc9, ce9, test10.images)
     unseen = test10.labels == 9
-    out["scores"] = certainty_scores(soc9, ce9, test10.images)
-    out["unseen"] = unseen
-    out["auroc"] = unseen_class_auroc(out["scores"], unseen)
-    return out
+    return BeyondRun(
+        soc9_accuracy=float((predict(soc9, test9.images).argmax(1) == test9.labels).float().mean()),
+        ce9_accuracy=float((predict(ce9, test9.images).argmax(1) == test9.labels).float().mean()),
+        placements=add_class_to_frozen_model(soc9, train10, test10, beyond.new_class_steps, seed),
+        scores=scores, unseen=unseen, auroc=unseen_class_auroc(scores, unseen),
+        resumed=int(soc_report.resumed) + int(ce_report.resumed),
+    )
 
 
-def run_pair(train: Split, test: Split, p: dict, *, seed: int, device: torch.device, checkpoints: Path | None) -> dict:
-    """The paper's first picture: two classes (``pair_classes``) from one feature.
+@dataclass
+class Picture:
+    """The test images' points of a trained SOC model, their labels and the class means."""
 
-    Trained for five times ``epochs`` on its two classes' images: as many steps as a 10-class model.
+    points: torch.Tensor  # (N, d)
+    labels: torch.Tensor  # (N,)
+    means: torch.Tensor  # (K, d)
+    accuracy: float
+
+
+def run_pair(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, pair_classes: tuple[int, int], *, seed: int,
+             device: torch.device, checkpoints: Path | None) -> Picture:
+    """The paper's first picture: two classes from one feature.
+
+    Trained for five times the recipe's epochs on its two classes' images: as many steps as a 10-class model.
     """
-    train2, test2 = select_classes(train, p["pair_classes"]), select_classes(test, p["pair_classes"])
-    model, _ = train_model(train2, {**p, "epochs": 5 * p["epochs"]}, head="soc", num_features=1, num_classes=2, seed=seed, device=device,
-                           checkpoints=checkpoints, tag="pair-soc1")
+    train2, test2 = select_classes(train, pair_classes), select_classes(test, pair_classes)
+    longer = dataclasses.replace(recipe, epochs=5 * recipe.epochs)
+    model, _ = train_model(train2, encoder, longer, soc(1), 2, seed=seed, device=device, checkpoints=checkpoints, tag="pair-soc1")
     z = points(model, test2.images)
     accuracy = float((model.head(z.to(next(model.parameters()).device)).cpu().argmax(1) == test2.labels).float().mean())
-    return {"points": z, "labels": test2.labels, "means": model.head.means.weight.detach().cpu().clone(), "accuracy": accuracy}
+    return Picture(z, test2.labels, model.head.means.weight.detach().cpu().clone(), accuracy)

@@ -1,17 +1,26 @@
-"""Seeds, devices, checkpoints that survive an interruption, and a plain classifier loop.
+"""Seeds, devices, the one checkpoint-and-resume helper, and a plain classifier loop.
 
-The trainer knows nothing about any paper: it fits a model that maps images to
-logits with cross-entropy. Method-specific loops (chapter 4's VAE) live with
-their method and reuse :class:`Checkpoint`.
+Every training loop of the book (the classifier here, the embedding head, the labelling VAE, the
+two-headed network, the pretraining) saves and resumes through :class:`Checkpoint`: the model,
+the optimiser, the scheduler, every random generator and the loop's own state, as tensors and
+plain containers only, read back with ``torch.load(weights_only=True)``. A checkpoint's file name
+is a digest of the settings it was made with and of the code that made it
+(:func:`settings_digest`), so only the same run with the same code resumes.
+
+The trainer knows nothing about any paper: it fits a model that maps images to logits with
+cross-entropy, or with the loss it is given.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
 import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,52 +53,188 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def code_digest() -> str:
-    """SHA-256 over the library's source: a checkpoint made by other code is never resumed."""
+# ---------------------------------------------------------------- digests
+
+
+def lib_imports(path: Path, lib_dir: Path = LIB_DIR) -> set[Path]:
+    """The files of ``lib`` that the module at ``path`` imports, directly (relative or ``lib.`` imports)."""
+    package = path.parent.relative_to(lib_dir.parent).parts  # e.g. ("lib", "models")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            names = (node.module or "").split(".") if node.module else []
+            parts = base + names if node.level else names
+            candidates = [parts] + [parts + [alias.name] for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name.split(".") for alias in node.names]
+        else:
+            continue
+        for parts in candidates:
+            if not parts or parts[0] != lib_dir.name:
+                continue
+            target = lib_dir.parent.joinpath(*parts)
+            for file in (target.with_suffix(".py"), target / "__init__.py"):
+                if file.is_file():
+                    found.add(file)
+            for i in range(2, len(parts)):  # importing lib.a.b runs lib/a/__init__.py too
+                init = lib_dir.parent.joinpath(*parts[:i], "__init__.py")
+                if init.is_file():
+                    found.add(init)
+    return found
+
+
+def code_digest(module: str | None = None, lib_dir: Path = LIB_DIR) -> str:
+    """SHA-256 over the library code a computation runs: ``module`` (e.g. ``"soc_experiment"``) and
+    every ``lib`` file it imports, transitively; the whole library when ``module`` is None.
+
+    A change to the scorecard or the runner does not touch a chapter's experiment; a change to the
+    training loop does.
+    """
+    if module is None:
+        files = set(lib_dir.rglob("*.py"))
+    else:
+        start = lib_dir.joinpath(*module.split(".")).with_suffix(".py")
+        if not start.is_file():
+            raise ValueError(f"no module {module!r} under {lib_dir}")
+        files, todo = set(), [start]
+        while todo:
+            file = todo.pop()
+            if file not in files:
+                files.add(file)
+                todo.extend(lib_imports(file, lib_dir))
     h = hashlib.sha256()
-    for path in sorted(LIB_DIR.rglob("*.py")):
-        h.update(path.relative_to(LIB_DIR).as_posix().encode())
+    for path in sorted(files):
+        h.update(path.relative_to(lib_dir).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
-class Checkpoint:
-    """One file per run, rewritten atomically after every epoch.
+def plain(value):
+    """``value`` as JSON-ready plain data: dataclasses as dicts, tuples as lists, paths as strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{type(value).__name__} cannot be part of a settings digest; use a frozen dataclass of plain values")
 
-    The file name carries a digest of the run's settings and of the library's code, so a
-    run with the same settings resumes where it stopped and any other run starts afresh.
-    """
 
-    def __init__(self, directory: str | Path | None, name: str, settings: dict):
-        key = json.dumps({"settings": settings, "code": code_digest()}, sort_keys=True, default=str)
-        self.path = None if directory is None else Path(directory) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+def settings_digest(*settings, code: str) -> str:
+    """One digest for the settings a computation runs with and the code it runs: the key of its
+    checkpoint and of its result record. Every field counts: change one, and it is another run."""
+    text = json.dumps({"settings": [plain(s) for s in settings], "code": code}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def load(self) -> dict | None:
-        if self.path is None or not self.path.is_file():
-            return None
-        try:
-            return torch.load(self.path, weights_only=False)
-        except Exception as err:  # a half-written or damaged file: start over, loudly
-            print(f"checkpoint {self.path} is unreadable ({err}); starting this run from scratch")
-            return None
 
-    def save(self, state: dict) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
+# ---------------------------------------------------------------- checkpoints
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global random generator's state, as tensors and plain containers."""
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+PLAIN_TYPES = (bool, int, float, str, type(None))
+
+
+def check_plain(value, where: str = "loop state") -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` could not read back (a dataclass, an array)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} must be a string or an integer")
+            check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_plain(v, f"{where}[{i}]")
+    elif type(value) not in PLAIN_TYPES and not isinstance(value, torch.Tensor):  # numpy's float64 is a float, but not plain
+        raise TypeError(f"{where} is a {type(value).__name__}: a checkpoint holds only tensors and plain containers")
+
+
+class Checkpoint:
+    """The one way a training saves its progress and resumes it after an interruption.
+
+    ``Checkpoint(directory, name, *settings)`` names one file, ``<name>-<digest>.pt``, where the
+    digest covers ``settings`` (frozen dataclasses and plain values: every field counts) and the
+    library's code (``code``, by default the whole library). :meth:`save` writes the state of the
+    objects it is given (anything with ``state_dict``, and ``torch.Generator``), every global random
+    generator and the loop's own state, atomically, at most once every ``every_s`` seconds unless
+    ``final``; :meth:`resume` reads them back into the same objects. A damaged file is reported and
+    the training starts again. ``directory=None`` saves nothing.
+    """
+
+    def __init__(self, directory: str | Path | None, name: str, *settings, code: str | None = None, every_s: float = 60.0):
+        self.key = settings_digest(*settings, code=code if code is not None else code_digest())
+        self.path = None if directory is None else Path(directory) / f"{name}-{self.key[:12]}.pt"
+        self.every_s = every_s
+        self._last_save = time.monotonic()
+
+    def resume(self, **stateful) -> dict | None:
+        """Load the saved states into ``stateful`` objects and the global generators; return the
+        loop's own state, or None when there is nothing to resume."""
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, weights_only=True)
+            if saved.get("key") != self.key or set(saved["objects"]) != set(stateful):
+                raise ValueError(f"it holds {sorted(saved['objects'])} for key {saved.get('key')}, not {sorted(stateful)} for {self.key}")
+        except Exception as err:  # a half-written, damaged or foreign file: start over, loudly
+            print(f"checkpoint {self.path} is unreadable ({type(err).__name__}: {err}); starting this training from scratch")
+            return None
+        for name, obj in stateful.items():
+            if isinstance(obj, torch.Generator):
+                obj.set_state(saved["objects"][name])
+            else:
+                obj.load_state_dict(saved["objects"][name])
+        set_rng_state(saved["rng"])
+        self._last_save = time.monotonic()
+        return saved["loop"]
+
+    def save(self, loop: dict, *, final: bool = False, **stateful) -> None:
+        """Write the checkpoint unless one was written less than ``every_s`` seconds ago (``final`` always writes)."""
+        if self.path is None or (not final and time.monotonic() - self._last_save < self.every_s):
+            return
+        check_plain(loop)
+        objects = {name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict() for name, obj in stateful.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"key": self.key, "objects": objects, "rng": rng_state(), "loop": loop}, tmp)
+        tmp.replace(self.path)
+        self._last_save = time.monotonic()
+
+    def remove(self) -> None:
+        """Delete the file (a finished training whose result is recorded elsewhere needs it no more)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the classifier loop
 
 
 @torch.no_grad()
@@ -98,7 +243,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024, *, a
     """``model``'s float outputs for uint8 ``images`` (moved to its device batch by batch), (N, ...).
 
     Logits of a classifier, or features of a trunk; on the CPU, or left on the model's device with
-    ``to_cpu=False``. ``amp`` and ``channels_last`` as in :func:`fit_classifier`.
+    ``to_cpu=False``. ``amp`` and ``channels_last`` as in :class:`Recipe`.
     """
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device  # a model without parameters runs on the CPU
@@ -115,6 +260,30 @@ OPTIMISERS = ("adam", "nadam", "sgd")
 SCHEDULES = ("constant", "onecycle")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained: the optimiser and its schedule, the batches, the precision."""
+
+    epochs: int
+    lr: float  # the learning rate (the peak of a one-cycle schedule)
+    batch_size: int
+    optimiser: str = "adam"  # "adam" (fused), "nadam", or "sgd" with Nesterov momentum 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" or "onecycle" (Smith's: up to lr, then annealed)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU, where it is slower)
+    channels_last: bool = False  # NHWC images and weights, which tensor cores prefer
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs < 1 or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"epochs={self.epochs!r} and batch_size={self.batch_size!r} must be integers of at least 1")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(f"lr={self.lr} must be positive and weight_decay={self.weight_decay} non-negative")
+        if self.optimiser not in OPTIMISERS:
+            raise ValueError(f"optimiser {self.optimiser!r} is unknown; choose one of {list(OPTIMISERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
+
+
 def make_optimiser(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam (fused), NAdam, or SGD with Nesterov momentum 0.9 (the usual CIFAR recipe)."""
     if name == "adam":
@@ -126,19 +295,31 @@ def make_optimiser(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise ValueError(f"optimiser {name!r} is unknown; choose one of {list(OPTIMISERS)}")
 
 
-def parameter_groups(model: nn.Module, lr: float, lr_scales: dict[str, float]) -> list[dict]:
-    """The optimiser's parameter groups: one at ``lr``, and one per ``lr_scales`` key at ``lr * scale``."""
+def parameter_groups(model: nn.Module, lr: float, lr_scales: dict[str, float], no_decay: tuple[str, ...] = ()) -> list[dict]:
+    """The optimiser's parameter groups: one at ``lr``, and one per ``lr_scales`` key at ``lr * scale``.
+
+    Parameters whose names start with a ``no_decay`` prefix get ``weight_decay = 0`` in their group.
+    """
     named = list(model.named_parameters())
     for prefix, scale in lr_scales.items():
         if scale <= 0:
             raise ValueError(f"lr_scales[{prefix!r}] = {scale} must be positive")
+    for prefix in [*lr_scales, *no_decay]:
         if not any(name.startswith(prefix) for name, _ in named):
-            raise ValueError(f"lr_scales key {prefix!r} names no parameter of {type(model).__name__}; its parameters start with "
+            raise ValueError(f"{prefix!r} names no parameter of {type(model).__name__}; its parameters start with "
                              f"{sorted({name.split('.')[0] for name, _ in named})}")
-    groups = {prefix: [] for prefix in [None, *lr_scales]}
+    groups: dict[tuple, list] = {}
     for name, param in named:
-        groups[next((prefix for prefix in lr_scales if name.startswith(prefix)), None)].append(param)
-    return [{"params": params, "lr": lr * (lr_scales[prefix] if prefix else 1.0)} for prefix, params in groups.items() if params]
+        scale = next((prefix for prefix in lr_scales if name.startswith(prefix)), None)
+        decay = not any(name.startswith(prefix) for prefix in no_decay)
+        groups.setdefault((scale, decay), []).append(param)
+    out = []
+    for (scale, decay), params in groups.items():
+        group = {"params": params, "lr": lr * (lr_scales[scale] if scale else 1.0)}
+        if not decay:
+            group["weight_decay"] = 0.0
+        out.append(group)
+    return out
 
 
 class FitReport(NamedTuple):
@@ -151,65 +332,44 @@ class FitReport(NamedTuple):
 def fit_classifier(
     model: nn.Module,
     train: Split,
+    recipe: Recipe,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
     seed: int,
     device: torch.device,
-    optimiser: str = "adam",
-    weight_decay: float = 0.0,
-    schedule: str = "constant",
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
+    lr_scales: dict[str, float] | None = None,
+    no_decay: tuple[str, ...] = (),
     checkpoint: Checkpoint | None = None,
     desc: str = "training",
-    lr_scales: dict[str, float] | None = None,
 ) -> FitReport:
-    """Train on in-memory batches; checkpointed after every epoch.
+    """Train on in-memory batches with ``recipe``; resumable through ``checkpoint``.
 
-    The loss is cross-entropy on ``model(x)`` unless ``loss_fn(model, x, y)`` is given.
-    ``schedule="onecycle"`` ramps the learning rate up to ``lr`` and anneals it (Smith's one-cycle);
+    The loss is cross-entropy on ``model(x)`` unless ``loss_fn(model, x, y)`` is given;
     ``augment(x, generator)`` transforms every batch on its device (see
-    :func:`lib.data.random_crop_flip`).
-
-    ``amp`` runs the forward pass in bfloat16 autocast on CUDA (ignored on the CPU, where it is
-    slower); ``channels_last`` stores images and weights in NHWC, which tensor cores prefer.
-    ``lr_scales`` multiplies the learning rate of the parameters whose names start with a key
-    (``{"head.means": 10.0}``: the class means learn ten times faster than the rest).
-    With a ``checkpoint``, an interrupted run resumes at the last finished epoch and ends
-    bit-identical to an uninterrupted one.
+    :func:`lib.data.random_crop_flip`). ``lr_scales`` multiplies the learning rate of the
+    parameters whose names start with a key (``{"head.means": 10.0}``: the class means learn ten
+    times faster than the rest); ``no_decay`` exempts parameters from weight decay. An interrupted
+    run resumes at its last saved epoch and ends bit-identical to an uninterrupted one.
     """
-    if optimiser not in OPTIMISERS:
-        raise ValueError(f"optimiser {optimiser!r} is unknown; choose one of {list(OPTIMISERS)}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule {schedule!r} is unknown; choose one of {list(SCHEDULES)}")
     generator = seed_everything(seed)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
     images, labels = train.images.to(device).contiguous(memory_format=memory_format), train.labels.to(device)
-    groups = parameter_groups(model, lr, lr_scales or {})
-    opt = make_optimiser(optimiser, groups, lr, weight_decay)
-    steps_per_epoch = -(-len(labels) // batch_size)
-    scheduler = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=epochs * steps_per_epoch)
-                 if schedule == "onecycle" else None)
-    losses, seconds, resumed = [], 0.0, False
-    state = checkpoint.load() if checkpoint else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimiser"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
-        losses, seconds, resumed = state["losses"], state["seconds"], True
-    use_amp = amp and device.type == "cuda"
-    for _ in tqdm(range(len(losses), epochs), desc=desc, leave=False, initial=len(losses), total=epochs):
+    groups = parameter_groups(model, recipe.lr, lr_scales or {}, no_decay)
+    opt = make_optimiser(recipe.optimiser, groups, recipe.lr, recipe.weight_decay)
+    steps_per_epoch = -(-len(labels) // recipe.batch_size)
+    stateful = {"model": model, "optimiser": opt, "generator": generator}
+    if recipe.schedule == "onecycle":
+        stateful["scheduler"] = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in groups], total_steps=recipe.epochs * steps_per_epoch)
+    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "seconds": 0.0}
+    resumed = bool(loop["losses"])
+    use_amp = recipe.amp and device.type == "cuda"
+    for epoch in tqdm(range(len(loop["losses"]), recipe.epochs), desc=desc, leave=False, initial=len(loop["losses"]), total=recipe.epochs):
         started = time.perf_counter()
         total = torch.zeros((), device=device)
-        for x, y in batches(images, labels, batch_size=batch_size, shuffle=True, generator=generator):
+        for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
             if augment is not None:
                 x = augment(x, generator)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -217,14 +377,12 @@ def fit_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if scheduler is not None:
-                scheduler.step()
+            if "scheduler" in stateful:
+                stateful["scheduler"].step()
             total += loss.detach() * len(y)
-        losses.append(float(total) / len(labels))  # float() waits for the device: the epoch's time is real
-        seconds += time.perf_counter() - started
+        loop["losses"].append(float(total) / len(labels))  # float() waits for the device: the epoch's time is real
+        loop["seconds"] += time.perf_counter() - started
         if checkpoint:
-            checkpoint.save({"model": model.state_dict(), "optimiser": opt.state_dict(), "generator": generator.get_state(),
-                             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                             "rng": rng_state(), "losses": losses, "seconds": seconds})
+            checkpoint.save(loop, final=epoch == recipe.epochs - 1, **stateful)
     model.eval()
-    return FitReport(losses, seconds, epochs * len(labels) / max(seconds, 1e-9), resumed)
+    return FitReport(loop["losses"], loop["seconds"], recipe.epochs * len(labels) / max(loop["seconds"], 1e-9), resumed)

@@ -15,39 +15,74 @@ from .cluster_labelling import Annotator, LabellingConfig, label_clusters
 from .data import Dataset, Split, stratified_split, take, to_unit
 from .evaluation import accuracy
 from .models import SmallCNN, SmallCNNConfig
-from .training import Checkpoint, fit_classifier, predict, seed_everything
+from .settings import RunSettings, distinct_positive, positive, run_settings
+from .training import Checkpoint, Recipe, fit_classifier, predict, seed_everything
 
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
-
-def check_parameters(p: dict) -> None:
-    """Range checks for chapter 4's parameters; raises ValueError naming the parameter and the fix."""
-    for name in ("n_train", "n_val", "n_annotator", "n_test", "annotator_epochs", "epochs", "batch_size", "z_dim"):
-        if p[name] < 1:
-            raise ValueError(f"{name}={p[name]} must be at least 1")
-    total = p["n_train"] + p["n_val"] + p["n_annotator"]
-    if total > MNIST_TRAIN:
-        raise ValueError(f"n_train + n_val + n_annotator = {total} exceeds MNIST's {MNIST_TRAIN} training images")
-    if p["n_test"] > MNIST_TEST:
-        raise ValueError(f"n_test={p['n_test']} exceeds MNIST's {MNIST_TEST} test images")
-    if any(not isinstance(z, int) or z < 1 for z in p["z_dims"]):
-        raise ValueError(f"z_dims {p['z_dims']} must all be integers of at least 1")
-    if any(not isinstance(k, int) or k < 2 for k in p["budget_ks"]):
-        raise ValueError(f"budget_ks {p['budget_ks']} must all be integers of at least 2 (clusters per round)")
-    if p["lr"] <= 0 or p["beta"] < 0 or p["gamma"] < 0 or p["a"] < 0:
-        raise ValueError("lr must be positive and beta, gamma, a non-negative")
-    labelling_config(p)  # the method's own checks (k range, confidence, epochs)
+# The ways to label the training images that the chapter compares (names of its results, imported by the chapter).
+CLUSTER_CENTRES = "cluster centres (the paper)"
+RANDOM_IMAGES = "random images, same labels"
+PIXEL_KMEANS = "k-means on raw pixels"
 
 
-def labelling_config(p: dict, **changes) -> LabellingConfig:
-    """The method's settings from the chapter's parameters, with ``changes`` applied."""
-    fields = dict(
-        z_dim=p["z_dim"], hidden=tuple(p["hidden"]), beta=p["beta"], gamma=p["gamma"], epochs=p["epochs"],
-        unsupervised_epochs=p["unsupervised_epochs"], lr=p["lr"], batch_size=p["batch_size"], k_min=p["k_min"],
-        k_max=p["k_max"], valid_confidence=p["valid_confidence"], a=p["a"], elbow_sample=p["elbow_sample"],
+@dataclass(frozen=True)
+class DataSplit:
+    """How MNIST is cut: the annotator's images, the validation images, the VAE's, the test images."""
+
+    split_seed: int = 0  # seed of the stratified split
+    n_train: int = 8000  # VAE training images, labels unused (paper §3.1: 59,872)
+    n_val: int = 128  # validation images for reconstruction accuracy (paper §3.2: 128)
+    n_annotator: int = 5000  # images the simulated annotator learns from, never seen by the VAE
+    n_test: int = 2000  # MNIST test images, a stratified subset (paper: all 10,000)
+
+    def __post_init__(self):
+        positive(n_train=self.n_train, n_val=self.n_val, n_annotator=self.n_annotator, n_test=self.n_test)
+        total = self.n_train + self.n_val + self.n_annotator
+        if total > MNIST_TRAIN:
+            raise ValueError(f"n_train + n_val + n_annotator = {total} exceeds MNIST's {MNIST_TRAIN} training images")
+        if self.n_test > MNIST_TEST:
+            raise ValueError(f"n_test={self.n_test} exceeds MNIST's {MNIST_TEST} test images")
+
+
+@dataclass(frozen=True)
+class Sweeps:
+    """The settings swept around the method: Fig. 5's latent sizes, and forced cluster counts."""
+
+    z_dims: tuple[int, ...] = (2, 10)  # Fig. 5: latent dimensions swept with gamma = 0
+    budget_ks: tuple[int, ...] = ()  # clusters per round forced to these k, for accuracy against labels spent
+
+    def __post_init__(self):
+        distinct_positive("z_dims", self.z_dims)
+        if any(not isinstance(k, int) or k < 2 for k in self.budget_ks):
+            raise ValueError(f"budget_ks {list(self.budget_ks)} must all be integers of at least 2 (clusters per round)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    run: RunSettings
+    data: DataSplit
+    annotator: Recipe  # the simulated annotator's training
+    method: LabellingConfig  # the paper's method: VAE, Eqs. (1)-(3), clustering and labelling
+    sweeps: Sweeps
+
+
+def make_settings(*, profile, seeds, device, results_root, split_seed, n_train, n_val, n_annotator, n_test, annotator_epochs,
+                  z_dim, hidden, beta, gamma, epochs, unsupervised_epochs, lr, batch_size, k_min, k_max, elbow_sample,
+                  valid_confidence, a, z_dims, budget_ks) -> Settings:
+    """Chapter 4's settings from its parameters; a value out of range raises ValueError naming it."""
+    positive(z_dim=z_dim, epochs=epochs, batch_size=batch_size)
+    if not lr > 0 or beta < 0 or gamma < 0 or a < 0:
+        raise ValueError(f"lr={lr} must be positive and beta={beta}, gamma={gamma}, a={a} non-negative")
+    return Settings(
+        run=run_settings(profile, seeds, device, results_root),
+        data=DataSplit(split_seed, n_train, n_val, n_annotator, n_test),
+        annotator=Recipe(epochs=annotator_epochs, lr=3e-3, batch_size=64),
+        method=LabellingConfig(z_dim=z_dim, hidden=tuple(hidden), beta=beta, gamma=gamma, epochs=epochs,
+                               unsupervised_epochs=unsupervised_epochs, lr=lr, batch_size=batch_size, k_min=k_min, k_max=k_max,
+                               valid_confidence=valid_confidence, a=a, elbow_sample=elbow_sample),
+        sweeps=Sweeps(tuple(z_dims), tuple(budget_ks)),
     )
-    fields.update(changes)
-    return LabellingConfig(**fields)
 
 
 @dataclass
@@ -58,22 +93,19 @@ class Splits:
     test: Split  # MNIST's test images, or a stratified subset of them
 
 
-def make_splits(mnist: Dataset, n_train: int, n_val: int, n_annotator: int, n_test: int, seed: int) -> Splits:
-    idx_annotator, idx_val, idx_train = stratified_split(mnist.train.labels, [n_annotator, n_val, n_train], seed=seed)[:3]
-    test = mnist.test if n_test == len(mnist.test.labels) else take(mnist.test, stratified_split(mnist.test.labels, [n_test], seed=seed)[0])
+def make_splits(mnist: Dataset, data: DataSplit) -> Splits:
+    seed = data.split_seed
+    idx_annotator, idx_val, idx_train = stratified_split(mnist.train.labels, [data.n_annotator, data.n_val, data.n_train], seed=seed)[:3]
+    test = (mnist.test if data.n_test == len(mnist.test.labels)
+            else take(mnist.test, stratified_split(mnist.test.labels, [data.n_test], seed=seed)[0]))
     return Splits(take(mnist.train, idx_annotator), take(mnist.train, idx_val), take(mnist.train, idx_train), test)
 
 
-def train_annotator(splits: Splits, *, epochs: int, seed: int, device: torch.device, checkpoint: Checkpoint) -> tuple[Annotator, float]:
+def train_annotator(splits: Splits, recipe: Recipe, *, seed: int, device: torch.device, checkpoint: Checkpoint) -> tuple[Annotator, float]:
     """The simulated person: a small CNN trained on the annotator split; returns it and its test accuracy."""
     seed_everything(seed)  # the initial weights too, not only the training order
     model = SmallCNN(SmallCNNConfig(in_channels=1, num_classes=10, width=16))
-    state = checkpoint.load()
-    if state is None:
-        fit_classifier(model, splits.annotator, epochs=epochs, lr=3e-3, batch_size=64, seed=seed, device=device, desc="annotator")
-        checkpoint.save({"model": model.state_dict()})
-    else:
-        model.load_state_dict(state["model"])
+    fit_classifier(model, splits.annotator, recipe, seed=seed, device=device, checkpoint=checkpoint, desc="annotator")
     model.to(device).eval()
     return Annotator(model), accuracy(predict(model, splits.test.images), splits.test.labels)
 

@@ -29,7 +29,7 @@ def test_invalid_class_choices_are_refused(classes, added, message):
 
 
 def test_splits_relabel_the_chosen_classes_in_order(mnist):
-    sp = experiment.make_splits(mnist, [7, 2, 5], 0, train_per_class=20, test_per_class=10, seed=0)
+    sp = experiment.make_splits(mnist, experiment.Task(("mnist",), (7, 2, 5), 0, train_per_class=20, test_per_class=10), seed=0)
     assert torch.bincount(sp.train.labels).tolist() == [20, 20, 20, 20] and sp.num_old == 3
     assert torch.bincount(sp.test.labels).tolist() == [10, 10, 10, 10]
     # label 3 is the added digit 0, label 0 the digit 7: check against the dataset's own images
@@ -44,19 +44,18 @@ def test_classic_classifiers_separate_separable_embeddings():
     x, y = blobs(n_per_class=30, num_classes=4)
     xt, yt = blobs(n_per_class=10, num_classes=4, seed=0)
     out = experiment.fit_classic(experiment.classic_classifiers(0, knn_k=3), x, y, xt, yt)
-    assert set(out) == {"k-nearest neighbours", "random forest", "logistic regression", "SVM (RBF)", "decision tree", "naive Bayes (Gaussian)"}
+    assert set(out) == {experiment.KNN, "random forest", "logistic regression", "SVM (RBF)", "decision tree", "naive Bayes (Gaussian)"}
     assert all(r["accuracy"] > 0.9 and r["fit_s"] >= 0 for r in out.values())
 
 
 def test_a_tiny_run_of_the_whole_procedure(mnist, tmp_path):
     p = read_defaults(Path(__file__).resolve().parents[1] / CHAPTER)
-    p.update(train_per_class=20, test_per_class=10, max_head_epochs=2, knn_k=3, search_k=5, channels_last=False)
-    experiment.check_parameters(p)
-    sp = experiment.make_splits(mnist, p["classes"], p["added_class"], p["train_per_class"], p["test_per_class"], seed=0)
-    run = experiment.run_extension(sp, p, epochs=1, seed=0, device=pick_device("cpu"), checkpoints=None, tag="t", index_dir=tmp_path)
+    p.update(train_per_class=20, test_per_class=10, max_head_epochs=2, knn_k=3, search_k=5, channels_last=False, mnist_epochs=1)
+    settings = experiment.make_settings(**p)
+    sp = experiment.make_splits(mnist, settings.task, seed=0)
+    run = experiment.run_extension(sp, settings, "mnist", seed=0, device=pick_device("cpu"), checkpoints=None, tag="t", index_dir=tmp_path)
     assert all(0 <= v <= 1 for v in run.accuracy.values()) and all(v >= 0 for v in run.seconds.values())
-    assert run.embeddings["4-class"][0].shape == (80, p["embedding_dim"])
+    assert run.embeddings[experiment.MODEL4][0].shape == (80, p["embedding_dim"])
     assert set(run.search) == {"3-class index, starting classes", "extended index, added class", "extended index, starting classes", "4-class index, all classes"}
     assert run.neighbours.shape == (8, 5) and (run.neighbours < 80).all()  # 2 queries per class, training-set rows
     assert (tmp_path / "t-seed0.faiss").is_file()
-    assert run.seconds["embedding route, total"] < run.seconds["embedding route without the feature cache (estimate)"]

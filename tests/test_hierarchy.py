@@ -84,8 +84,8 @@ def test_the_stand_in_holds_the_novel_sub_class_out_of_training_and_keeps_labels
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, unseen_subclasses=3, novel_subclass="dog5", seed=0)
     assert h.sub_names[-1] == "dog5" and h.sub_to_super.tolist().count(1) == 6 and h.sub_to_super.tolist().count(2) == 3
-    p = read_defaults(CHAPTER) | {"max_train_per_class": 20, "imbalance": "long-tail", "imbalance_ratio": 4.0, "input_size": 8}
-    train, val, test = experiment.make_splits(ds, h, p, seed=0)
+    data = experiment.StandIn(max_train_per_class=20, imbalance="long-tail", imbalance_ratio=4.0, input_size=8)
+    train, val, test = experiment.make_splits(ds, h, data, seed=0)
     assert h.novel not in train.labels.tolist() + val.labels.tolist() and (test.labels == h.novel).sum() == 5
     for split in (train, val, test):  # the pixel value is the source class: every label points to its own images
         assert torch.equal(split.images[:, 0, 0, 0].long(), torch.tensor(h.source)[split.labels])
@@ -107,31 +107,28 @@ def test_both_mini_backbones_give_two_heads_and_a_flat_one(backbone):
 
 @pytest.mark.parametrize("change, message", [({"imbalance": "zipf"}, "imbalance 'zipf' is unknown"), ({"initialisation": "simclr"}, "initialisation"),
                                              ({"resnet_backbone": "convnext_tiny"}, "must be a ResNet"), ({"max_train_per_class": 600}, "at most 500"),
-                                             ({"level_weights": [1.0]}, "two non-negative numbers")])
+                                             ({"level_weights": [1.0]}, "two non-negative numbers"), ({"keep_known": 1.0}, "keep_known"),
+                                             ({"patience": 0}, "patience=0"), ({"jitter": 1.5}, "jitter")])
 def test_bad_parameters_are_refused(change, message):
     p = read_defaults(CHAPTER)
-    experiment.check_parameters(p)
+    experiment.make_settings(**p)
     with pytest.raises(ValueError, match=message):
-        experiment.check_parameters(p | change)
+        experiment.make_settings(**(p | change))
 
 
-def test_early_stopping_keeps_the_best_epoch_and_resumes_from_its_checkpoint(tmp_path):
-    from lib.training import Checkpoint
-
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, 3, "dog5", 0)
-    p = read_defaults(CHAPTER) | {"max_train_per_class": 20, "input_size": 32, "epochs": 3, "patience": 1, "hidden": 8, "channels_last": False}
-    train, val, _ = experiment.make_splits(ds, h, p, seed=0)
-
-    def fit(epochs):
-        torch.manual_seed(0)
-        model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
-        return experiment.fit_two_heads(model, train, val, h, p | {"epochs": epochs}, weighted=True, seed=0, device=torch.device("cpu"),
-                                        checkpoint=Checkpoint(tmp_path, "t", {}), desc="t")
-
-    first = fit(1)
-    again = fit(3)  # the checkpoint of the 1-epoch run is continued, not restarted
-    assert again.resumed and again.history["train loss"][0] == first.history["train loss"][0]
-    losses = again.history["validation loss"]
-    assert again.best_epoch == int(np.argmin(losses)) + 1
-    assert len(losses) == 3 or (len(losses) - again.best_epoch) == p["patience"]
+    train, val, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
+    recipe = experiment.HierarchyRecipe(epochs=8, lr=3e-2, batch_size=16, patience=1)  # a high rate: the validation loss goes up soon
+    torch.manual_seed(0)
+    model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
+    result = experiment.fit_two_heads(model, train, val, h, recipe, weighted=True, seed=0, device=torch.device("cpu"), checkpoint=None, desc="t")
+    losses = result.history["validation loss"]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert len(losses) == recipe.epochs or (len(losses) - result.best_epoch) == recipe.patience
+    # the weights kept are the best epoch's: the model's validation loss now is the lowest one seen
+    out = experiment.outputs(model, val.images, h)
+    weights = (class_weights(train.labels, len(h.sub_names), novel=h.novel), class_weights(h.sub_to_super[train.labels], 3))
+    kept = float(two_level_loss(out["super"], out["sub"], h.sub_to_super[val.labels], val.labels, super_weights=weights[1], sub_weights=weights[0]))
+    assert kept == pytest.approx(min(losses), rel=1e-4)

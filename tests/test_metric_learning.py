@@ -11,7 +11,6 @@ from lib.metric_learning import (
     fit_embedding_head,
     sample_triplets,
 )
-from lib.training import Checkpoint
 
 
 def blobs(n_per_class=40, num_classes=3, dim=12, seed=0):
@@ -65,22 +64,3 @@ def test_the_head_learns_separable_classes_and_stops_by_the_learning_rate():
     xt, yt = blobs(seed=0)[0] + 0.1 * torch.randn_like(x), y
     knn = KNeighborsClassifier(3).fit(e.numpy(), y.numpy())
     assert knn.score(embed(head, xt).numpy(), yt.numpy()) > 0.95
-
-
-def test_an_interrupted_head_training_resumes_to_the_same_weights(tmp_path):
-    x, y = blobs(seed=1)
-    schedule = HeadSchedule(patience=50, max_epochs=6)  # no plateau: exactly 6 epochs
-
-    def head():
-        torch.manual_seed(0)
-        return torch.nn.Linear(x.shape[1], 4)
-
-    straight = head()
-    fit_embedding_head(straight, x, y, schedule, seed=3)
-    ckpt = Checkpoint(tmp_path, "head", {"case": "resume"})
-    first = head()
-    fit_embedding_head(first, x, y, HeadSchedule(patience=50, max_epochs=3), seed=3, checkpoint=ckpt)  # "interrupted" after 3
-    resumed = head()
-    report = fit_embedding_head(resumed, x, y, schedule, seed=3, checkpoint=ckpt)
-    assert report.resumed and len(report.losses) == 6
-    assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)

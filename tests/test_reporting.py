@@ -2,12 +2,14 @@
 
 import json
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from lib import scorecard
+from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci
+from lib.settings import RunSettings
 from lib.reporting import (
     NOT_REPRODUCED,
     REPRODUCED,
@@ -19,6 +21,16 @@ from lib.reporting import (
     load_results,
     run_card_markdown,
 )
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    run: RunSettings
+    a: int = 1
+
+
+def results_of(root, profile="quick", seeds=(0, 1), chapter="99_test") -> ChapterResults:
+    return ChapterResults(chapter, ToySettings(RunSettings(profile, tuple(seeds), "cpu", str(root))), vae_experiment)
 
 
 def test_mean_ci_by_hand():
@@ -50,7 +62,7 @@ def test_rules():
 
 
 def test_results_file_carries_claims_and_run_card(tmp_path):
-    results = ChapterResults("99_test", "quick", tmp_path, {"a": 1}, [0, 1])
+    results = results_of(tmp_path)
     results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5))
     results.not_run("y", "another claim", 1.0, "dataset unavailable")
     with pytest.raises(ValueError, match="no valid values"):
@@ -58,7 +70,8 @@ def test_results_file_carries_claims_and_run_card(tmp_path):
     path = results.save(device=torch.device("cpu"), data=[{"dataset": "d", "files": {"f": "sha256:00"}}], initialisation="random")
     saved = json.loads(path.read_text())
     card = saved["run_card"]
-    for key in ("profile", "parameters", "seeds", "device", "versions", "data", "initialisation", "wall_time_s"):
+    assert card["settings"] == {"run": {"profile": "quick", "seeds": [0, 1], "device": "cpu", "results_root": str(tmp_path)}, "a": 1}
+    for key in ("profile", "settings", "seeds", "device", "versions", "data", "initialisation", "wall_time_s"):
         assert key in card
     assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
     assert [c["verdict"] for c in saved["claims"]] == [REPRODUCED, "not run"]
@@ -71,7 +84,7 @@ def test_scorecard_lists_results_and_chapters_not_run(tmp_path):
     (tmp_path / "chapters").mkdir()
     (tmp_path / "chapters" / "04_x.py").write_text("# # Chapter 4 — X\n")
     (tmp_path / "chapters" / "05_y.py").write_text("# # Chapter 5 — Y\n")
-    results = ChapterResults("04_x", "quick", tmp_path / "results", {}, [0, 1, 2])
+    results = results_of(tmp_path / "results", seeds=(0, 1, 2), chapter="04_x")
     results.claim("c", "seventy-five percent", 0.75, [0.6, 0.62, 0.64], AtLeast(0.75))
     results.save(device=torch.device("cpu"), data=[], initialisation="random")
     text = scorecard.render(tmp_path)
@@ -85,7 +98,7 @@ def test_show_full_profile_says_how_to_run_it_or_shows_the_saved_results(tmp_pat
 
     assert show_full_profile(tmp_path, "99_test", ["fig"]) is None
     assert "python -m lib.run chapters/99_test.py --profile full" in capsys.readouterr().out
-    results = ChapterResults("99_test", "full", tmp_path, {"a": 1}, [0, 1])
+    results = results_of(tmp_path, profile="full")
     results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5))
     results.save(device=torch.device("cpu"), data=[], initialisation="random")
     shown = show_full_profile(tmp_path, "99_test", ["missing-figure"])

@@ -34,8 +34,9 @@ def test_full_profile_and_seeds_resolve():
         ("quick", None, {"gamma_": 1.0}, "no parameter 'gamma_' .*did you mean 'gamma'"),
         ("quick", None, {"epochs": "five"}, "epochs='five' should be of the type"),
         ("quick", None, {"epochs": 2.5}, "epochs=2.5 should be of the type"),
+        ("quick", None, {"device": "tpu"}, "device 'tpu' is unknown"),
         ("quick", None, {"z_dims": [2, "x"]}, "z_dims=.* should be of the type"),
-        ("quick", None, {"n_train": 0}, "n_train=0 must be at least 1"),
+        ("quick", None, {"n_train": 0}, "n_train=0 must be an integer of at least 1"),
         ("quick", None, {"budget_ks": ["x"]}, "budget_ks .* must all be integers"),
         ("quick", None, {"budget_ks": [1]}, "budget_ks .* must all be integers of at least 2"),
         ("quick", None, {"n_train": 59000}, "exceeds MNIST's 60000"),
@@ -110,6 +111,24 @@ def test_chapter1_full_profile_is_the_papers_setting():
     params, _ = resolve_parameters(CHAPTER1, "full", None, {})
     assert params["backbone"] == "resnet50" and params["input_size"] == 128 and params["lr"] == 1e-4
     assert params["train_per_class"] == 6000 and params["mnist_epochs"] == 4 and params["fashion_epochs"] == 8
+
+
+def test_the_runner_finds_every_chapters_experiment_without_a_table():
+    from lib.run import check_settings, experiment_module
+
+    for chapter in sorted(CHAPTER.parent.glob("[0-9]*.py")):
+        module = experiment_module(chapter)
+        assert module is not None and module.__name__.endswith("_experiment"), chapter.name
+        settings = check_settings(chapter, read_defaults(chapter))
+        assert settings.run.profile == "quick"
+
+
+def test_a_chapter_whose_parameters_and_settings_disagree_is_reported(tmp_path, monkeypatch):
+    chapter = tmp_path / "chapters" / "98_mismatch.py"
+    chapter.parent.mkdir()
+    chapter.write_text('# %% tags=["parameters"]\nprofile = "quick"\nextra = 1\n\n# %%\nfrom lib import vae_experiment as experiment\n')
+    with pytest.raises(ParameterError, match="does not match lib.vae_experiment.make_settings"):
+        resolve_parameters(chapter, "quick", None, {})
 
 
 def test_a_float_in_e_notation_is_read_as_a_float():

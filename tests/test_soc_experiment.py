@@ -31,16 +31,16 @@ def defaults():
         ({"pair_classes": [3, 3]}, "two different CIFAR-10 labels"),
         ({"n_train": 500}, "at least 1,000"),
         ({"n_test": 20_000}, "at most CIFAR's"),
-        ({"epochs": 0}, "epochs=0 must be an integer of at least 1"),
+        ({"epochs": 0}, "epochs=0 .* must be integers of at least 1"),
         ({"means_lr_scale": 0}, "must be positive"),
         ({"optimiser": "rmsprop"}, "optimiser 'rmsprop' is unknown"),
         ({"encoder": "vgg"}, "encoder 'vgg'"),
     ],
 )
 def test_bad_parameters_are_refused_with_their_name(defaults, change, message):
-    experiment.check_parameters(defaults)  # the chapter's own defaults pass
+    experiment.make_settings(**defaults)  # the chapter's own defaults pass
     with pytest.raises(ValueError, match=message):
-        experiment.check_parameters({**defaults, **change})
+        experiment.make_settings(**{**defaults, **change})
 
 
 def toy_split(n_per_class: int, num_classes: int, seed: int = 0) -> Split:
@@ -99,17 +99,18 @@ def test_a_class_added_to_a_frozen_model_wins_its_own_points_and_leaves_the_old_
     centres = torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])  # the 4th class is the new one
     model = frozen_model_with_points(centres[:3])
     out = experiment.add_class_to_frozen_model(model, points_split(centres, 100, 0), points_split(centres, 50, 1), steps=300, seed=0)
-    for placement in ("mean of its points", "trained mean (SOC loss)"):
-        assert out[f"{placement}, added class"] > 0.95 and out[f"{placement}, old classes"] > 0.95, (placement, out)
-        assert out[f"{placement}, seconds"] >= 0
+    assert set(out) == {experiment.MEAN_OF_POINTS, experiment.TRAINED_MEAN}
+    for placement in out.values():
+        assert placement.added > 0.95 and placement.old > 0.95 and placement.seconds >= 0, out
     assert torch.equal(model.head.means.weight, centres[:3]), "the frozen model itself is left as it was"
 
 
 def test_a_tiny_sweep_trains_every_model_and_reports_its_cost():
-    p = read_defaults(CHAPTER) | {"epochs": 6, "width": 4, "batch_size": 32, "channels_last": False}
+    encoder, recipe = experiment.Encoder(width=4), experiment.SocRecipe(epochs=6, lr=0.01, batch_size=32)
     train, test = toy_split(48, 4), toy_split(8, 4, seed=1)
-    run = experiment.run_sweep(train, test, p, [1, 2], num_classes=4, seed=0, device=pick_device("cpu"), checkpoints=None, tag="t")
-    assert list(run.accuracy) == [experiment.CE, "SOC, 1 features", "SOC, 2 features"]
+    run = experiment.run_sweep(train, test, encoder, recipe, (1, 2), num_classes=4, seed=0, device=pick_device("cpu"), checkpoints=None, tag="t")
+    assert list(run.accuracy) == [experiment.CE, experiment.soc(1), experiment.soc(2)]
+    assert [m.name for m in run.accuracy] == ["cross-entropy", "SOC, 1 features", "SOC, 2 features"]
     assert all(0 <= a <= 1 for a in run.accuracy.values()) and all(len(v) == 4 for v in run.per_class.values())
     assert run.accuracy[experiment.CE] > 0.5, "flat colours per class are easy"
     assert all(run.images_per_s[m] > 0 and len(run.losses[m]) == 6 for m in run.accuracy)

@@ -22,7 +22,7 @@ from ..soc import SOCHead, soc_loss
 from .small_cnn import SmallCNN, SmallCNNConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureClassifierConfig:
     encoder: str = "small"  # "small" or "resnet18" (CIFAR variant)
     width: int = 16  # the small encoder's first width

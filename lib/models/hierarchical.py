@@ -29,7 +29,7 @@ FAMILY = {"resnet50": "ResNet", "resnet_mini": "ResNet", "convnext_tiny": "ConvN
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HierarchicalConfig:
     backbone: str = "resnet_mini"
     num_super: int = 3

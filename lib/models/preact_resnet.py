@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreActResNetConfig:
     in_channels: int = 1
     block: str = "basic"  # "basic" (two 3x3 convs) or "bottleneck" (1x1, 3x3, 1x1 with expansion 4)

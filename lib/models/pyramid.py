@@ -27,7 +27,7 @@ from .preact_resnet import PreActResNet, preact_resnet50, preact_small
 BACKBONES = {"small": preact_small, "resnet50": preact_resnet50}
 
 
-@dataclass
+@dataclass(frozen=True)
 class PyramidConfig:
     backbone: str = "small"  # "small" (quick profile) or "resnet50" (the paper's ResNet50V2)
     in_channels: int = 1

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmallCNNConfig:
     in_channels: int = 1
     num_classes: int = 10

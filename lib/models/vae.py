@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class VAEConfig:
     z_dim: int = 10  # latent dimension; §4 picks 10
     hidden: tuple[int, ...] = (512, 128, 32)  # encoder widths, decoder mirrors them; §4: third layer 32
