@@ -43,9 +43,13 @@
 #
 # $$ \text{loss} = \max(N - P + m,\ 0) \qquad (3)$$
 #
-# Eqs. (4)–(7) argue that adding a class the embedding way costs less time than training a new
-# classifier, yet the conclusion says that **on MNIST it does not pay off**, while on harder data it
-# may. The paper measures no time; this chapter does.
+# The paper says the extended system loses no accuracy "in scale which would render the system
+# unusable". Its Eqs. (4)–(7) count the time to build each system and to add a class to it: the
+# embedding route costs more up front (Eq. 5 is Eq. 4 plus the embedding generator and the
+# classic classifiers), and adding a class should cost it less than training a new network
+# (Eq. 7 against Eq. 6). Its conclusion: **on MNIST the embedding route does not pay for
+# itself**, conventional networks being faster to train; on harder data it may. The paper
+# measures no time; this chapter does.
 #
 # ```{note}
 # **Two misprints, as the book reads them.** Eq. (3) is printed as max(P − N + m, 0). For
@@ -54,26 +58,26 @@
 # ("using a Nadam [optimiser] until reaching a learning rate lower than 5000"): we read it as NAdam
 # from lr 1e-3, the rate cut tenfold whenever the epoch's loss stops improving (Keras'
 # `ReduceLROnPlateau`), and training stopped once it falls below 5e-5. Table 2's values are not in
-# the text of the paper the book works from (only its caption is), so its claims are judged by
-# the paper's words: accuracy "without loss … which would render the system unusable".
+# the text of the paper the book works from (only its caption is), so its claim is judged by the
+# paper's words.
 # ```
 #
 # **What this chapter shows.** The three steps on both datasets over several seeds; Table 2 redrawn
-# with six classic classifiers; the measured time of each route to a 4-class model; a FAISS index
-# saved, reloaded and extended with the new class; and what the paper leaves open: how much of the
-# extension needs the further training at all, what the old classes lose, and how the embedding
-# space changes (a 2-D projection before and after).
+# with six classic classifiers; Eqs. (4)–(7) measured, in the paper's setting and with the frozen
+# trunk's features cached; a FAISS index saved, reloaded and extended with the new class; and what
+# the paper leaves open: how much of the extension needs the further training at all, what the old
+# classes lose, and how the embedding space changes (a 2-D projection before and after).
 
 # %% tags=["parameters"]
-profile = "quick"  # "quick" = these defaults (CPU, minutes); "full" = chapters/profiles/01_embeddings_extendable_classification.full.yaml
+profile = "quick"  # "quick" = these defaults (CPU, minutes); "cpu" and "full": chapters/profiles/01_embeddings_extendable_classification.<profile>.yaml
 seeds = [0, 1, 2]  # one run of the whole procedure per seed and dataset; numbers are means with 95% intervals
 device = "auto"  # "auto": CUDA when available, else the CPU
 results_root = "../results"  # results/<profile>/<chapter>/ receives results.json, figures/, checkpoints/ and index/
 datasets = ["mnist", "fashion-mnist"]  # paper: both
-classes = [0, 1, 2]  # the starting classes (paper: 3 classes, not named; we take the first three)
+classes = [0, 1, 2]  # the starting classes (paper: 3 classes, not named; we take the first three, see "The data")
 added_class = 3  # the class added later (paper: "a 4th class"; we take the next one)
-train_per_class = 300  # training images per class, a seeded random subset (paper: all, 6,000)
-test_per_class = 300  # test images per class (paper: all, 1,000 or a few fewer)
+train_per_class = 200  # training images per class, a seeded random subset (paper: all, 6,000)
+test_per_class = 200  # test images per class (paper: all, 1,000 or a few fewer)
 backbone = "small"  # "small": pre-activation ResNet, 1 block per stage, widths 8-64; "resnet50": the paper's ResNet50V2
 input_size = 28  # images are resized to this before the backbone (paper: 128)
 fpn_channels = 16  # channels of each pyramid level (the FPN paper: 256)
@@ -90,7 +94,7 @@ head_lr = 0.001  # NAdam's starting learning rate for the embedding layer (paper
 lr_factor = 0.1  # learning-rate cut on a plateau of the training loss (Keras' default)
 lr_patience = 2  # epochs without improvement before a cut
 min_lr = 5e-05  # training stops below this learning rate (our reading of the paper's garbled rule)
-max_head_epochs = 30  # ... or after this many epochs
+max_head_epochs = 15  # ... or after this many epochs
 knn_k = 5  # neighbours of the k-nearest-neighbours classifier (scikit-learn's default)
 search_k = 10  # neighbours returned by the similarity search; precision@k uses the same k
 tsne_points = 400  # test images per projection in the 2-D map (0: no map)
@@ -109,33 +113,30 @@ from tqdm import tqdm
 from lib import embedding_experiment as experiment
 from lib.embedding_experiment import (
     CENTROID,
+    EQ4,
+    EQ5_CACHED,
+    EQ5_KERAS,
+    EQ6,
+    EQ7_CACHED,
+    EQ7_KERAS,
     KNN,
     KNN_OLD_AFTER,
     KNN_OLD_BEFORE,
     MODEL3,
     MODEL4,
-    ROUTE_PARTS,
+    ROUTES,
     STRAIGHT3,
     STRAIGHT4,
     STRAIGHT4_OLD,
-    T_ROUTE,
-    T_ROUTE_NOCACHE,
-    T_STRAIGHT4,
     no_further,
     on_embeddings,
 )
-from lib.evaluation import mean_ci, short_ci
+from lib.evaluation import compared, mean_ci, percent_ci, points_ci, short_ci
 from lib.models import StraightClassifier
 from lib.plotting import image_grid
-from lib.reporting import (
-    Above,
-    AtLeast,
-    AtMost,
-    ChapterResults,
-    claims_markdown,
-    show_full_profile,
-)
-from lib.training import pick_device
+from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
+from lib.training import CLOCKS, pick_device
+from lib.verdicts import Above, AtLeast, Scale
 
 settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, datasets=datasets, classes=classes,
@@ -148,7 +149,7 @@ settings = experiment.make_settings(
 )
 torch_device = pick_device(device)
 results = ChapterResults("01_embeddings_extendable_classification", settings, experiment)
-print(f"profile {profile}, seeds {seeds}, device {torch_device}, datasets {datasets}")
+print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, datasets {datasets}")
 
 # %% [markdown]
 # ## The data
@@ -156,6 +157,12 @@ print(f"profile {profile}, seeds {seeds}, device {torch_device}, datasets {datas
 # For each dataset: the starting classes and the added one, relabelled `0..3` in that order, a
 # seeded random subset of `train_per_class` training and `test_per_class` test images per class
 # (the subset is drawn again for every seed). Each model is tested on the classes it knows.
+#
+# **Which classes.** The paper names none. We take the first three of each dataset and add the
+# fourth: digits 0, 1, 2 and then 3; on Fashion-MNIST *T-shirt/top*, *Trouser*, *Pullover* and then
+# *Dress*. That Fashion-MNIST triple holds one of the dataset's hardest pairs, T-shirt/top against
+# Pullover (both upper-body garments of similar outline), so it is a stricter test than an easy
+# triple; the confusion matrices of the straight networks below show where their mistakes fall.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -165,7 +172,6 @@ for name, ds in data.items():
     print(f"{ds.name}: {ds.provenance['format']}, lossy: {ds.provenance['lossy']}")
     for path, digest in sorted(ds.provenance["files"].items()):
         print(f"  {path.split('/')[-1]}: {digest[:23]}…")
-    order = [*classes, added_class]
     print(f"  starting classes {[ds.classes[c] for c in classes]}, added class {ds.classes[added_class]!r}")
     sp = splits[(name, seeds[0])]
     print(f"  per class (train / test): {torch.bincount(sp.train.labels).tolist()} / {torch.bincount(sp.test.labels).tolist()}")
@@ -187,11 +193,13 @@ for name, ds in data.items():
 # `FeaturePyramidNetwork` (plus a max-pooled fifth level), and per level ReLU → 2×2 max pooling →
 # flatten, concatenated ({py:class}`lib.models.PyramidTrunk`), then Dense(`hidden`) → ReLU →
 # Dense(classes). {py:class}`lib.models.EmbeddingNet` is Fig. 4: the same trunk, frozen, and one
-# Dense(64). Because the trunk is frozen, its output for every image is computed once
-# ({py:func}`lib.training.predict` on the trunk) and only the dense layer trains
+# Dense(64). Because the trunk is frozen, its output for every image can be computed once
+# ({py:func}`lib.training.predict` on the trunk) and only the dense layer trained on it
 # ({py:func}`lib.metric_learning.fit_embedding_head`), on triplet batches drawn by
 # {py:func}`lib.metric_learning.sample_triplets` and the loss
-# {py:func}`lib.losses.cosine_triplet_loss`.
+# {py:func}`lib.losses.cosine_triplet_loss`. A Keras model with frozen layers does not do that: it
+# runs them on every image of every step. The chapter trains the layer both ways, from the same
+# start on the same triplets, to measure what each costs.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -207,8 +215,8 @@ del probe, levels
 # ## Running the procedure
 #
 # For every dataset and seed, {py:func}`lib.embedding_experiment.run_extension` runs the three
-# steps and, for the time comparison, trains a new 4-class straight classifier from scratch. Every
-# training checkpoints after each epoch: re-running the chapter after an interruption resumes.
+# steps and, for Eq. (6), trains a new 4-class straight classifier from scratch on the same images.
+# Every training checkpoints as it goes: re-running the chapter after an interruption resumes.
 
 # %%
 runs = {}
@@ -225,7 +233,7 @@ def values(name: str, key: str) -> list[float]:
 
 
 def seconds(name: str, key: str) -> list[float]:
-    """One wall time per seed."""
+    """One time per seed, seconds of the run's clock."""
     return [runs[(name, s)].seconds[key] for s in seeds]
 
 
@@ -235,20 +243,45 @@ print(f"straight classifiers trained at {images_per_s:,.0f} images/s on {torch_d
 # %% [markdown]
 # ## Step 1: the straight classifier
 #
-# Test accuracy on the starting classes' test images, against the paper's 0.998.
+# Test accuracy on the starting classes' test images (the paper: 0.998 on both datasets), and where
+# the mistakes fall (seed 0, rows = true class, columns = predicted).
 
 # %%
+lines = ["| dataset | straight 3-class network, test accuracy | paper |", "|---|---|---|"]
+lines += [f"| {data[n].name} | {percent_ci(values(n, STRAIGHT3), 2)} | 99.8% |" for n in datasets]
+display(Markdown("\n".join(lines)))
+fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.4), squeeze=False)
+for ax, name in zip(axes[0], datasets):
+    cm = np.array(runs[(name, seeds[0])].confusion3)
+    ax.imshow(cm / cm.sum(1, keepdims=True), cmap="Blues", vmin=0, vmax=1)
+    names = [data[name].classes[c] for c in classes]
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(f"{data[name].name}: straight 3-class network (seed {seeds[0]})", fontsize=9)
+fig.tight_layout()
+results.figure(fig, "straight_confusion")
+plt.show()
+mistakes = []
 for name in datasets:
-    results.claim(f"c1-straight-{name}", f"straight 3-class network, {data[name].name} test accuracy", 0.998,
-                  values(name, STRAIGHT3), AtLeast(0.998))
-display(Markdown(claims_markdown(results.claims)))
+    cm = np.array([runs[(name, s)].confusion3 for s in seeds]).sum(0)
+    np.fill_diagonal(cm, 0)
+    i, j = np.unravel_index(cm.argmax(), cm.shape)
+    if cm.sum():
+        mistakes.append(f"{data[name].name}: {cm.sum()} mistakes over all seeds, most often {data[name].classes[classes[i]]} "
+                        f"taken for {data[name].classes[classes[j]]} ({cm[i, j]})")
+    else:
+        mistakes.append(f"{data[name].name}: no mistake over all seeds")
+display(Markdown("In this run: " + "; ".join(mistakes) + "."))
 
 # %% [markdown]
 # ## Steps 2 and 3: the embedding generator, before and after the 4th class
 #
 # The triplet loss of every epoch, seed 0; a dotted line marks a cut of the learning rate. Training
-# stops when the learning rate falls below `min_lr`; the further training on four classes starts again at
-# `head_lr`, as the paper retrains "in the same manner as was the initial training".
+# stops when the learning rate falls below `min_lr`; the further training on four classes starts
+# again at `head_lr`, as the paper retrains "in the same manner as was the initial training".
 
 # %%
 fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.4), squeeze=False)
@@ -263,6 +296,9 @@ for ax, name in zip(axes[0], datasets):
 fig.tight_layout()
 results.figure(fig, "embedding_training")
 plt.show()
+agree = sum(r.same_head[stage] for r in runs.values() for stage in (MODEL3, MODEL4))
+display(Markdown(f"The layer trained on cached features and the one trained with the trunk in every step took the same path "
+                 f"(as many epochs, the same learning rates, losses equal to 0.1%) in {agree} of {2 * len(runs)} trainings."))
 
 # %% [markdown]
 # ### Table 2: classic classifiers on the embeddings
@@ -289,28 +325,33 @@ for ax, name in zip(axes[0], datasets):
     x = np.arange(len(classifier_names))
     for j, (m, colour) in enumerate(((MODEL3, "tab:blue"), (MODEL4, "tab:orange"))):
         cis = [mean_ci(values(name, on_embeddings(c, m))) for c in classifier_names]
-        ax.bar(x + (j - 0.5) * 0.38, [c.mean for c in cis], 0.38, yerr=[[c.mean - c.low for c in cis], [c.high - c.mean for c in cis]],
-               color=colour, label=m, capsize=3)
+        err = [[c.mean - c.low for c in cis], [c.high - c.mean for c in cis]] if len(seeds) > 1 else None
+        ax.bar(x + (j - 0.5) * 0.38, [c.mean for c in cis], 0.38, yerr=err, color=colour, label=m, capsize=3)
     ax.set_xticks(x, [c.replace(" (", "\n(") for c in classifier_names], rotation=35, ha="right", fontsize=8)
-    lo = min(mean_ci(values(name, on_embeddings(c, m))).low for c in classifier_names for m in (MODEL3, MODEL4))
-    ax.set(ylim=(max(0.0, lo - 0.05), 1.0), title=f"{data[name].name} (n = {len(seeds)} seeds, 95% intervals)", ylabel="test accuracy")
+    lo = min(np.mean(values(name, on_embeddings(c, m))) for c in classifier_names for m in (MODEL3, MODEL4))
+    ax.set(ylim=(max(0.0, lo - 0.1), 1.0), title=f"{data[name].name} (n = {len(seeds)} seeds, 95% intervals)", ylabel="test accuracy")
     ax.legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 results.figure(fig, "table2_accuracy")
 plt.show()
 
 # %% [markdown]
+# ### Is the extended system still usable?
+#
 # The paper judges Table 2 in words: adding the class costs no accuracy "in scale which would
-# render the system unusable". We read that as: k-nearest neighbours on the 4-class model loses
-# less than 5 points against the 3-class model (the 4-class task is a harder one, so some loss is
-# expected).
+# render the system unusable". The fair comparison is between two systems that do the same
+# 4-class task on the same images: k-nearest neighbours on the embeddings of the generator trained
+# further, against a straight 4-class network trained from scratch. We read "usable" as losing at
+# most 5 points against it (our threshold: the paper gives none); a comparison between two methods
+# trained alike, it needs converged runs.
 
 # %%
+extension = {n: [a - b for a, b in zip(values(n, on_embeddings(KNN, MODEL4)), values(n, STRAIGHT4))] for n in datasets}
 for name in datasets:
-    drop = [a - b for a, b in zip(values(name, on_embeddings(KNN, MODEL4)), values(name, on_embeddings(KNN, MODEL3)))]
-    results.claim(f"c1-extension-{name}", f"{data[name].name}: adding the 4th class keeps kNN accuracy usable (4-class minus 3-class model)",
-                  "no unusable loss (Table 2's values not in the text)", drop, Above(-0.05), unit="accuracy points")
-display(Markdown(claims_markdown(results.claims[-len(datasets):])))
+    results.claim(f"c1-extension-{name}", f"{data[name].name}: the extended system stays usable (kNN on the 4-class embeddings minus a new 4-class network; at least −5 points)",
+                  "no unusable loss", extension[name], AtLeast(-0.05), needs=Scale.CONVERGED, unit="accuracy points")
+display(Markdown("\n".join(f"- {data[n].name}: kNN on the extended embeddings minus the new network, {points_ci(extension[n])} ({compared(extension[n])} zero)."
+                           for n in datasets)))
 
 # %% [markdown]
 # ## Beyond the paper: how much of the extension needs the further training?
@@ -336,78 +377,94 @@ display(Markdown("\n".join(lines)))
 route_keys = [k for _, key, added_key in rows for k in (key, added_key) if k]
 route_keys += [KNN_OLD_BEFORE, KNN_OLD_AFTER, STRAIGHT4_OLD]
 results.table("routes_and_forgetting", [{"dataset": n, "key": k, "accuracy": values(n, k)} for n in datasets for k in route_keys])
+forgetting = {n: [a - b for a, b in zip(values(n, KNN_OLD_AFTER), values(n, KNN_OLD_BEFORE))] for n in datasets}
+display(Markdown("\n".join(
+    f"- {data[n].name}: without further training, kNN finds the added class in {percent_ci(values(n, no_further(KNN, added_only=True)))} of its test images; "
+    f"training further changes the starting classes' kNN accuracy by {points_ci(forgetting[n])} ({compared(forgetting[n])} zero)."
+    for n in datasets)))
 
 # %% [markdown]
-# ## Time costs: Eqs. (6) and (7), measured
+# ## Time costs: Eqs. (4)–(7), measured
 #
-# The paper's time to add a class to a common classifier, and the embedding way:
+# The paper's time to build each system and to add a class to it:
+#
+# $$ t_{\text{com.f.}} = t_{\text{d.p.}} + t_{\text{imp.}} + t_{\text{tr.}} \quad (4) \qquad
+#    t_{\text{emb.f.}} = t_{\text{d.p.}} + t_{\text{imp.}} + t_{\text{tr.}} + t_{\text{imp.c.}} + t_{\text{tr.c.}} \quad (5)$$
 #
 # $$ t_{\text{com.ex.}} = t_{\text{a.d.}} + t_{\text{mod.}} + t_{\text{tr.}} \quad (6) \qquad\qquad
 #    t_{\text{emb.ex.}} = t_{\text{a.d.}} + t_{\text{add.tr.}} + t_{\text{tr.c.}} \quad (7)$$
 #
-# (adding the data, modifying the code, training; additional training, training the classic
-# classifiers). Adding the class the embedding way (Eq. (7)) costs the trunk's pass over the new class's
-# training images, the further training of the embedding layer, re-embedding the training set and
-# refitting all six classic classifiers. The alternative (Eq. (6)) is a new 4-class straight
-# classifier trained from scratch. Both are wall-clock seconds on this run's device; data
-# preparation and implementation time, the other terms of Eqs. (4)–(7), are the same for both or
-# cannot be measured. Because the trunk is frozen, the book computes its output once; the grey bar
-# estimates the route without that cache (every triplet image through the trunk again, at the
-# measured per-image rate).
+# Preparing the data ($t_{\text{d.p.}}$, $t_{\text{a.d.}}$), writing code ($t_{\text{imp.}}$,
+# $t_{\text{mod.}}$) are a person's work, the same for both or not measurable here; the book
+# measures the machine's part of every equation, each step on the run's clock (below), in two
+# settings. **As Keras trains** (the paper's setting): the frozen trunk runs on every image of every
+# triplet of every step, and again to embed the training set. **Cached**: the trunk runs once per
+# image and the layer trains on its stored output (the same function, so the same result). Eq. (5)
+# includes training the embedding layer and the classic classifiers (the paper's $t_{\text{tr.}}$
+# covers every network it trains); Eq. (7)'s additional training is the layer's further training,
+# then re-embedding and refitting.
 
 # %%
-parts = list(ROUTE_PARTS)
-fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.0), squeeze=False)
+clock_name = CLOCKS[torch_device.type]
+fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 3.4), squeeze=False)
 time_rows = []
 for ax, name in zip(axes[0], datasets):
-    left = 0.0
-    for part in parts:
-        m = float(np.mean(seconds(name, part)))
-        ax.barh(1, m, left=left, label=part)
-        left += m
-    nocache = mean_ci(seconds(name, T_ROUTE_NOCACHE))
-    ax.barh(2, nocache.mean, color="lightgrey", xerr=[[nocache.mean - nocache.low], [nocache.high - nocache.mean]], capsize=3)
-    scratch = mean_ci(seconds(name, T_STRAIGHT4))
-    ax.barh(0, scratch.mean, color="black", xerr=[[scratch.mean - scratch.low], [scratch.high - scratch.mean]], capsize=3, ecolor="grey")
-    ax.set_yticks([0, 1, 2], ["new 4-class network\n(Eq. 6)", "embedding route\n(Eq. 7)", "embedding route,\nno feature cache"])
-    ax.set(xlabel=f"seconds on {torch_device.type} (mean of {len(seeds)} seeds)", title=data[name].name)
-    for key in [T_STRAIGHT4, T_ROUTE, T_ROUTE_NOCACHE, *parts]:
-        time_rows.append({"dataset": name, "step": key, "seconds": seconds(name, key)})
-axes[0][0].legend(fontsize=7, loc="lower right")
+    for i, route in enumerate(ROUTES):
+        left = 0.0
+        for j, step in enumerate(route.steps):
+            m = float(np.mean(seconds(name, step)))
+            ax.barh(i, m, left=left, color=plt.get_cmap("tab20")(hash(step) % 20), edgecolor="white", linewidth=0.5)
+            left += m
+        total = mean_ci(seconds(name, route.name))
+        if total.n > 1:
+            ax.errorbar(total.mean, i, xerr=[[total.mean - total.low], [total.high - total.mean]], color="black", capsize=3)
+        time_rows.append({"dataset": name, "route": route.name, "seconds": seconds(name, route.name),
+                          "steps": {step: seconds(name, step) for step in route.steps}})
+    ax.set_yticks(range(len(ROUTES)), [r.name.replace(": ", ":\n") for r in ROUTES], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"seconds ({clock_name}; mean of {len(seeds)} seeds)", title=data[name].name)
 fig.tight_layout()
-results.figure(fig, "time_to_add_a_class")
+results.figure(fig, "time_costs")
 plt.show()
 results.table("time_costs", time_rows)
 
 
-def speedup(name: str, route: str) -> list[float]:
-    """Per seed: the new network's seconds over the route's (above 1: the route is faster)."""
-    return [a / b for a, b in zip(seconds(name, T_STRAIGHT4), seconds(name, route))]
+def ratio(name: str, a, b) -> list[float]:
+    """Per seed: route a's seconds over route b's."""
+    return [x / y for x, y in zip(seconds(name, a.name), seconds(name, b.name))]
 
 
-display(Markdown("| dataset | new network (s) | embedding route (s) | speed-up | speed-up without the cache (estimate) |\n|---|---|---|---|---|\n" + "\n".join(
-    f"| {data[n].name} | {short_ci(seconds(n, T_STRAIGHT4))} | {short_ci(seconds(n, T_ROUTE))} | "
-    f"{short_ci(speedup(n, T_ROUTE))} | {short_ci(speedup(n, T_ROUTE_NOCACHE))} |"
-    for n in datasets)))
+lines = ["| dataset | Eq. (4) | Eq. (5), as Keras | Eq. (5), cached | Eq. (6) | Eq. (7), as Keras | Eq. (7), cached | Eq. 6 ÷ Eq. 7, as Keras | Eq. 6 ÷ Eq. 7, cached |",
+         "|---" * 9 + "|"]
+for n in datasets:
+    lines.append(f"| {data[n].name} | " + " | ".join(short_ci(seconds(n, r.name), 1) for r in ROUTES) + " | "
+                 f"{short_ci(ratio(n, EQ6, EQ7_KERAS), 2)} | {short_ci(ratio(n, EQ6, EQ7_CACHED), 2)} |")
+display(Markdown(f"Seconds ({clock_name}), mean ± 95% interval over seeds; a ratio above 1 means the embedding route adds the class faster.\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# The speed-up is the new network's time over the embedding route's: above 1, the embedding route
-# is faster. The paper's conclusion: not on MNIST (speed-up at most 1), but on harder data (above 1).
+# The paper's two timing claims, judged in its own (Keras) setting. Time on another network, at
+# another resolution, on another device, has other proportions: the trunk's share of the cost
+# grows with the network and the image size, the classic classifiers' does not. So both need the
+# paper's scale.
+#
+# - *On MNIST the embedding route does not justify its cost*: building it costs more than a
+#   conventional network (Eq. 5 over Eq. 4 above 1).
+# - *Adding a class the embedding way takes less time than training a new network* (Eq. 6 over
+#   Eq. 7 above 1), on both datasets.
 
 # %%
 if "mnist" in datasets:
-    results.claim("c1-time-mnist", "MNIST: adding a class the embedding way does not pay off (speed-up at most 1)", "≤ 1",
-                  speedup("mnist", T_ROUTE), AtMost(1.0), unit="×")
-if "fashion-mnist" in datasets:
-    results.claim("c1-time-fashion", "harder data (Fashion-MNIST): the embedding way is faster (speed-up above 1)", "> 1",
-                  speedup("fashion-mnist", T_ROUTE), Above(1.0), unit="×")
+    results.claim("c1-time-initial-mnist", "MNIST: the embedding route costs more to build than a conventional network (Eq. 5 ÷ Eq. 4, as Keras trains)",
+                  "> 1", ratio("mnist", EQ5_KERAS, EQ4), Above(1.0), needs=Scale.PAPER, unit="×")
+for name in datasets:
+    results.claim(f"c1-time-extend-{name}", f"{data[name].name}: adding a class the embedding way is faster than a new network (Eq. 6 ÷ Eq. 7, as Keras trains)",
+                  "> 1", ratio(name, EQ6, EQ7_KERAS), Above(1.0), needs=Scale.PAPER, unit="×")
 display(Markdown(claims_markdown([c for c in results.claims if c["id"].startswith("c1-time")])))
-for n in datasets:
-    route, scratch = mean_ci(seconds(n, T_ROUTE)), mean_ci(seconds(n, T_STRAIGHT4))
-    nocache = mean_ci(seconds(n, T_ROUTE_NOCACHE))
-    print(f"{data[n].name}: the embedding route took {route.mean:.1f} s and a new 4-class network {scratch.mean:.1f} s on {torch_device.type}; "
-          f"without the feature cache the route would take about {nocache.mean:.1f} s, "
-          f"{'still faster than' if nocache.mean < scratch.mean else 'slower than'} the new network.")
+display(Markdown("\n".join(
+    f"- {data[n].name}: building the embedding route took {short_ci(ratio(n, EQ5_KERAS, EQ4), 2)}× a conventional network's time as Keras trains "
+    f"({short_ci(ratio(n, EQ5_CACHED, EQ4), 2)}× cached); adding the class took a new network {short_ci(ratio(n, EQ6, EQ7_KERAS), 2)}× the "
+    f"embedding route's time as Keras trains, {short_ci(ratio(n, EQ6, EQ7_CACHED), 2)}× with cached features."
+    for n in datasets)))
 
 # %% [markdown]
 # ## Similarity search
@@ -457,12 +514,12 @@ if tsne_points > 0:
         pick = torch.randperm(len(sp.test.labels), generator=torch.Generator().manual_seed(seeds[0]))[:tsne_points]
         names = [data[name].classes[c] for c in [*classes, added_class]]
         for ax, stage in zip(row, (MODEL3, MODEL4)):
-            xy = TSNE(n_components=2, init="pca", perplexity=30, random_state=seeds[0]).fit_transform(run.embeddings[stage][1][pick].numpy())
+            xy = TSNE(n_components=2, init="pca", perplexity=min(30, len(pick) - 1), random_state=seeds[0]).fit_transform(run.embeddings[stage][1][pick].numpy())
             for c, label in enumerate(names):
                 at = sp.test.labels[pick].numpy() == c
                 ax.scatter(xy[at, 0], xy[at, 1], s=6, label=label + (" (added)" if c == len(classes) else ""),
                            marker="x" if c == len(classes) else "o")
-            ax.set(xticks=[], yticks=[], title=f"{data[name].name}: {stage} generator")
+            ax.set(xticks=[], yticks=[], title=f"{data[name].name}: {stage.removesuffix(' model')} generator")
         row[0].legend(fontsize=7, markerscale=2)
     fig.tight_layout()
     results.figure(fig, "tsne_before_after")
@@ -470,74 +527,96 @@ if tsne_points > 0:
 
 # %% [markdown]
 # ## The paper's claims, judged
+#
+# The straight network's 0.998 is an absolute accuracy: it needs the paper's network and all of the
+# classes' images, and on Fashion-MNIST it also depends on which three classes the paper took,
+# which it does not say.
 
 # %%
+for name in datasets:
+    untestable = ("the paper does not name its three Fashion-MNIST classes, and the score depends on them (ours hold T-shirt/top against Pullover)"
+                  if name == "fashion-mnist" else None)
+    results.claim(f"c1-straight-{name}", f"straight 3-class network, {data[name].name} test accuracy", 0.998, values(name, STRAIGHT3),
+                  AtLeast(0.998, tolerance=0.002), needs=Scale.PAPER, untestable=untestable)
 display(Markdown(claims_markdown(results.claims)))
 
 # %% [markdown]
-# ### At the paper's scale
+# ### At larger scales
 #
-# The full profile (`chapters/profiles/01_embeddings_extendable_classification.full.yaml`) is the
-# paper's setting: ResNet50V2 at 128 × 128, a 256-channel pyramid, all training and test images of
-# the four classes, lr 1e-4; it needs a GPU. When its results exist under `results/full/`, they
-# are shown here as saved, with their run card.
+# The **cpu** profile (`chapters/profiles/01_embeddings_extendable_classification.cpu.yaml`) uses
+# all training and test images of the four classes, a CPU-sized pre-activation ResNet and FPN at
+# native resolution and the paper's epochs; the **full** profile (`….full.yaml`) is the paper's
+# setting, ResNet50V2 + FPN at 128 × 128 with lr 1e-4, on a GPU. Their committed results are shown
+# here as saved, with their run cards; each executed notebook is in
+# `results/<profile>/01_embeddings_extendable_classification/`.
 
 # %%
-if profile != "full":
-    show_full_profile(results_root, results.chapter,
-                      ["table2_accuracy", "time_to_add_a_class", *(f"search_grid_{n}" for n in datasets), "tsne_before_after"])
+stronger = show_stronger_profiles(results_root, results.chapter, profile,
+                                  ["table2_accuracy", "time_costs", "straight_confusion", *(f"search_grid_{n}" for n in datasets), "tsne_before_after"])
 
 # %% [markdown]
 # ### Sanity checks
-# A broken pipeline fails here (and therefore in CI), whatever the verdicts above.
+# A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
+# well above chance (a third with three classes, a quarter with four) and below what this
+# chapter's quick profile reaches.
 
 # %%
 chance3, chance4 = 1 / len(classes), 1 / (len(classes) + 1)
 for name in datasets:
-    assert mean_ci(values(name, STRAIGHT3)).mean > chance3 + 0.3, f"{name}: the straight classifier did not learn"
-    assert mean_ci(values(name, on_embeddings(KNN, MODEL3))).mean > chance3 + 0.3, f"{name}: the embeddings carry no class"
-    assert mean_ci(values(name, on_embeddings(KNN, MODEL4))).mean > chance4 + 0.3, f"{name}: the extended embeddings carry no class"
+    assert mean_ci(values(name, STRAIGHT3)).mean > chance3 + 0.4, f"{name}: the straight classifier did not learn"
+    assert mean_ci(values(name, on_embeddings(KNN, MODEL3))).mean > chance3 + 0.4, f"{name}: the embeddings carry no class"
+    assert mean_ci(values(name, on_embeddings(KNN, MODEL4))).mean > chance4 + 0.4, f"{name}: the extended embeddings carry no class"
     assert all(r.head_reports[MODEL4].losses[-1] < r.head_reports[MODEL4].losses[0] for (n, _), r in runs.items() if n == name), "further training did not lower the loss"
     assert all(0 <= v <= 1 for s in seeds for v in runs[(name, s)].search.values())
+    assert all(r.seconds[EQ5_KERAS.name] > r.seconds[EQ4.name] for (n, _), r in runs.items() if n == name), "Eq. 5 contains Eq. 4: it cannot cost less"
 results.save(
     device=torch_device, data=[data[n].provenance for n in datasets],
     initialisation="random (He normal for convolutions, PyTorch defaults elsewhere), seeded per run; no pretrained weights",
     extra={"trainings": sum(r.trainings for r in runs.values()), "trainings_resumed_from_checkpoints": sum(r.resumed for r in runs.values()),
-           "straight_classifier_images_per_s": round(float(images_per_s), 1)},
+           "straight_classifier_images_per_s": round(float(images_per_s), 1), "clock": clock_name},
 )
 print(f"results written to {results.dir}")
 
 # %% [markdown]
 # ## Recap
 #
-# - The procedure runs as the paper describes it: a straight classifier, its frozen trunk under a
-#   64-d embedding layer trained with cosine triplets, classic classifiers on the embeddings, and a
-#   4th class added by training the same layer further. The scorecard above says which numbers we
-#   reproduce, at this profile's scale.
-# - The time comparison is measured, not argued: the table and bar chart show each route's
-#   seconds on this run's device, and the estimate without the feature cache shows how much of
-#   the embedding route's advantage comes from never running the frozen trunk twice.
-# - The extended FAISS index answers queries for the new class without being rebuilt; the
-#   precision@k table shows what that costs against an index rebuilt from the further-trained
-#   generator.
-#
+# What this run found (every number from the run above; the claims table says which its scale can
+# test):
+
+# %%
+verdicts = {c["id"]: c["verdict"] for c in results.claims}
+recap = ["- **The procedure runs as the paper describes it**: a straight classifier, its frozen trunk under a 64-d embedding layer "
+         "trained with cosine triplets, classic classifiers on the embeddings, and a 4th class added by training the same layer further."]
+for n in datasets:
+    recap.append(f"- **{data[n].name}**: the straight network reaches {percent_ci(values(n, STRAIGHT3), 2)} on three classes; "
+                 f"kNN on the extended embeddings scores {points_ci(extension[n])} against a new 4-class network "
+                 f"(verdict: {verdicts[f'c1-extension-{n}']}); adding the class took a new network {short_ci(ratio(n, EQ6, EQ7_KERAS), 2)}× the "
+                 f"embedding route's time as Keras trains (verdict: {verdicts[f'c1-time-extend-{n}']}).")
+recap.append("- **The extended FAISS index** answers queries for the new class without being rebuilt; the precision@k table sets it "
+             "against an index rebuilt from the generator trained further.")
+display(Markdown("\n".join(recap)))
+
+# %% [markdown]
 # **Deviations from the paper**
 #
 # - Table 2's values are not in the paper's text as the book has it; the extension claim is
-#   judged against the paper's words, with a 5-point threshold that is ours.
+#   judged against the paper's words, with a 5-point threshold that is ours, and against a new
+#   4-class network rather than against the 3-class task.
 # - The quick profile uses a small pre-activation ResNet at 28 × 28 with a 16-channel pyramid,
-#   300 training images per class and lr 1e-3; the full profile is the paper's setting.
+#   a subset of images per class and lr 1e-3; the cpu profile all images; the full profile is the
+#   paper's setting.
 # - The backbone is pre-activation (v2) like Keras' ResNet50V2, with the stride in the first block
 #   of a stage as He et al. place it (Keras puts it in the last). The paper does not say whether
 #   the backbone started from ImageNet weights; here it starts from random weights.
 # - The straight classifier's dense layers, the batch size, the margin `m` and the plateau
 #   schedule are not given in the paper; the parameters cell states our choices.
-# - Eq. (3)'s sign and the stopping rule: see the note at the top.
+# - Eq. (3)'s sign and the stopping rule: see the note at the top. Times are the machine's part of
+#   Eqs. (4)–(7) only, on the clock named above.
 #
 # **Exercises**
 #
-# 1. Choose a harder pair: `classes = [0, 2, 4]` (T-shirt, pullover, coat) and `added_class = 6`
-#    (shirt) on Fashion-MNIST. Which route to four classes suffers most?
+# 1. Choose another triple: `classes = [1, 5, 8]` (Trouser, Sandal, Bag) and `added_class = 9`
+#    (Ankle boot) on Fashion-MNIST. Does the straight network get nearer the paper's 0.998?
 # 2. Set `margin = 0.0`. What happens to the triplet loss, the stopping epoch and Table 2?
 # 3. The embedding route's advantage depends on never running the frozen trunk twice. Where, in
 #    the time table, would the balance tip if the trunk were fine-tuned too?

@@ -15,7 +15,7 @@
 # %% [markdown]
 # # Chapter 2 — Self-organizing class embeddings against cross-entropy
 #
-# **Paper.** J. Pisoni, *Decoupling Features and Classes with Self-Organizing Class Embeddings*
+# **Paper.** R. Pisoni, *Decoupling Features and Classes with Self-Organizing Class Embeddings*
 # (2023 blog paper; `shared/papers/2-self-organizing-class-embeddings.txt`).
 #
 # **The claim.** A softmax classifier learns one output per class, as if every class were its own
@@ -37,35 +37,37 @@
 # ```
 #
 # The paper trains a ResNet-18 ("an unoptimized training") on CIFAR-10 and CIFAR-100 with
-# cross-entropy (CE) and with SOC heads of 1 to 200 features, and reports that SOC is **about as good as
-# cross-entropy on CIFAR-10, a bit worse on CIFAR-100, and close to the original performance with
-# a fraction of the features** (3 features on CIFAR-10: 86.47% against 86.90%). It also claims,
+# cross-entropy (CE) and with SOC heads of 1 to 200 features, and says that **on average SOC is
+# about as good as cross-entropy on CIFAR-10, a bit worse on CIFAR-100, and very close to the
+# original performance with a fraction of the features** (3 features on CIFAR-10: 86.47% against
+# 86.90%); that **even one feature for ten classes gives a non-trivial accuracy** (71.80%); and,
 # without showing it, that **a new class can be added with the image model frozen**, by learning
-# only the new class's mean, and it criticises embedding methods for having **no measure of
+# only the new class's mean. It also criticises embedding methods for having **no measure of
 # certainty**.
 #
 # **What this chapter shows.** Both tables and both accuracy-against-features plots redrawn over
-# several seeds; the paper's 1-, 2- and 3-feature pictures (points, class Gaussians, decision
-# regions); and what the paper leaves open: a class added to a frozen model, against retraining
-# everything, and whether SOC's log-density tells an image of an unseen class from known ones
-# better than a softmax maximum does.
+# several seeds, with a control the paper lacks: cross-entropy through a linear bottleneck of the
+# same $d$ dimensions, which separates SOC's loss from the size of its output; the paper's 1-, 2-
+# and 3-feature pictures (points, class Gaussians, decision regions); a class added to a frozen
+# model, against retraining everything; and whether SOC's log-density tells an image of an unseen
+# class from known ones better than a softmax maximum does.
 
 # %% tags=["parameters"]
-profile = "quick"  # "quick" = these defaults (CPU, about 3 minutes); "full" = chapters/profiles/02_self_organizing_class_embeddings.full.yaml
+profile = "quick"  # "quick" = these defaults (CPU, about 3 minutes); "cpu" and "full": chapters/profiles/02_self_organizing_class_embeddings.<profile>.yaml
 seeds = [0, 1, 2]  # one sweep per seed; numbers are means with 95% intervals
 device = "auto"  # "auto": CUDA when available, else the CPU
 results_root = "../results"  # results/<profile>/<chapter>/ receives results.json, figures/ and checkpoints/
 encoder = "small"  # "small": the book's 4-layer CNN (CPU-sized); "resnet18": the paper's ResNet-18, CIFAR variant
 width = 16  # the small encoder's first width (ignored by resnet18)
-n_train = 2500  # training images, a stratified seeded subset (paper: all 50,000)
-n_test = 1500  # test images, a stratified seeded subset (paper: all 10,000)
-cifar10_features = [1, 2, 3, 10]  # SOC feature dimensions on CIFAR-10 (paper: 1, 2, 3, 4, 5, 10, 15, 20, 25, 30)
+n_train = 2000  # training images, a stratified seeded subset (paper: all 50,000)
+n_test = 1000  # test images, a stratified seeded subset (paper: all 10,000)
+cifar10_features = [1, 2, 10]  # feature dimensions on CIFAR-10, for SOC and the bottleneck (paper: 1, 2, 3, 4, 5, 10, 15, 20, 25, 30)
 cifar100_features = [1, 10, 25]  # ... on CIFAR-100 (paper: 1, 5, 10, 25, 50, 75, 100, 125, 150, 200); [] skips CIFAR-100
 epochs = 5  # training epochs of every model (paper: not given)
 batch_size = 128  # images per step (paper: not given)
 optimiser = "adam"  # "adam", "nadam" or "sgd" (Nesterov momentum 0.9); paper: not given
 lr = 0.01  # peak learning rate of the one-cycle schedule
-weight_decay = 0.0  # L2 penalty of the optimiser
+weight_decay = 0.0  # L2 penalty of the optimiser (never on SOC's class means)
 means_lr_scale = 10.0  # the class means learn this many times faster than the rest (1 = the paper's single rate)
 held_out_class = 7  # beyond the paper: the class left out of training and added later (7 = horse)
 ood_features = 10  # ... feature dimension of that experiment's SOC model (one of cifar10_features)
@@ -84,12 +86,13 @@ from tqdm import tqdm
 
 from lib import soc_experiment as experiment
 from lib.data import DataUnavailable
-from lib.evaluation import mean_ci, short_ci
+from lib.evaluation import compared, converged, mean_ci, percent_ci, points_ci, short_ci
 from lib.models import FeatureClassifier, FeatureClassifierConfig
 from lib.plotting import band, feature_space_1d, feature_space_2d, feature_space_3d, image_grid
-from lib.reporting import AtLeast, Between, ChapterResults, claims_markdown, show_full_profile
-from lib.soc_experiment import CE, MEAN_OF_POINTS, TRAINED_MEAN, soc
+from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
+from lib.soc_experiment import CE, CE_SOFTMAX, LOG_DENSITY, MEAN_OF_POINTS, SOC_SOFTMAX, TRAINED_MEAN, bottleneck, soc
 from lib.training import pick_device
+from lib.verdicts import AtLeast, Between, Scale
 
 settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, encoder=encoder, width=width, n_train=n_train,
@@ -99,7 +102,7 @@ settings = experiment.make_settings(
 )
 torch_device = pick_device(device)
 results = ChapterResults("02_self_organizing_class_embeddings", settings, experiment)
-print(f"profile {profile}, seeds {seeds}, device {torch_device}, encoder {encoder}")
+print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, encoder {encoder}")
 
 # %% [markdown]
 # ## The data
@@ -108,15 +111,14 @@ print(f"profile {profile}, seeds {seeds}, device {torch_device}, encoder {encode
 # 10,000 for testing. The loader takes torchvision's official files when a data root has them (or
 # downloads them when online); otherwise it takes the book's offline copy, in which every image was
 # re-encoded as a JPEG of quality 75. That copy is **lossy**: fine texture and colour edges are
-# slightly smeared, which costs a classifier a little accuracy against the official files, so
-# numbers from it are a lower bound for the paper's setting. The run card records which files were
-# read, with their checksums. CIFAR-100 (100 classes, same sizes) has no offline copy: when it
-# cannot be found or downloaded, its claims are marked *not run*, never filled from other data.
+# slightly smeared, which costs a classifier a little accuracy against the official files. The run
+# card records which files were read, with their checksums. CIFAR-100 (100 classes, same sizes) is
+# used when it can be found or downloaded; otherwise its claims are marked *not run*, never filled
+# from other data.
 #
 # Every seed draws its own stratified subsets of `n_train` training and `n_test` test images.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 data, missing = {}, {}
 for name, load in experiment.DATASETS.items():
     if name == "cifar100" and not cifar100_features:
@@ -125,7 +127,7 @@ for name, load in experiment.DATASETS.items():
     try:
         data[name] = load()
     except DataUnavailable as err:  # offline and no copy: say so, and carry on with the rest
-        missing[name] = "CIFAR-100 unavailable" if name == "cifar100" else f"{name} unavailable"
+        missing[name] = f"{name} unavailable"
         print(f"{name}: unavailable, its claims will be marked not run ({str(err).split('(')[0].strip()})")
 for name, ds in data.items():
     print(f"{ds.name}: {ds.provenance['format']}, lossy: {ds.provenance['lossy']}, "
@@ -147,41 +149,44 @@ plt.show()
 # %% [markdown]
 # ## The networks
 #
-# {py:class}`lib.models.FeatureClassifier` is one encoder with either head. The **cross-entropy**
-# model puts a linear layer with one output per class on the encoder's features. The **SOC**
-# model puts a linear projection to `d` features there (the point $z$), then
-# {py:class}`lib.soc.SOCHead`: the table of class means (the paper's `class_encoder`, an embedding
-# layer) and {py:func}`lib.soc.gaussian_log_prob`, tested against `torch.distributions`. The loss
-# is {py:func}`lib.soc.soc_loss`. A learned scale per class is an option
-# (`FeatureClassifierConfig(learn_scale=True)`); the paper found it less stable and keeps the scale
-# at 1, and so does this chapter.
+# {py:class}`lib.models.FeatureClassifier` is one encoder with one of three heads. The
+# **cross-entropy** model puts a linear layer with one output per class on the encoder's features.
+# The **bottleneck** control projects the features linearly to `d` dimensions first, then the
+# linear softmax layer: SOC's output size with cross-entropy's loss. The **SOC** model projects to
+# `d` features too (the point $z$), then {py:class}`lib.soc.SOCHead`: the table of class means
+# (the paper's `class_encoder`, an embedding layer) and {py:func}`lib.soc.gaussian_log_prob`,
+# tested against `torch.distributions`. The loss is {py:func}`lib.soc.soc_loss`. A learned scale
+# per class is an option (`FeatureClassifierConfig(learn_scale=True)`); the paper found it less
+# stable and keeps the scale at 1, and so does this chapter.
 #
-# Both heads get the same recipe ({py:func}`lib.soc_experiment.train_model`): batches augmented
-# on the training device (random crop with 4 pixels of padding and a horizontal flip,
+# All three get the same recipe ({py:func}`lib.soc_experiment.train_model`): batches augmented on
+# the training device (random crop with 4 pixels of padding and a horizontal flip,
 # {py:func}`lib.data.random_crop_flip`), a one-cycle learning rate, the same optimiser and epochs.
+# Weight decay, when the recipe has any, never applies to SOC's class means.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for head, d in (("softmax", 10), *(("soc", d) for d in cifar10_features)):
-    probe = FeatureClassifier(FeatureClassifierConfig(encoder=encoder, width=width, num_classes=10, head=head, num_features=d))
+for model in experiment.sweep_models(tuple(cifar10_features)):
+    probe = FeatureClassifier(FeatureClassifierConfig(encoder=encoder, width=width, num_classes=10, head=model.head,
+                                                      num_features=model.features or 10))
     head_params = sum(p.numel() for p in [*probe.project.parameters(), *probe.head.parameters()])
-    print(f"{'cross-entropy' if head == 'softmax' else f'SOC, {d} features':<16}: encoder {sum(p.numel() for p in probe.encoder.parameters()):,} "
-          f"parameters, head {head_params:,}")
+    print(f"{model.name:<40}: encoder {sum(p.numel() for p in probe.encoder.parameters()):,} parameters, head {head_params:,}")
 del probe
 
 # %% [markdown]
 # ## The sweep
 #
 # For every dataset and seed, {py:func}`lib.soc_experiment.run_sweep` trains the cross-entropy
-# model and one SOC model per feature dimension, and tests each on the seed's test images. Every
-# training checkpoints after each epoch: re-running the chapter after an interruption resumes.
+# model, and a bottleneck model and an SOC model per feature dimension, and tests each on the
+# seed's test images. Every training checkpoints as it goes: re-running the chapter after an
+# interruption resumes.
 
 # %%
 sweeps = {}
 dims = {"cifar10": cifar10_features, "cifar100": cifar100_features}
 for name, s in tqdm([(n, s) for n in data for s in seeds], desc="datasets x seeds"):
     train, test = splits[(name, s)]
-    sweeps[(name, s)] = experiment.run_sweep(train, test, settings.encoder, settings.recipe, dims[name], len(data[name].classes), seed=s,
+    sweeps[(name, s)] = experiment.run_sweep(train, test, settings.encoder, settings.recipe, tuple(dims[name]), len(data[name].classes), seed=s,
                                              device=torch_device, checkpoints=results.checkpoints, tag=name)
 
 
@@ -190,18 +195,48 @@ def values(name: str, model: experiment.Model) -> list[float]:
     return [sweeps[(name, s)].accuracy[model] for s in seeds]
 
 
+def minus(name: str, model: experiment.Model, reference: experiment.Model = CE) -> list[float]:
+    """Per seed: the model's accuracy minus the reference's (cross-entropy unless said)."""
+    return [a - b for a, b in zip(values(name, model), values(name, reference))]
+
+
 sweep_seconds = sum(sum(r.seconds.values()) for r in sweeps.values())
 images_per_s = float(np.mean([v for r in sweeps.values() for v in r.images_per_s.values()]))
 print(f"{sum(len(r.accuracy) for r in sweeps.values())} trainings, {sweep_seconds:.0f} s of training in all, "
       f"{images_per_s:,.0f} training images/s on average on {torch_device}")
 
 # %% [markdown]
+# ### Did the baseline converge?
+#
+# Cross-entropy's test accuracy after every epoch, per seed. The book's criterion for a converged
+# run: over the last three epochs it moves by less than half a point, for every seed. Comparisons
+# between models are judged only at the converged scale.
+
+# %%
+fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 3.2), squeeze=False)
+for ax, name in zip(axes[0], data):
+    for s in seeds:
+        curve = sweeps[(name, s)].curve
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=f"seed {s}")
+    ax.set(xlabel="epoch", ylabel="test accuracy", title=f"{data[name].name}: cross-entropy, epoch by epoch")
+    ax.legend(fontsize=8)
+fig.tight_layout()
+results.figure(fig, "convergence")
+plt.show()
+is_converged = all(converged(sweeps[(n, s)].curve) for n in data for s in seeds)
+results.converged(is_converged, "cross-entropy's test accuracy moves by less than 0.5 points over the last 3 epochs, every seed")
+moves = [max(sweeps[(n, s)].curve[-3:]) - min(sweeps[(n, s)].curve[-3:]) for n in data for s in seeds]
+display(Markdown(f"Over the last three epochs the test accuracy moved by up to {100 * max(moves):.1f} points: "
+                 f"{'converged' if is_converged else 'not converged'} by the book's criterion."))
+
+# %% [markdown]
 # ## The tables
 #
-# Test accuracy, the paper's beside ours (mean ± 95% interval over seeds), and ours minus the
-# cross-entropy model of the same seed. The paper's values come from full ResNet-18 trainings on
-# all images; in a scaled-down profile the absolute numbers cannot match, and the column to read is
-# the difference from cross-entropy.
+# Test accuracy, the paper's beside ours (mean ± 95% interval over seeds), then SOC minus
+# cross-entropy and SOC minus the bottleneck of the same size (per seed, then averaged). The
+# paper's values come from its own ResNet-18 trainings on all images, with a recipe it does not
+# give; the absolute numbers of another recipe, network or data size cannot match them, and the
+# columns to read are the differences.
 
 # %%
 PAPER = {
@@ -212,43 +247,29 @@ PAPER = {
 }
 TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
-
-def model_of(key) -> experiment.Model:
-    return CE if key == CE else soc(key)
-
-
-def minus_ce(name: str, model: experiment.Model) -> list[float]:
-    """Per seed: the model's accuracy minus cross-entropy's."""
-    return [a - b for a, b in zip(values(name, model), values(name, CE))]
-
-
 for name in PAPER:
-    n_classes = 10 if name == "cifar10" else 100
-    lines = [f"**{TITLE[name]}**", "", "| loss | features | paper | ours | ours − cross-entropy |", "|---|---|---|---|---|"]
+    lines = [f"**{TITLE[name]}**", "", "| features | paper, SOC | ours, SOC | ours, bottleneck | SOC − cross-entropy | SOC − bottleneck |", "|---|---|---|---|---|---|"]
     table = []
-    for key, paper in PAPER[name].items():
-        model = model_of(key)
-        label, features = ("cross-entropy", n_classes) if model == CE else ("SOC", key)
-        claim_id, claim = f"c2-{name}-{model.tag}", f"{TITLE[name]}, {model.name}: test accuracy"
-        if name in missing:
-            results.not_run(claim_id, claim, paper, f"not run: {missing[name]}")
-            lines.append(f"| {label} | {features} | {paper:.2%} | not run: {missing[name]} | |")
-        elif model not in sweeps[(name, seeds[0])].accuracy:
-            results.not_run(claim_id, claim, paper, "not in this profile's sweep")
-            lines.append(f"| {label} | {features} | {paper:.2%} | not in this profile's sweep | |")
-        else:
-            results.claim(claim_id, claim, paper, values(name, model), AtLeast(paper))
-            difference = "" if model == CE else short_ci(minus_ce(name, model))
-            lines.append(f"| {label} | {features} | {paper:.2%} | {short_ci(values(name, model))} | {difference} |")
-            table.append({"model": model.name, "features": features, "paper": paper, "accuracy": values(name, model)})
+    if name in missing:
+        lines.append(f"| all | | not run: {missing[name]} | | | |")
+    else:
+        ce = values(name, CE)
+        lines.append(f"| cross-entropy ({len(data[name].classes)}) | {PAPER[name][CE]:.2%} | {percent_ci(ce)} | | | |")
+        table.append({"model": CE.name, "features": len(data[name].classes), "paper": PAPER[name][CE], "accuracy": ce})
+        for d in dims[name]:
+            paper = PAPER[name].get(d)
+            lines.append(f"| {d} | {'' if paper is None else f'{paper:.2%}'} | {percent_ci(values(name, soc(d)))} | {percent_ci(values(name, bottleneck(d)))} | "
+                         f"{points_ci(minus(name, soc(d)))} | {points_ci(minus(name, soc(d), bottleneck(d)))} |")
+            table += [{"model": m.name, "features": d, "paper": paper if m.head == "soc" else None, "accuracy": values(name, m)} for m in (soc(d), bottleneck(d))]
     results.table(f"{name}_sweep", table)
     display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ### Accuracy against the number of features
 #
-# The paper's figures, redrawn: SOC's test accuracy against the feature dimension (our mean and its
-# 95% band over seeds), cross-entropy as a horizontal line, and the paper's values as crosses.
+# The paper's figures, redrawn: SOC's and the bottleneck's test accuracy against the feature
+# dimension (our mean and its 95% band over seeds), cross-entropy as a horizontal line, and the
+# paper's values as crosses.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -259,9 +280,11 @@ for ax, name in zip(axes, PAPER):
     if name in data:
         ours = sorted(dims[name])
         band(ax, ours, [[sweeps[(name, s)].accuracy[soc(d)] for d in ours] for s in seeds], "ours, SOC", color="tab:blue")
+        band(ax, ours, [[sweeps[(name, s)].accuracy[bottleneck(d)] for d in ours] for s in seeds], "ours, bottleneck", color="tab:green")
         ce = mean_ci(values(name, CE))
         ax.axhline(ce.mean, color="tab:orange", label=f"ours, cross-entropy (n={ce.n})")
-        ax.axhspan(ce.low, ce.high, color="tab:orange", alpha=0.15, linewidth=0)
+        if ce.n > 1:
+            ax.axhspan(ce.low, ce.high, color="tab:orange", alpha=0.15, linewidth=0)
     else:
         ax.text(0.5, 0.25, f"ours: not run\n({missing[name]})", transform=ax.transAxes, ha="center", va="center")
     ax.set(xscale="log", xlabel="features (log scale)", ylabel="test accuracy", ylim=(0, 1), title=TITLE[name])
@@ -273,30 +296,71 @@ plt.show()
 # %% [markdown]
 # ### The paper's summary claims
 #
-# - *"About as good as cross-entropy on CIFAR-10"*: SOC with 10 features (as many as classes)
-#   minus cross-entropy; the paper has +0.31 points. We call it reproduced when the mean difference
-#   is at least −2 points.
-# - *"A bit worse on CIFAR-100"*: SOC with 100 features minus cross-entropy; the paper has −0.44
-#   points. Reproduced when the mean difference lies between −5 and 0 points.
-# - *"Very close to the original performance with a fraction of the features"*: 3 features on
-#   CIFAR-10 (paper −0.43 points) and 25 on CIFAR-100 (paper −1.59 points); reproduced when the
-#   mean difference is at least −2 points.
+# Each is a comparison between models trained alike, so it needs converged runs of the paper's
+# data; the thresholds are ours, as the paper gives none:
+#
+# - *"On average about as good as cross-entropy"* (CIFAR-10): SOC minus cross-entropy averaged
+#   over the sweep's feature dimensions of 3 and more (the paper's own table gives the average over
+#   the same dimensions beside ours); reproduced when the interval lies within ±1 point.
+# - *"A bit worse on CIFAR-100"*: the same average on CIFAR-100, between −5 and 0 points.
+# - *"Very close to the original performance with a fraction of the features"*: SOC with 3 features
+#   on CIFAR-10 (25 on CIFAR-100) minus cross-entropy, at least −1 point.
+# - *"One feature for ten classes achieves a non-trivial accuracy"*: SOC with 1 feature on CIFAR-10,
+#   at least twice chance (20%).
 
 # %%
+def average_over_dims(name: str) -> tuple[list[float] | None, float | None, list[int]]:
+    """SOC minus cross-entropy averaged over the sweep's d >= 3, per seed, and the paper's average over the same d."""
+    used = [d for d in dims.get(name, []) if d >= 3]
+    if name in missing or not used:
+        return None, None, used
+    ours = [float(np.mean([sweeps[(name, s)].accuracy[soc(d)] - sweeps[(name, s)].accuracy[CE] for d in used])) for s in seeds]
+    known = [d for d in used if d in PAPER[name]]
+    paper = float(np.mean([PAPER[name][d] for d in known]) - PAPER[name][CE]) if known else None
+    return ours, paper, used
+
+
 summary = [
-    ("c2-cifar10-as-good", "cifar10", 10, "SOC is about as good as cross-entropy on CIFAR-10 (10 features minus cross-entropy)", +0.0031, Between(-0.02, 1.0)),
-    ("c2-cifar100-worse", "cifar100", 100, "SOC is a bit worse than cross-entropy on CIFAR-100 (100 features minus cross-entropy)", -0.0044, Between(-0.05, 0.0)),
-    ("c2-cifar10-fraction", "cifar10", 3, "close to cross-entropy with a fraction of the features (CIFAR-10, 3 features)", -0.0043, Between(-0.02, 1.0)),
-    ("c2-cifar100-fraction", "cifar100", 25, "close to cross-entropy with a fraction of the features (CIFAR-100, 25 features)", -0.0159, Between(-0.02, 1.0)),
+    ("c2-cifar10-as-good", "cifar10", "SOC is on average about as good as cross-entropy on CIFAR-10", Between(-0.01, 0.01)),
+    ("c2-cifar100-worse", "cifar100", "SOC is on average a bit worse than cross-entropy on CIFAR-100", Between(-0.05, 0.0)),
 ]
-for claim_id, name, d, claim, paper, rule in summary:
+for claim_id, name, claim, rule in summary:
+    ours, paper, used = average_over_dims(name)
     if name in missing:
-        results.not_run(claim_id, claim, paper, f"not run: {missing[name]}")
-    elif d not in dims[name]:
-        results.not_run(claim_id, claim, paper, f"not in this profile's sweep ({d} features)")
+        results.not_run(claim_id, claim, "", f"not run: {missing[name]}", needs=Scale.CONVERGED)
+    elif ours is None:
+        results.not_run(claim_id, claim, "", f"no feature dimension of 3 or more in this profile's sweep {dims[name]}", needs=Scale.CONVERGED)
     else:
-        results.claim(claim_id, claim, paper, minus_ce(name, soc(d)), rule, unit="accuracy points")
-display(Markdown(claims_markdown([c for c in results.claims if c["id"] in {s[0] for s in summary}])))
+        results.claim(claim_id, f"{claim} (mean over d = {used})", "—" if paper is None else f"{paper:+.4f}", ours, rule,
+                      needs=Scale.CONVERGED, unit="accuracy points")
+for claim_id, name, d, claim, paper, rule in (
+    ("c2-cifar10-fraction", "cifar10", 3, "close to cross-entropy with a fraction of the features (CIFAR-10, 3 features)", -0.0043, AtLeast(-0.01)),
+    ("c2-cifar100-fraction", "cifar100", 25, "close to cross-entropy with a fraction of the features (CIFAR-100, 25 features)", -0.0159, AtLeast(-0.01)),
+):
+    if name in missing:
+        results.not_run(claim_id, claim, paper, f"not run: {missing[name]}", needs=Scale.CONVERGED)
+    elif d not in dims[name]:
+        results.not_run(claim_id, claim, paper, f"not in this profile's sweep ({d} features)", needs=Scale.CONVERGED)
+    else:
+        results.claim(claim_id, claim, paper, minus(name, soc(d)), rule, needs=Scale.CONVERGED, unit="accuracy points")
+one_claim = "one feature for ten classes gives a non-trivial accuracy (CIFAR-10, at least twice chance)"
+if 1 in cifar10_features:
+    results.claim("c2-one-feature", one_claim, 0.7180, values("cifar10", soc(1)), AtLeast(0.2), needs=Scale.CONVERGED)
+else:
+    results.not_run("c2-one-feature", one_claim, 0.7180, "not in this profile's sweep (1 feature)", needs=Scale.CONVERGED)
+display(Markdown(claims_markdown(results.claims)))
+
+# %%
+findings = []
+ours10, paper10, used10 = average_over_dims("cifar10")
+if ours10 is not None:
+    findings.append(f"Averaged over d = {used10}, SOC minus cross-entropy is {points_ci(ours10)} on CIFAR-10"
+                    + (f" (the paper's own table, over the same d: {100 * paper10:+.1f} points)." if paper10 is not None else "."))
+for d in cifar10_features:
+    vs_ce, vs_bn = minus("cifar10", soc(d)), minus("cifar10", soc(d), bottleneck(d))
+    findings.append(f"With {d} feature{'s' if d > 1 else ''}: SOC is {compared(vs_ce)} cross-entropy ({points_ci(vs_ce)}) and "
+                    f"{compared(vs_bn)} the bottleneck of the same size ({points_ci(vs_bn)}).")
+display(Markdown("What this run shows, per seed and then averaged:\n\n" + "\n".join(f"- {f}" for f in findings)))
 
 # %% [markdown]
 # ## The pictures
@@ -336,11 +400,10 @@ for d, draw in ((1, feature_space_1d), (2, feature_space_2d), (3, feature_space_
 # The paper describes what to look for: confusable classes lie along "a gradient of rising
 # certainty towards one of them", distinct classes move "towards the outer rim", and the bulk holds
 # classes that share features with many others. The regulariser pushes the means apart; the images'
-# cross-entropy pulls each point towards its class. With few training steps the points stay near
-# the centre while the means spread, which is why low-dimensional SOC models need long training.
+# cross-entropy pulls each point towards its class.
 
 # %% [markdown]
-# ## Beyond the paper: a new class on a frozen image model
+# ## A new class on a frozen image model
 #
 # The paper claims that a class can be added by keeping the image model frozen and learning only
 # the new class's mean, but does not show it. Here, per seed: an SOC model with `ood_features`
@@ -365,8 +428,9 @@ def placed(how: str) -> tuple[list[float], list[float], list[float]]:
     return tuple([getattr(beyond[s].placements[how], k) for s in seeds] for k in ("added", "old", "seconds"))
 
 
+before = [beyond[s].soc9_accuracy for s in seeds]
 new_class_rows = {
-    "nine-class model, before": (None, [beyond[s].soc9_accuracy for s in seeds], None),
+    "nine-class model, before": (None, before, None),
     f"frozen, {MEAN_OF_POINTS}": placed(MEAN_OF_POINTS),
     f"frozen, {TRAINED_MEAN}": placed(TRAINED_MEAN),
     "retrained, all ten classes": (
@@ -378,17 +442,24 @@ new_class_rows = {
 lines = [f"Added class: **{cifar10.classes[held_out_class]}**, SOC with {ood_features} features, test accuracy (mean ± 95% interval over seeds)", "",
          "| model | added class | old classes | seconds to add the class |", "|---|---|---|---|"]
 for label, (added, old, secs) in new_class_rows.items():
-    lines.append(f"| {label} | {short_ci(added) if added else '—'} | {short_ci(old)} | {short_ci(secs, 2) if secs else '—'} |")
+    lines.append(f"| {label} | {percent_ci(added) if added else '—'} | {percent_ci(old)} | {short_ci(secs, 2) if secs else '—'} |")
 display(Markdown("\n".join(lines)))
 results.table("new_class_on_frozen_model", [{"model": k, "added class": a, "old classes": o, "seconds": t} for k, (a, o, t) in new_class_rows.items()])
 
-# %% [markdown]
-# The seconds of the frozen placements include the frozen encoder's pass over the training images;
-# retraining is the whole 10-class training. The mean of the new class's points is the cheapest
-# placement, but a frozen encoder was never asked to separate that class, so its points may sit
-# among the old classes' and the new mean then claims their images too. Training the mean with the
-# SOC loss weighs both sides: it moves the mean to where it wins the new class's points without
-# taking too many of the old classes'.
+added_trained, old_trained, _ = placed(TRAINED_MEAN)
+old_cost = [a - b for a, b in zip(old_trained, before)]
+results.claim("c2-new-class", "a new class can be learnt with the image model frozen (its test images won, trained mean; at least half, our threshold)",
+              "claimed, not shown", added_trained, AtLeast(0.5), needs=Scale.CONVERGED)
+results.claim("c2-new-class-old", "… without losing the old classes (their accuracy minus the nine-class model's; at most 5 points lost, our threshold)",
+              "claimed, not shown", old_cost, AtLeast(-0.05), needs=Scale.CONVERGED, unit="accuracy points")
+display(Markdown(
+    f"The seconds of the frozen placements include the frozen encoder's pass over the training images; retraining is the whole "
+    f"10-class training. In this run the trained mean wins {percent_ci(added_trained)} of the new class's test images, against "
+    f"{percent_ci(new_class_rows['retrained, all ten classes'][0])} for retraining everything, and changes the old classes' accuracy by "
+    f"{points_ci(old_cost)}; the mean of the new class's points wins {percent_ci(placed(MEAN_OF_POINTS)[0])} of them and changes the old "
+    f"classes' accuracy by {points_ci([a - b for a, b in zip(placed(MEAN_OF_POINTS)[1], before)])}. A frozen encoder was never asked to "
+    "separate the new class, so how far it can be placed apart is bounded by the features it already has."
+))
 
 # %% [markdown]
 # ## Beyond the paper: a measure of certainty
@@ -419,6 +490,14 @@ axes[0].legend(fontsize=7)
 fig.tight_layout()
 results.figure(fig, "certainty_histograms")
 plt.show()
+auroc = {k: [beyond[s].auroc[k] for s in seeds] for k in score_names}
+display(Markdown(
+    f"In this run the SOC log-density flags the unseen class with AUROC {short_ci(auroc[LOG_DENSITY])} "
+    f"({'above' if mean_ci(auroc[LOG_DENSITY]).low > 0.5 else 'not distinguishable from' if mean_ci(auroc[LOG_DENSITY]).high >= 0.5 else 'below'} chance), "
+    f"SOC's softmax maximum {short_ci(auroc[SOC_SOFTMAX])} and cross-entropy's softmax maximum {short_ci(auroc[CE_SOFTMAX])}; "
+    f"the log-density minus cross-entropy's softmax maximum: "
+    f"{short_ci([a - b for a, b in zip(auroc[LOG_DENSITY], auroc[CE_SOFTMAX])])}, {compared([a - b for a, b in zip(auroc[LOG_DENSITY], auroc[CE_SOFTMAX])])} zero."
+))
 
 # %% [markdown]
 # ## Training speed
@@ -444,30 +523,31 @@ print(f"the whole sweep: {sweep_seconds / 60:.1f} min of training")
 display(Markdown(claims_markdown(results.claims)))
 
 # %% [markdown]
-# ### At the paper's scale
+# ### At larger scales
 #
-# The full profile (`chapters/profiles/02_self_organizing_class_embeddings.full.yaml`) is the
-# paper's network with a standard strong recipe: ResNet-18 (CIFAR variant), all 50,000 training
-# and 10,000 test images, SGD with Nesterov momentum, weight decay 5e-4 and a one-cycle schedule,
-# every feature dimension of both tables, three seeds. It needs a GPU. Such a recipe reaches about
-# 93–95% on CIFAR-10 with cross-entropy, well above the paper's 86.90%, so it asks the real question:
-# does SOC's standing relative to cross-entropy survive a strong baseline? When its results exist
-# under `results/full/`, they are shown here as saved, with their run card.
+# The **cpu** profile (`chapters/profiles/02_self_organizing_class_embeddings.cpu.yaml`) trains a
+# CPU-sized encoder on all 50,000 training images to convergence and tests on all 10,000; the
+# **full** profile (`….full.yaml`) is the paper's ResNet-18 with a standard strong recipe (SGD with
+# Nesterov momentum, weight decay, one-cycle), on a GPU. Their committed results are shown here as
+# saved, with their run cards; each executed notebook, this page made from that run, is in
+# `results/<profile>/02_self_organizing_class_embeddings/`.
 
 # %%
-if profile != "full":
-    show_full_profile(results_root, results.chapter, ["accuracy_vs_features", "feature_space_2d", "feature_space_3d", "certainty_histograms"])
+stronger = show_stronger_profiles(results_root, results.chapter, profile,
+                                  ["accuracy_vs_features", "convergence", "feature_space_2d", "feature_space_3d", "certainty_histograms"])
 
 # %% [markdown]
 # ### Sanity checks
-# A broken pipeline fails here (and therefore in CI), whatever the verdicts above.
+# A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
+# well above chance (a tenth on CIFAR-10) and below what this chapter's quick profile reaches.
 
 # %%
 for name in data:
     chance = 1 / len(data[name].classes)
-    assert mean_ci(values(name, CE)).mean > chance + 0.15, f"{name}: cross-entropy did not learn"
+    assert mean_ci(values(name, CE)).mean > chance + 0.2, f"{name}: cross-entropy did not learn"
     best = max(dims[name])
     assert mean_ci(values(name, soc(best))).mean > chance + 0.15, f"{name}: SOC with {best} features did not learn"
+    assert mean_ci(values(name, bottleneck(best))).mean > chance + 0.15, f"{name}: the bottleneck with {best} features did not learn"
     assert all(r.losses[m][-1] < r.losses[m][0] for (n, _), r in sweeps.items() if n == name for m in r.losses), "a training did not lower its loss"
 assert all(beyond[s].placements[TRAINED_MEAN].added > 0.1 for s in seeds), "the trained new-class mean wins almost none of its images"
 assert all(0 <= v <= 1 for s in seeds for v in beyond[s].auroc.values())
@@ -484,26 +564,34 @@ print(f"results written to {results.dir}")
 # %% [markdown]
 # ## Recap
 #
-# - The SOC head is a few lines: a table of class means, the Gaussian log-density as logits, and
-#   the paper's two-term loss. With as many features as classes it trains like cross-entropy; with
-#   fewer, the tables and the accuracy-against-features plot show what is lost, and the pictures show
-#   how the classes arrange themselves.
-# - A class can indeed be added to a frozen SOC model by placing one vector, in a fraction of a
-#   second, and the table above shows the price against retraining: the new class is only as
-#   separable as the frozen features allow.
-# - SOC's log-density is a certainty score for free; the AUROC table says whether it beats the
-#   softmax maximum at flagging a class never seen in training.
-#
+# What this run found (every number from the run above; the claims table says which its scale can
+# test):
+
+# %%
+verdicts = {c["id"]: c["verdict"] for c in results.claims}
+recap = [
+    "- **The SOC head is a few lines**: a table of class means, the Gaussian log-density as logits, and the paper's two-term loss.",
+    f"- **Against cross-entropy** (CIFAR-10): " + " ".join(findings) + f" Verdict on \"about as good\": {verdicts['c2-cifar10-as-good']}.",
+    f"- **A class added to a frozen model** wins {percent_ci(added_trained)} of its test images with a trained mean, and the old "
+    f"classes change by {points_ci(old_cost)} (verdicts: {verdicts['c2-new-class']}, {verdicts['c2-new-class-old']}).",
+    f"- **Certainty**: SOC's log-density flags the unseen class with AUROC {short_ci(auroc[LOG_DENSITY])}, against "
+    f"{short_ci(auroc[CE_SOFTMAX])} for cross-entropy's softmax maximum.",
+    f"- **Convergence**: {'converged' if is_converged else 'not converged'} by the book's criterion (up to {100 * max(moves):.1f} points "
+    "over the last three epochs).",
+]
+display(Markdown("\n".join(recap)))
+
+# %% [markdown]
 # **Deviations from the paper**
 #
-# - The paper gives no training recipe ("an unoptimized training"). Both heads here share one:
+# - The paper gives no training recipe ("an unoptimized training"). All heads here share one:
 #   one-cycle learning rate, crop-and-flip augmentation; the quick profile uses Adam at lr 0.01, the
-#   full profile SGD with Nesterov momentum and weight decay. The class means may learn faster
-#   than the encoder (`means_lr_scale`, 10 in the quick profile, 1 in the full one): with few steps
-#   they otherwise barely move from their random start.
-# - The quick profile trains the book's small CNN (width 16) on 2,500 CIFAR-10 images for 5
-#   epochs, and tests on 1,500; its absolute accuracies are far below the paper's, and only the
-#   differences from cross-entropy are comparable.
+#   full profile SGD with Nesterov momentum and weight decay (never on the class means). The class
+#   means may learn faster than the encoder (`means_lr_scale`): with few steps they otherwise barely
+#   move from their random start.
+# - The quick profile trains the book's small CNN (width 16) on a subset of CIFAR-10 for a few
+#   epochs; it tests none of the paper's claims, and the cpu profile is the scale that can.
+# - The bottleneck control is ours: the paper compares SOC only with one output per class.
 # - The offline CIFAR-10 is a JPEG (quality 75) copy; CIFAR-100 is used when torchvision's files
 #   can be found or downloaded, and otherwise its claims are *not run*.
 # - The paper's 1-feature, 2-class figure names no classes; we take automobile and frog.

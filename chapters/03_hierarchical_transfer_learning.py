@@ -29,37 +29,38 @@
 #
 # - **ResNet-50**: each head Linear(2048 → 512) → ReLU → Dropout → Linear; class weights from
 #   scikit-learn's `compute_class_weight('balanced')`, the novel sub-class given the average weight;
-#   class-weighted cross-entropy per level (Eq. 1), the two levels summed (Eq. 2):
+#   class-weighted cross-entropy per level (Eq. 1), the two levels summed (Eq. 2); Adam; early
+#   stopping on the validation loss, the best weights kept:
 #
 # $$ L = -\frac1N\sum_{i=1}^N w_{y_i}\log\frac{e^{s_{y_i}}}{\sum_j e^{s_j}} \quad (1) \qquad\qquad L_{total} = L_{super} + L_{sub} \quad (2) $$
 #
 # - **ConvNeXt**: each head a fully connected layer with ReLU, then the output layer; unweighted
-#   cross-entropy per level (Eqs. 3–4), combined with level weights (Eq. 5, values not given; 1 and 1 here):
+#   cross-entropy per level (Eqs. 3–4), combined with level weights (Eq. 5, values not given; 1 and
+#   1 here); Adam at lr 0.001 for 20 epochs, "the learning rate adjusted if needed":
 #
 # $$ L_{total} = w_{super}\,L_{super} + w_{sub}\,L_{sub} \quad (5) $$
 #
-# Both: Adam (lr 1e-3), augmentation by resizing, random rotation, flips and colour jitter, early
-# stopping on the validation loss with patience, the best checkpoint kept.
+# Both augment with resizing, random rotations, flips and colour jitter.
 #
 # **What this chapter shows.** The paper's dataset is not public, so the book builds a stand-in
 # from Tiny-ImageNet's animal classes with the same hierarchy and an imbalance profile; both
-# families train with both recipes; per-level accuracy, precision and F1 (macro and weighted),
-# per-class F1, confusion matrices and the training curves of Figs. 1–2; ablations of the class
-# weights and of the pretraining. Beyond the paper: what the never-trained novel output does, how
-# to detect novel images while still naming their super-class, and how consistent the two heads
-# are, against a flat sub-class classifier, with hierarchical precision, recall and F1.
+# families train with the paper's recipes; per-level accuracy, precision and F1 (macro and
+# weighted), per-class F1, confusion matrices and the training curves of Figs. 1–2; ablations of
+# the class weights and of the pretraining. Beyond the paper: what the never-trained novel output
+# does, how to detect novel images while still naming their super-class, and how often the two
+# heads disagree, against a flat sub-class classifier.
 
 # %% tags=["parameters"]
-profile = "quick"  # "quick" = these defaults (CPU, about 3 minutes); "full" = chapters/profiles/03_hierarchical_transfer_learning.full.yaml
+profile = "quick"  # "quick" = these defaults (CPU, about 3 minutes); "cpu" and "full": chapters/profiles/03_hierarchical_transfer_learning.<profile>.yaml
 seeds = [0, 1, 2]  # one run of every model per seed (own data split, own initialisation of the heads)
 device = "auto"  # "auto": CUDA when available, else the CPU
 results_root = "../results"  # results/<profile>/<chapter>/ receives results.json, figures/ and checkpoints/
 resnet_backbone = "resnet_mini"  # "resnet50" (paper) or "resnet_mini" (the same family at a CPU's scale)
 convnext_backbone = "convnext_mini"  # "convnext_tiny" (paper's ConvNeXt) or "convnext_mini"
-initialisation = "auto"  # "auto": ImageNet weights when torchvision can get them, else pretrain on CIFAR-10 here; "imagenet", "cifar10", "scratch"
-pretrain_images = 5000  # CIFAR-10 training images for the pretraining (all: 50,000)
+initialisation = "auto"  # "auto": ImageNet weights when torchvision can get them, else "other-animals"; or "imagenet", "other-animals", "cifar10", "scratch"
+pretrain_images = 5000  # source images for the pretraining (other animals: 21,500 at most)
 pretrain_epochs = 3  # epochs of the pretraining
-input_size = 32  # images are resized to this (paper: not given; ImageNet models use 224)
+input_size = 32  # images are resized to this (paper: not given; Tiny-ImageNet's own: 64; ImageNet models: 224)
 unseen_subclasses = 6  # sub-classes of the "unseen" super-class, drawn from Tiny-ImageNet's 49 other animals
 novel_subclass = "Labrador retriever"  # the sub-class held out of training, in the test set only
 hierarchy_seed = 0  # draws the unseen sub-classes and which sub-classes are rare
@@ -67,10 +68,11 @@ imbalance = "long-tail"  # "none", "long-tail" (geometric) or "step" (half the s
 imbalance_ratio = 10.0  # training images of the largest sub-class over the smallest
 max_train_per_class = 200  # training + validation images of the largest sub-class (Tiny-ImageNet has 500)
 val_fraction = 0.15  # share of those held out for early stopping
-epochs = 6  # at most this many epochs ...
-patience = 2  # ... stopping after this many without a lower validation loss (paper: "early_stopping_patience")
+resnet_epochs = 6  # the ResNet trains at most this many epochs, stopping early (paper: 16 run)
+convnext_epochs = 6  # the ConvNeXt trains this many epochs (paper: 20)
+patience = 2  # epochs without a lower validation loss before the ResNet stops and the ConvNeXt's rate is cut (paper: not given)
 batch_size = 64  # images per step (paper: not given)
-lr = 0.001  # Adam's learning rate (paper, ConvNeXt: 1e-3)
+lr = 0.001  # Adam's learning rate (paper, ConvNeXt: 1e-3; ResNet: not given)
 hidden = 128  # the heads' hidden width (paper, ResNet-50: 512)
 dropout = 0.5  # the ResNet heads' dropout (paper: rate not given)
 level_weights = [1.0, 1.0]  # w_super, w_sub of Eq. (5)
@@ -84,40 +86,44 @@ channels_last = True  # NHWC memory layout
 # %%
 # NBVAL_CHECK_OUTPUT
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 from IPython.display import Markdown, display
+from matplotlib.ticker import MaxNLocator
 from tqdm import tqdm
 
 from lib import hierarchy_experiment as experiment
 from lib.data import load_tiny_imagenet_animals
-from lib.evaluation import mean_ci, short_ci
-from lib.plotting import image_grid
+from lib.evaluation import compared, mean_ci, percent_ci, points_ci, short_ci
 from lib.hierarchy_experiment import (
+    CENTROID_DISTANCE,
     CONVNEXT_PAPER,
     CONVNEXT_SCRATCH,
+    MAX_PROBABILITY,
     RESNET_FLAT,
     RESNET_NO_WEIGHTS,
     RESNET_PAPER,
     RESNET_SCRATCH,
+    SUPER,
     VARIANTS,
 )
-from lib.reporting import Above, AtLeast, ChapterResults, claims_markdown, show_full_profile
+from lib.plotting import image_grid
+from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
 from lib.training import pick_device
+from lib.verdicts import AtLeast, Above, Scale
 
 settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, resnet_backbone=resnet_backbone,
     convnext_backbone=convnext_backbone, initialisation=initialisation, pretrain_images=pretrain_images, pretrain_epochs=pretrain_epochs,
     input_size=input_size, unseen_subclasses=unseen_subclasses, novel_subclass=novel_subclass, hierarchy_seed=hierarchy_seed,
     imbalance=imbalance, imbalance_ratio=imbalance_ratio, max_train_per_class=max_train_per_class, val_fraction=val_fraction,
-    epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, hidden=hidden, dropout=dropout, level_weights=level_weights,
-    rotation=rotation, jitter=jitter, augment_groups=augment_groups, keep_known=keep_known, amp=amp, channels_last=channels_last,
+    resnet_epochs=resnet_epochs, convnext_epochs=convnext_epochs, patience=patience, batch_size=batch_size, lr=lr, hidden=hidden,
+    dropout=dropout, level_weights=level_weights, rotation=rotation, jitter=jitter, augment_groups=augment_groups, keep_known=keep_known,
+    amp=amp, channels_last=channels_last,
 )
 torch_device = pick_device(device)
 results = ChapterResults("03_hierarchical_transfer_learning", settings, experiment)
-SUPER = experiment.SUPER
-print(f"profile {profile}, seeds {seeds}, device {torch_device}, backbones {resnet_backbone} and {convnext_backbone}")
+print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, backbones {resnet_backbone} and {convnext_backbone}")
 
 # %% [markdown]
 # ## The data: a stand-in for the paper's Flickr set
@@ -126,11 +132,12 @@ print(f"profile {profile}, seeds {seeds}, device {torch_device}, backbones {resn
 # each with 500 training and 50 validation images; WordNet places 4 of them under *bird* and 6
 # under *dog*. The stand-in takes those 10 and `unseen_subclasses` of the other 49 animals as the
 # *unseen* super-class, holds `novel_subclass` out of training, and thins the training
-# sub-classes to the imbalance profile. The test set is Tiny-ImageNet's validation images of all
-# sub-classes, 50 each: balanced, unlike training, which is the paper's "difference in class
-# distribution between the training and test sets", and it contains the novel sub-class.
-# With 500 + 50 images for each of 16 sub-classes, no imbalance gives the paper's 8,800 images;
-# an imbalance profile keeps fewer.
+# sub-classes to the imbalance profile. There are two test sets, both from Tiny-ImageNet's
+# validation images: **all of them** (50 per sub-class, the novel one included: balanced, unlike
+# training, the paper's "difference in class distribution between the training and test sets"),
+# and **a subset with the training's imbalance** (known sub-classes only), on which a model that
+# learnt the training's class frequencies is not penalised for it. With 500 + 50 images for each of
+# 16 sub-classes, no imbalance gives the paper's 8,800 images; an imbalance profile keeps fewer.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -143,10 +150,10 @@ splits = {s: experiment.make_splits(tiny, hierarchy, settings.data, seed=s) for 
 for k, sup in enumerate(SUPER):
     print(f"{sup}: {[n for n, j in zip(hierarchy.sub_names, hierarchy.sub_to_super.tolist()) if j == k]}")
 print(f"novel sub-class (test only): {hierarchy.sub_names[hierarchy.novel]!r} under {SUPER[int(hierarchy.sub_to_super[hierarchy.novel])]!r}")
-print("images (train / validation / test): " + ", ".join(f"{len(s.labels):,}" for s in splits[seeds[0]]) + f", resized to {input_size} px")
+print("images (train / validation / test / test as trained): " + ", ".join(f"{len(s.labels):,}" for s in splits[seeds[0]]) + f", resized to {input_size} px")
 
 # %%
-counts = experiment.counts_table(tiny, hierarchy, splits[seeds[0]])
+counts = experiment.counts_table(hierarchy, splits[seeds[0]])
 results.table("counts_per_subclass", counts)
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 1]})
 x = np.arange(len(counts))
@@ -156,8 +163,8 @@ ax.bar(x + 0.2, [c["test"] for c in counts], 0.4, color=colours, alpha=0.45, hat
 ax.set_xticks(x, [c["sub-class"] for c in counts], rotation=60, ha="right", fontsize=8)
 ax.set(ylabel="images", title=f"images per sub-class (seed {seeds[0]}; colour = super-class, hatched = test)")
 ax.legend()
-train_share = experiment.super_counts(splits[seeds[0]][0].labels, hierarchy) / len(splits[seeds[0]][0].labels)
-test_share = experiment.super_counts(splits[seeds[0]][2].labels, hierarchy) / len(splits[seeds[0]][2].labels)
+train_share = experiment.super_counts(splits[seeds[0]].train.labels, hierarchy) / len(splits[seeds[0]].train.labels)
+test_share = experiment.super_counts(splits[seeds[0]].test.labels, hierarchy) / len(splits[seeds[0]].test.labels)
 bx.bar(np.arange(3) - 0.2, train_share, 0.4, label="train")
 bx.bar(np.arange(3) + 0.2, test_share, 0.4, label="test")
 bx.set_xticks(range(3), SUPER)
@@ -168,14 +175,14 @@ results.figure(fig, "dataset_counts")
 plt.show()
 
 # %%
-train0 = splits[seeds[0]][0]
+train0 = splits[seeds[0]].train
 for k, sup in enumerate(SUPER):
     subs = [j for j in range(len(hierarchy.sub_names)) if int(hierarchy.sub_to_super[j]) == k and j != hierarchy.novel]
     rows = torch.cat([torch.nonzero(train0.labels == j).flatten()[:6] for j in subs])
     image_grid(train0.images[rows], [hierarchy.sub_names[int(j)][:14] for j in train0.labels[rows]], ncols=12, scale=0.9,
                title=f"super-class {sup!r}: training images of its sub-classes (at {input_size} px)")
     plt.show()
-novel_test = splits[seeds[0]][2]
+novel_test = splits[seeds[0]].test
 rows = torch.nonzero(novel_test.labels == hierarchy.novel).flatten()[:12]
 image_grid(novel_test.images[rows], ncols=12, scale=0.9, title=f"the novel sub-class, test only: {hierarchy.sub_names[hierarchy.novel]}")
 plt.show()
@@ -184,31 +191,34 @@ plt.show()
 # ## The networks and their initialisation
 #
 # {py:class}`lib.models.hierarchical.HierarchicalNet`: torchvision's ResNet-50 or ConvNeXt-Tiny,
-# their classifier removed, and the two heads above; the quick profile's `resnet_mini` and
-# `convnext_mini` are the same families at a CPU's scale (torchvision's `Bottleneck` and
-# `ConvNeXt` classes, one block per stage, a quarter of the widths). The paper starts from ImageNet
-# weights. `initialisation="auto"` asks torchvision for them (`weights="DEFAULT"`, downloaded when
-# online); when they cannot be had, or the backbone has none, each backbone is **pretrained here
-# on CIFAR-10**, a source with no image of the test set, and every model says which it used. The
-# models "from scratch" are the same networks with torchvision's random initialisation: the
-# difference is what transfer buys.
+# their classifier removed, and the two heads above; `resnet_mini` and `convnext_mini` are the same
+# families at a CPU's scale (torchvision's `Bottleneck` and `ConvNeXt` classes, one block per
+# stage, a quarter of the widths). The paper starts from ImageNet weights.
+# `initialisation="auto"` asks torchvision for them (`weights="DEFAULT"`, downloaded when online);
+# when they cannot be had, or the backbone has none, each backbone is **pretrained here on the
+# Tiny-ImageNet animals the stand-in does not use**: a source that shares no image and no class
+# with the test set, so the novel sub-class is new to the backbone too. The models "from scratch"
+# are the same networks with torchvision's random initialisation: the difference is what transfer
+# buys.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 init = {}
 for family in ("ResNet", "ConvNeXt"):
-    init[family] = experiment.initialise(family, settings, torch_device, results.checkpoints)
-    print(f"{family} ({settings.networks.backbone(family)}): {init[family][2]}")
+    init[family] = experiment.initialise(family, settings, tiny, hierarchy, torch_device, results.checkpoints)
+    print(f"{family} ({settings.networks.backbone(family)}): {init[family].description.split(', final loss')[0]}")
+    print(f"  did the pretraining see the novel sub-class? {init[family].novel_seen}")
 
 # %% [markdown]
 # ## Training every model
 #
 # Per seed, {py:func}`lib.hierarchy_experiment.run_seed` trains the paper's two models and the
-# ablations ({py:data}`lib.hierarchy_experiment.VARIANTS`), each with
-# {py:func}`lib.hierarchy_experiment.fit_two_heads`: Adam, batches augmented on the training device
+# ablations ({py:data}`lib.hierarchy_experiment.VARIANTS`), each with its family's recipe
+# ({py:func}`lib.hierarchy_experiment.fit_two_heads`): Adam, batches augmented on the training device
 # with torchvision's v2 transforms (flip, rotation, colour jitter), the validation loss after every
-# epoch, early stopping with `patience`, the best epoch's weights kept; checkpointed after every
-# epoch, so an interrupted run resumes.
+# epoch; the ResNets stop early and keep their best epoch, the ConvNeXts train `convnext_epochs`
+# epochs with the rate cut on a plateau of the validation loss and keep their last epoch.
+# Checkpointed as they go, so an interrupted run resumes.
 
 # %%
 variants = list(VARIANTS)
@@ -219,38 +229,47 @@ for s in tqdm(seeds, desc="seeds"):
     runs[s] = experiment.run_seed(tiny, hierarchy, settings, init, variants, seed=s, device=torch_device, checkpoints=results.checkpoints)
 
 
+def fit(variant: experiment.Variant, seed: int):
+    return runs[seed][variant][0]
+
+
+def test(variant: experiment.Variant, seed: int) -> experiment.TestResult:
+    return runs[seed][variant][1]
+
+
 def metric(variant: experiment.Variant, level: str, key: str) -> list[float]:
-    """One test value per seed."""
-    return [runs[s][variant]["test"][level][key] for s in seeds]
+    """One test value per seed: ``level`` is "super", "sub" or "sub_as_trained"."""
+    return [getattr(test(variant, s), level)[key] for s in seeds]
 
 
 def value(variant: experiment.Variant, key: str) -> list[float]:
-    return [runs[s][variant]["test"][key] for s in seeds]
+    return [getattr(test(variant, s), key) for s in seeds]
 
 
-images_per_s = {v: float(np.mean([runs[s][v]["fit"].images_per_s for s in seeds])) for v in variants}
+images_per_s = {v: float(np.mean([fit(v, s).images_per_s for s in seeds])) for v in variants}
 print(f"{len(variants) * len(seeds)} trainings; training images/s on {torch_device}: " + ", ".join(f"{v.family} {images_per_s[v]:,.0f}" for v in variants[:2]))
 
 # %% [markdown]
 # ## Figs. 1–2: training and validation curves
 #
 # Seed 0: the loss and the accuracy of each level per epoch, on the training images (augmented,
-# in training mode) and the validation images; the marker is the epoch whose weights are kept.
+# in training mode) and the validation images; the dotted line is the epoch whose weights are kept.
 
 # %%
 PAPER_MODELS = [RESNET_PAPER, CONVNEXT_PAPER]
 fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex="col")
 for col, v in enumerate(PAPER_MODELS):
-    fit = runs[seeds[0]][v]["fit"]
-    epochs_run = range(1, len(fit.history["train loss"]) + 1)
+    history = fit(v, seeds[0]).history
+    epochs_run = range(1, len(history["train loss"]) + 1)
     for split, style in (("train", "-"), ("validation", "--")):
-        axes[0, col].plot(epochs_run, fit.history[f"{split} loss"], style, marker="o", markersize=3, label=f"{split} loss")
+        axes[0, col].plot(epochs_run, history[f"{split} loss"], style, marker="o", markersize=3, label=f"{split} loss")
         for level, colour in (("super-class", "tab:blue"), ("sub-class", "tab:orange")):
-            axes[1, col].plot(epochs_run, fit.history[f"{split} {level} accuracy"], style, color=colour, marker="o", markersize=3, label=f"{split}, {level}")
+            axes[1, col].plot(epochs_run, history[f"{split} {level} accuracy"], style, color=colour, marker="o", markersize=3, label=f"{split}, {level}")
     for ax in axes[:, col]:
-        ax.axvline(fit.best_epoch, color="grey", linestyle=":", linewidth=1)
+        ax.axvline(fit(v, seeds[0]).best_epoch, color="grey", linestyle=":", linewidth=1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0, col].set(title=f"Fig. {col + 1}: {v.family} ({'early stop' if len(epochs_run) < epochs else 'all epochs'}, best epoch {fit.best_epoch})", ylabel="loss")
+    rule = settings.recipe(v.family).stopping
+    axes[0, col].set(title=f"Fig. {col + 1}: {v.family} ({rule} stopping, {len(epochs_run)} epochs, weights of epoch {fit(v, seeds[0]).best_epoch})", ylabel="loss")
     axes[1, col].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     axes[0, col].legend(fontsize=8)
     axes[1, col].legend(fontsize=7)
@@ -263,37 +282,62 @@ plt.show()
 #
 # The paper reports one F1 per level and does not say how it averages over classes. We report
 # both: *macro* (every class counts equally) and *weighted* (classes weighted by their number of
-# test images). We read the paper's numbers as **weighted** F1, the average scikit-learn-based
-# multi-class reports most often use; the paper gives no detail that settles it. On our balanced
-# test set the two differ little at the super-class level; at the sub-class level the novel
-# sub-class, which the paper's design never predicts, weighs as much as any other in both. The
-# claims use
-# weighted F1; the macro values are beside them. The test set includes the novel sub-class, so a
-# model that never predicts it loses that class's F1.
+# test images), and read the paper's numbers as weighted F1, the average scikit-learn-based
+# multi-class reports most often use; the paper gives no detail that settles it. The balanced
+# test set includes the novel sub-class, so a model that never predicts it loses that class's F1.
 
 # %%
 PAPER_F1 = {(RESNET_PAPER, "super"): 0.9339, (RESNET_PAPER, "sub"): 0.3821, (CONVNEXT_PAPER, "super"): 0.9592, (CONVNEXT_PAPER, "sub"): 0.7785}
-lines = ["| model | level | paper F1 | F1 (weighted) | F1 (macro) | accuracy | precision (weighted) | precision (macro) |", "|---" * 8 + "|"]
+KEYS = ("F1 (weighted)", "F1 (macro)", "accuracy", "precision (weighted)", "precision (macro)")
+lines = ["| model | level | paper F1 | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
 for v in variants:
     for level in ("super", "sub"):
         paper = PAPER_F1.get((v, level))
-        lines.append(f"| {v.name} | {level}-class | {paper if paper else ''} | {short_ci(metric(v, level, 'F1 (weighted)'))} | {short_ci(metric(v, level, 'F1 (macro)'))} | "
-                     f"{short_ci(metric(v, level, 'accuracy'))} | {short_ci(metric(v, level, 'precision (weighted)'))} | {short_ci(metric(v, level, 'precision (macro)'))} |")
+        lines.append(f"| {v.name} | {level}-class | {paper if paper else ''} | " + " | ".join(short_ci(metric(v, level, k)) for k in KEYS) + " |")
 display(Markdown("\n".join(lines)))
-results.table("f1_per_level", [{"model": v.name, "level": level, **{k: metric(v, level, k) for k in ("F1 (weighted)", "F1 (macro)", "accuracy", "precision (weighted)", "precision (macro)")}}
-                               for v in variants for level in ("super", "sub")])
-for (v, level), paper in PAPER_F1.items():
-    family = v.family
-    results.claim(f"c3-{family.lower()}-{level}", f"{family}: {level}-class F1 (weighted) on the test set", paper, metric(v, level, "F1 (weighted)"), AtLeast(paper))
+results.table("f1_per_level", [{"model": v.name, "level": level, **{k: metric(v, level, k) for k in KEYS}} for v in variants for level in ("super", "sub")])
+
+# %% [markdown]
+# ### The paper's claims
+#
+# - The four F1 values are absolute scores on the paper's own Flickr data, which is not public;
+#   no run of this book can test them, and the scorecard says so while showing our stand-in's.
+# - *"ConvNeXt is markedly better on sub-classes"* compares two specific ImageNet-pretrained
+#   networks; it needs the paper's scale (ResNet-50 and ConvNeXt-Tiny): our mini backbones are the
+#   same families, not the same networks. "Markedly" is ours to define: at least 5 points of F1.
+# - *"Class weights handle the imbalance"*: the ResNet with class weights minus the same ResNet
+#   without, sub-class macro F1 over the known sub-classes, on both test sets. On the balanced one
+#   the weights also correct the shift in class frequencies between training and test (a prior
+#   shift), which favours them almost by construction; the test set with the training's imbalance
+#   has no such shift and asks whether they help the rare sub-classes without hurting the others.
 
 # %%
-sub_gap = [a - b for a, b in zip(metric(PAPER_MODELS[1], "sub", "F1 (weighted)"), metric(PAPER_MODELS[0], "sub", "F1 (weighted)"))]
-results.claim("c3-convnext-better-sub", "ConvNeXt is markedly better on sub-classes (ConvNeXt minus ResNet sub-class F1)", round(0.7785 - 0.3821, 4),
-              sub_gap, Above(0.05), unit="F1")
-weights_help = [a - b for a, b in zip(metric(RESNET_PAPER, "sub", "F1 (macro)"), metric(RESNET_NO_WEIGHTS, "sub", "F1 (macro)"))]
-results.claim("c3-class-weights-help", "class weights help with the imbalance (ResNet, sub-class macro F1, with minus without)", "> 0",
-              weights_help, Above(0.0), unit="F1")
+stand_in = "the paper's Flickr dataset is not public; the stand-in's absolute scores cannot test it"
+for (v, level), paper in PAPER_F1.items():
+    results.claim(f"c3-{v.family.lower()}-{level}", f"{v.family}: {level}-class F1 (weighted) on the test set", paper,
+                  metric(v, level, "F1 (weighted)"), AtLeast(paper, tolerance=0.02), needs=Scale.PAPER, untestable=stand_in)
+sub_gap = [a - b for a, b in zip(metric(CONVNEXT_PAPER, "sub", "F1 (weighted)"), metric(RESNET_PAPER, "sub", "F1 (weighted)"))]
+results.claim("c3-convnext-better-sub", "ConvNeXt is markedly better on sub-classes (ConvNeXt minus ResNet sub-class F1, at least 0.05)",
+              round(0.7785 - 0.3821, 4), sub_gap, Above(0.05), needs=Scale.PAPER, unit="F1")
+
+
+def known_macro_f1(variant: experiment.Variant, level: str) -> list[float]:
+    """Sub-class macro F1 over the known sub-classes (the novel one excluded), per seed."""
+    return [float(np.mean(getattr(test(variant, s), level)["per-class F1"][: hierarchy.novel])) for s in seeds]
+
+
+weights_help = [a - b for a, b in zip(known_macro_f1(RESNET_PAPER, "sub"), known_macro_f1(RESNET_NO_WEIGHTS, "sub"))]
+weights_help_as_trained = [a - b for a, b in zip(known_macro_f1(RESNET_PAPER, "sub_as_trained"), known_macro_f1(RESNET_NO_WEIGHTS, "sub_as_trained"))]
+results.claim("c3-class-weights-help", "class weights help with the imbalance (ResNet, known sub-classes' macro F1, with minus without; balanced test set)",
+              "> 0", weights_help, Above(0.0), needs=Scale.CONVERGED, unit="F1")
+results.claim("c3-class-weights-help-as-trained", "… on a test set with the training's imbalance (no prior shift)",
+              "> 0", weights_help_as_trained, Above(0.0), needs=Scale.CONVERGED, unit="F1")
 display(Markdown(claims_markdown(results.claims)))
+display(Markdown(
+    f"In this run, class weights change the ResNet's known sub-classes' macro F1 by {short_ci(weights_help)} on the balanced test set "
+    f"({compared(weights_help)} zero) and by {short_ci(weights_help_as_trained)} on the test set with the training's imbalance "
+    f"({compared(weights_help_as_trained)} zero). ConvNeXt minus ResNet, sub-class weighted F1: {short_ci(sub_gap)}."
+))
 
 # %% [markdown]
 # ### Per-class F1 and confusion matrices
@@ -308,7 +352,7 @@ fig, ax = plt.subplots(figsize=(12, 3.8))
 x = np.arange(len(hierarchy.sub_names))
 width = 0.8 / 3
 for j, v in enumerate([RESNET_PAPER, RESNET_NO_WEIGHTS, CONVNEXT_PAPER]):
-    f1s = np.mean([runs[s][v]["test"]["sub"]["per-class F1"] for s in seeds], axis=0)
+    f1s = np.mean([test(v, s).sub["per-class F1"] for s in seeds], axis=0)
     ax.bar(x + (j - 1) * width, f1s, width, label=v.name)
 ax.set_xticks(x, [f"{n} ({c['train']})" for n, c in zip(hierarchy.sub_names, counts)], rotation=60, ha="right", fontsize=8)
 ax.set(ylabel=f"F1 (mean of {len(seeds)} seeds)", title="sub-class F1; in brackets: training images (seed 0)", ylim=(0, 1))
@@ -320,7 +364,7 @@ plt.show()
 fig, axes = plt.subplots(2, 2, figsize=(12, 10), gridspec_kw={"width_ratios": [1, 3.2], "height_ratios": [1, 1]})
 for row, v in enumerate(PAPER_MODELS):
     for ax, level, names in ((axes[row, 0], "super", SUPER), (axes[row, 1], "sub", hierarchy.sub_names)):
-        cm = np.array(runs[seeds[0]][v]["test"][level]["confusion"])
+        cm = np.array(getattr(test(v, seeds[0]), level)["confusion"])
         ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(names)), [n[:12] for n in names], rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), [n[:12] for n in names], fontsize=7)
@@ -333,15 +377,17 @@ plt.show()
 # ## What transfer buys
 #
 # The same models from torchvision's random initialisation, against the run's initialisation
-# (named above), weighted F1 on the test set.
+# (named above), weighted F1 on the balanced test set.
 
 # %%
 if initialisation != "scratch":
-    lines = ["| family | level | " + f"{init['ResNet'][2].split(' (')[0]} | from scratch | difference |", "|---|---|---|---|---|"]
+    lines = ["| family | level | pretrained | from scratch | difference |", "|---|---|---|---|---|"]
+    transfer = {}
     for family, pre, scratch in (("ResNet", RESNET_PAPER, RESNET_SCRATCH), ("ConvNeXt", CONVNEXT_PAPER, CONVNEXT_SCRATCH)):
         for level in ("super", "sub"):
-            diff = [a - b for a, b in zip(metric(pre, level, "F1 (weighted)"), metric(scratch, level, "F1 (weighted)"))]
-            lines.append(f"| {family} | {level}-class | {short_ci(metric(pre, level, 'F1 (weighted)'))} | {short_ci(metric(scratch, level, 'F1 (weighted)'))} | {short_ci(diff)} |")
+            transfer[(family, level)] = [a - b for a, b in zip(metric(pre, level, "F1 (weighted)"), metric(scratch, level, "F1 (weighted)"))]
+            lines.append(f"| {family} | {level}-class | {short_ci(metric(pre, level, 'F1 (weighted)'))} | {short_ci(metric(scratch, level, 'F1 (weighted)'))} | "
+                         f"{short_ci(transfer[(family, level)])} ({compared(transfer[(family, level)])} zero) |")
     display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -354,58 +400,68 @@ if initialisation != "scratch":
 # detectors flag them: one minus the largest sub-class probability, and the distance of the
 # image's backbone features to the nearest training sub-class centroid. AUROC over the test set
 # (novel against known images), and the share flagged at a threshold that keeps `keep_known` of
-# the known validation images.
+# the known validation images. Whether the pretraining had seen the novel sub-class is said above.
 
 # %%
-detectors = list(runs[seeds[0]][PAPER_MODELS[0]]["test"]["novelty AUROC"])
+detectors = [MAX_PROBABILITY, CENTROID_DISTANCE]
 lines = ["| model | novel output fires | super-class accuracy, novel images | super-class accuracy, known images | " + " | ".join(f"AUROC: {d}" for d in detectors)
          + " | " + " | ".join(f"flagged, novel / known: {d}" for d in detectors) + " |", "|---" * (4 + 2 * len(detectors)) + "|"]
 for v in variants:
-    lines.append(f"| {v.name} | {short_ci(value(v, 'novel predicted as the novel slot'))} | {short_ci(value(v, 'novel: super-class accuracy'))} | "
-                 f"{short_ci(value(v, 'known: super-class accuracy'))} | "
-                 + " | ".join(short_ci([runs[s][v]["test"]["novelty AUROC"][d] for s in seeds]) for d in detectors) + " | "
-                 + " | ".join(f"{np.mean([runs[s][v]['test']['novel flagged'][d] for s in seeds]):.2f} / {np.mean([runs[s][v]['test']['known flagged'][d] for s in seeds]):.2f}" for d in detectors) + " |")
+    lines.append(f"| {v.name} | {short_ci(value(v, 'novel_fires'))} | {short_ci(value(v, 'novel_super_accuracy'))} | {short_ci(value(v, 'known_super_accuracy'))} | "
+                 + " | ".join(short_ci([test(v, s).auroc[d] for s in seeds]) for d in detectors) + " | "
+                 + " | ".join(f"{np.mean([test(v, s).novel_flagged[d] for s in seeds]):.2f} / {np.mean([test(v, s).known_flagged[d] for s in seeds]):.2f}" for d in detectors) + " |")
 display(Markdown("\n".join(lines)))
-results.table("novel_subclass", [{"model": v.name, "novel output fires": value(v, "novel predicted as the novel slot"),
-                                  "super-class accuracy on novel images": value(v, "novel: super-class accuracy"),
-                                  **{f"AUROC: {d}": [runs[s][v]["test"]["novelty AUROC"][d] for s in seeds] for d in detectors}} for v in variants])
+results.table("novel_subclass", [{"model": v.name, "novel output fires": value(v, "novel_fires"), "super-class accuracy on novel images": value(v, "novel_super_accuracy"),
+                                  **{f"AUROC: {d}": [test(v, s).auroc[d] for s in seeds] for d in detectors}} for v in variants])
 
 fig, axes = plt.subplots(1, len(PAPER_MODELS), figsize=(11, 3.2))
 for ax, v in zip(axes, PAPER_MODELS):
-    predicted = np.sum([runs[s][v]["test"]["novel: predicted sub-classes"] for s in seeds], axis=0)
+    predicted = np.sum([test(v, s).novel_predicted for s in seeds], axis=0)
     ax.bar(range(len(predicted)), predicted / predicted.sum(), color=[plt.get_cmap("tab10")(int(j)) for j in hierarchy.sub_to_super])
     ax.set_xticks(range(len(predicted)), [n[:12] for n in hierarchy.sub_names], rotation=70, ha="right", fontsize=7)
     ax.set(title=f"{v.family}: what the novel {hierarchy.sub_names[hierarchy.novel]!r} images are called", ylabel="share (all seeds)")
 fig.tight_layout()
 results.figure(fig, "novel_predictions")
 plt.show()
+display(Markdown(
+    f"In this run the paper's ResNet gives the novel images the novel output {percent_ci(value(RESNET_PAPER, 'novel_fires'))} of the time and "
+    f"names their super-class right {percent_ci(value(RESNET_PAPER, 'novel_super_accuracy'))} of the time (known images: "
+    f"{percent_ci(value(RESNET_PAPER, 'known_super_accuracy'))}); its detectors' AUROC: "
+    + ", ".join(f"{d} {short_ci([test(RESNET_PAPER, s).auroc[d] for s in seeds])}" for d in detectors) + "."
+))
 
 # %% [markdown]
 # ## Beyond the paper: do the two heads agree?
 #
 # The two heads are trained side by side but never told about each other, so a model can call an
-# image a *bird* and a *Chihuahua* at once. The inconsistency is the share of test images whose
-# predicted sub-class lies under another super-class than the predicted one. Hierarchical
-# precision, recall and F1 (`hiclass.metrics`, after Kiritchenko et al.) score each image's
-# predicted path [super-class, sub-class] against the true one, giving partial credit for a right
-# super-class. The reference is a flat sub-class classifier (same backbone, one head), whose
-# super-class is read off its sub-class: consistent by construction.
+# image a *bird* and a *Chihuahua* at once. Three numbers per model: the **inconsistency** (the
+# share of test images whose predicted sub-class lies under another super-class than the predicted
+# one), the **path accuracy** (super-class and sub-class both right) and the **near misses** (of the
+# wrong sub-classes, the share that at least lie under the true super-class: a wrong breed rather
+# than a bird for a dog). The reference is a flat sub-class classifier (same backbone, one head),
+# whose super-class is read off its sub-class: consistent by construction.
 
 # %%
-keys = ["inconsistency", "hierarchical precision", "hierarchical recall", "hierarchical F1"]
-lines = ["| model | " + " | ".join(keys) + " | super-class F1 (weighted) | sub-class F1 (weighted) |", "|---" * (3 + len(keys)) + "|"]
+keys = ["inconsistency", "path_accuracy", "near_misses"]
+lines = ["| model | inconsistency | path accuracy | near misses | super-class F1 (weighted) | sub-class F1 (weighted) |", "|---" * 6 + "|"]
 for v in variants:
     lines.append(f"| {v.name} | " + " | ".join(short_ci(value(v, k)) for k in keys) + f" | {short_ci(metric(v, 'super', 'F1 (weighted)'))} | {short_ci(metric(v, 'sub', 'F1 (weighted)'))} |")
 display(Markdown("\n".join(lines)))
 results.table("hierarchical_consistency", [{"model": v.name, **{k: value(v, k) for k in keys}} for v in variants])
+flat_vs_two = [a - b for a, b in zip(value(RESNET_FLAT, "path_accuracy"), value(RESNET_PAPER, "path_accuracy"))]
+display(Markdown(
+    f"In this run the paper's two heads disagree on {percent_ci(value(RESNET_PAPER, 'inconsistency'))} of the test images (ResNet) and "
+    f"{percent_ci(value(CONVNEXT_PAPER, 'inconsistency'))} (ConvNeXt); the flat classifier's path accuracy minus the two-headed ResNet's: "
+    f"{points_ci(flat_vs_two)} ({compared(flat_vs_two)} zero)."
+))
 
 # %% [markdown]
 # ## Training speed
 
 # %%
-lines = [f"| model | training images/s on {torch_device} | seconds of training | epochs run | best epoch |", "|---|---|---|---|---|"]
+lines = [f"| model | training images/s on {torch_device} | seconds of training | epochs run | weights of epoch |", "|---|---|---|---|---|"]
 for v in variants:
-    fits = [runs[s][v]["fit"] for s in seeds]
+    fits = [fit(v, s) for s in seeds]
     lines.append(f"| {v.name} | {images_per_s[v]:,.0f} | {short_ci([f.seconds for f in fits], 1)} | {np.mean([len(f.history['train loss']) for f in fits]):.1f} | {np.mean([f.best_epoch for f in fits]):.1f} |")
 display(Markdown("\n".join(lines)))
 
@@ -416,60 +472,85 @@ display(Markdown("\n".join(lines)))
 display(Markdown(claims_markdown(results.claims)))
 
 # %% [markdown]
-# ### At the paper's scale
+# ### At larger scales
 #
-# The full profile (`chapters/profiles/03_hierarchical_transfer_learning.full.yaml`) trains
-# torchvision's ResNet-50 and ConvNeXt-Tiny at 224 × 224 with the paper's heads (hidden width 512),
-# all 500 + 50 images of the largest sub-classes, pretraining on all of CIFAR-10 when ImageNet
-# weights are out of reach, and early stopping over up to 30 epochs, on a GPU. When its results
-# exist under `results/full/`, they are shown here as saved, with their run card.
+# The **cpu** profile (`chapters/profiles/03_hierarchical_transfer_learning.cpu.yaml`) uses the
+# whole stand-in at Tiny-ImageNet's own 64 px, CPU-sized members of both families, pretrained on
+# the other Tiny-ImageNet animals against from scratch; the **full** profile (`….full.yaml`)
+# trains torchvision's ResNet-50 and ConvNeXt-Tiny at 224 × 224 with the paper's heads, on a GPU.
+# Their committed results are shown here as saved, with their run cards; each executed notebook is
+# in `results/<profile>/03_hierarchical_transfer_learning/`.
 
 # %%
-if profile != "full":
-    show_full_profile(results_root, results.chapter, ["training_curves", "per_class_f1", "confusion_matrices", "novel_predictions"])
+stronger = show_stronger_profiles(results_root, results.chapter, profile, ["training_curves", "per_class_f1", "confusion_matrices", "novel_predictions"])
 
 # %% [markdown]
 # ### Sanity checks
-# A broken pipeline fails here (and therefore in CI), whatever the verdicts above.
+# A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
+# well above what a model that ignores the image reaches (always the most frequent super-class of
+# the balanced test set: 37.5%; a sixteenth of the sub-classes) and below what this chapter's
+# quick profile reaches.
 
 # %%
+majority = experiment.super_counts(splits[seeds[0]].test.labels, hierarchy).max() / len(splits[seeds[0]].test.labels)
+for v in (RESNET_PAPER, CONVNEXT_PAPER):
+    assert mean_ci(metric(v, "super", "accuracy")).mean > majority + 0.075, f"{v.name}: the super-class head did not learn"
+    assert mean_ci(metric(v, "sub", "accuracy")).mean > 2 / len(hierarchy.sub_names), f"{v.name}: the sub-class head did not learn"
 for v in variants:
-    assert mean_ci(metric(v, "super", "accuracy")).mean > 1 / 3 + 0.05, f"{v.name}: the super-class head did not learn"
-    assert mean_ci(metric(v, "sub", "accuracy")).mean > 1 / len(hierarchy.sub_names) + 0.05, f"{v.name}: the sub-class head did not learn"
-    assert all(runs[s][v]["fit"].best_epoch >= 1 for s in seeds)
-assert all(value(RESNET_FLAT, "inconsistency")[i] == 0 for i in range(len(seeds))), "a flat model is consistent by construction"
-assert all(0 <= a <= 1 for v in variants for s in seeds for a in runs[s][v]["test"]["novelty AUROC"].values())
+    assert all(fit(v, s).best_epoch >= 1 for s in seeds)
+assert all(i == 0 for i in value(RESNET_FLAT, "inconsistency")), "a flat model is consistent by construction"
+assert all(0 <= a <= 1 for v in variants for s in seeds for a in test(v, s).auroc.values())
 results.save(
     device=torch_device, data=[tiny.provenance],
-    initialisation="; ".join(f"{family}: {init[family][2]}" for family in init) + "; ablations from scratch: torchvision's random initialisation",
-    extra={"trainings": len(variants) * len(seeds), "trainings_resumed_from_checkpoints": sum(runs[s][v]["fit"].resumed for s in seeds for v in variants),
-           "training_images_per_s": {v.name: round(x, 1) for v, x in images_per_s.items()}, "hierarchy": hierarchy.sub_names},
+    initialisation="; ".join(f"{family}: {init[family].description}" for family in init) + "; ablations from scratch: torchvision's random initialisation",
+    extra={"trainings": len(variants) * len(seeds), "trainings_resumed_from_checkpoints": sum(fit(v, s).resumed for s in seeds for v in variants),
+           "training_images_per_s": {v.name: round(x, 1) for v, x in images_per_s.items()}, "hierarchy": hierarchy.sub_names,
+           "novel_seen_by_pretraining": {family: init[family].novel_seen for family in init}},
 )
 print(f"results written to {results.dir}")
 
 # %% [markdown]
 # ## Recap
 #
-# - The paper's two recipes run as described, on a public stand-in with the same hierarchy, and
-#   the scorecard above sets our F1 beside the paper's. The "ConvNeXt is markedly better on
-#   sub-classes" and "class weights help" claims are tested as differences over seeds.
-# - The novel-sub-class output of the paper's design never fires: it has no positive example.
-#   The detectors table shows how far a confidence threshold or a distance in feature space gets
-#   at flagging novel images, and the super-class head mostly still names their super-class.
-# - Two heads trained side by side can contradict each other; the consistency table counts how
-#   often, and the flat classifier shows what reading the super-class off the sub-class costs or buys.
-#
+# What this run found (every number from the run above; the claims table says which its scale can
+# test):
+
+# %%
+verdicts = {c["id"]: c["verdict"] for c in results.claims}
+recap = [
+    "- **The paper's two recipes run as described** on a public stand-in with the same hierarchy: the ResNet with class "
+    "weights and early stopping, the ConvNeXt for a fixed number of epochs with its rate cut on a plateau.",
+    f"- **F1**: ResNet super-class {short_ci(metric(RESNET_PAPER, 'super', 'F1 (weighted)'))}, sub-class {short_ci(metric(RESNET_PAPER, 'sub', 'F1 (weighted)'))}; "
+    f"ConvNeXt {short_ci(metric(CONVNEXT_PAPER, 'super', 'F1 (weighted)'))} and {short_ci(metric(CONVNEXT_PAPER, 'sub', 'F1 (weighted)'))} "
+    "(the paper's own data being private, these test none of its four numbers).",
+    f"- **Class weights**: {short_ci(weights_help)} macro F1 on the balanced test set ({verdicts['c3-class-weights-help']}), "
+    f"{short_ci(weights_help_as_trained)} on the test set with the training's imbalance ({verdicts['c3-class-weights-help-as-trained']}).",
+    f"- **The novel output never learns to fire** ({percent_ci(value(RESNET_PAPER, 'novel_fires'))} of the novel images), as expected with no "
+    f"positive example; the super-class head names {percent_ci(value(RESNET_PAPER, 'novel_super_accuracy'))} of them right.",
+    f"- **The two heads disagree** on {percent_ci(value(RESNET_PAPER, 'inconsistency'))} of the test images (ResNet).",
+]
+if initialisation != "scratch":
+    recap.append(f"- **Transfer** changes the ResNet's sub-class F1 by {short_ci(transfer[('ResNet', 'sub')])} and the ConvNeXt's by "
+                 f"{short_ci(transfer[('ConvNeXt', 'sub')])}, against training from scratch.")
+display(Markdown("\n".join(recap)))
+
+# %% [markdown]
 # **Deviations from the paper**
 #
 # - The Flickr dataset is not public: Tiny-ImageNet's animals stand in (64 × 64 images, 16
 #   sub-classes). The imbalance profile, the sub-class choice and the held-out sub-class are
 #   parameters; the paper does not list its sub-classes or their counts.
 # - ImageNet weights are used when torchvision can load them; otherwise each backbone is pretrained
-#   here on CIFAR-10 (run card). The quick profile's backbones are the same families scaled down,
-#   at 32 px, with few images and epochs: its absolute scores are far below the paper's.
+#   here on the Tiny-ImageNet animals the stand-in does not use (run card). The quick profile's
+#   backbones are the same families scaled down, at 32 px, with few images and epochs.
+# - The ConvNeXt's "adjusted" learning rate is read as a tenfold cut after `patience` epochs without
+#   a lower validation loss, and its last weights are kept (the paper says nothing of keeping the
+#   best for it); the ResNet's stopping patience and learning rate are not given.
 # - Not given in the paper and chosen here: input size, batch size, dropout rate, the ConvNeXt
-#   heads' hidden width, Eq. (5)'s level weights (1 and 1), the patience.
-# - The weighted F1 reading of the paper's numbers is ours (see above).
+#   heads' hidden width, Eq. (5)'s level weights (1 and 1).
+# - The weighted F1 reading of the paper's numbers is ours (see above). The paper's hierarchical
+#   claims are judged on known sub-classes; the second test set, with the training's imbalance, is
+#   ours.
 #
 # **Exercises**
 #

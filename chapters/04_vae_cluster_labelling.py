@@ -32,22 +32,25 @@
 # $$ L = \underbrace{-\sum_{ij}\big(x_{ij}\ln\hat x_{ij} + (1-x_{ij})\ln(1-\hat x_{ij})\big) + \beta\,\mathrm{KL}\big(q(z\mid x)\,\|\,\mathcal N(0, I)\big)}_{L_{VAE},\ (1)} \;-\; \gamma \sum_n w_n\, y_n \ln \hat y_n \qquad (3)$$
 #
 # with β = 5 and γ = 150. The paper reports **75% test accuracy after 5 epochs, labelling only
-# 10–16 images an epoch**, and a **6–10 point gain in "reconstruction accuracy"** from the
-# classification term.
+# 10–16 images an epoch**, a **6–10 point gain in "reconstruction accuracy"** from the
+# classification term, and reconstruction accuracy that grows with `z_dim` up to 10 and **little
+# beyond it** (its Fig. 5).
 #
 # **What this chapter shows.** The method run end to end, every figure of the paper redrawn with
-# the mean and 95% interval over seeds, each claim judged in the scorecard, and three questions
-# the paper leaves open: is labelling cluster centres better than labelling the same number of
-# random images? Does the VAE matter, or would k-means on raw pixels do? How does accuracy grow with
-# the number of labels spent?
+# the mean and 95% interval over seeds, each claim judged at the scale that can test it, and three
+# questions the paper leaves open: is labelling cluster centres better than labelling the same
+# number of random images, given as much supervision? Does the VAE matter, or would k-means on raw
+# pixels do? How does accuracy grow with the number of labels spent?
 #
 # ```{note}
-# **The annotator is simulated.** The paper's annotator is a person looking at decoded centres. Here
-# it is a small CNN trained on MNIST images that the VAE never sees (a disjoint, stratified part of
-# the training set). It is shown only the decoded centre image, never the labels of the cluster's
-# members; its label is its arg-max and its confidence `p_c` its softmax maximum. Every image it is
-# shown is counted as a label spent. The same annotator judges "reconstruction accuracy": the share
-# of reconstructed validation images it recognises as their true digit.
+# **The annotator is simulated, and a separate judge grades the reconstructions.** The paper's
+# annotator is a person looking at decoded centres. Here it is a small CNN trained on MNIST images
+# that the VAE never sees (a disjoint, stratified part of the training set). It is shown only the
+# decoded centre image, never the labels of the cluster's members; its label is its arg-max and its
+# confidence `p_c` its softmax maximum. Every image it is shown is counted as a label spent.
+# "Reconstruction accuracy" (the share of reconstructed validation images recognised as their true
+# digit) is judged by a *second* CNN trained on yet other images, so the network whose labels shaped
+# the VAE never grades its reconstructions.
 # ```
 
 # %% tags=["parameters"]
@@ -55,12 +58,13 @@ profile = "quick"  # "quick" = these defaults (CPU, minutes); "full" = chapters/
 seeds = [0, 1, 2]  # one training per seed and setting; every number is a mean with its 95% interval
 device = "auto"  # "auto": CUDA when available, else the CPU
 results_root = "../results"  # results/<profile>/<chapter>/ receives results.json, figures/ and checkpoints/
-split_seed = 0  # seed of the stratified annotator / validation / training split
+split_seed = 0  # seed of the stratified annotator / judge / validation / training split
 n_train = 8000  # VAE training images, labels unused (paper §3.1: 59,872)
-n_val = 128  # validation images for reconstruction accuracy (paper §3.2: 128)
+n_val = 1000  # validation images for reconstruction accuracy (paper §3.2: 128)
 n_annotator = 5000  # images the simulated annotator learns from, never seen by the VAE
+n_judge = 5000  # images the judge of reconstructions learns from, seen by neither
 n_test = 2000  # MNIST test images used for test accuracy, a stratified subset (paper: all 10,000)
-annotator_epochs = 2  # epochs of the annotator's training
+annotator_epochs = 2  # epochs of the annotator's (and the judge's) training
 z_dim = 10  # latent dimension of the semi-supervised model (paper §4: 10)
 hidden = [512, 128, 32]  # encoder widths, decoder mirrored (paper §4: third layer 32; the others are not given)
 beta = 5.0  # KL weight in Eq. (1) (paper §3.3: 5)
@@ -74,7 +78,7 @@ k_max = 20  # largest k the elbow method considers
 elbow_sample = 2000  # latents used to choose k; the final k-means uses all
 valid_confidence = 0.5  # below this confidence a decoded centre is "not a valid digit"
 a = 1.0  # distance decay of Eq. (2), per unit of latent distance (not given in the paper)
-z_dims = [2, 10]  # Fig. 5: latent dimensions swept with gamma = 0
+z_dims = [2, 10]  # latent dimensions swept with gamma = 0, the paper's Fig. 5 (full: [2, 5, 10, 20])
 budget_ks = []  # beyond the paper: clusters per round forced to these k, for accuracy against labels spent (full: [40])
 
 # %%
@@ -91,35 +95,29 @@ from tqdm import tqdm
 from lib import vae_experiment as experiment
 from lib.cluster_labelling import train_labelling_vae
 from lib.data import load_mnist
-from lib.evaluation import mean_ci, short_ci
+from lib.evaluation import compared, mean_ci, percent_ci, points_ci, short_ci
 from lib.plotting import band, image_grid, paper_line
-from lib.reporting import (
-    Above,
-    AtLeast,
-    Between,
-    ChapterResults,
-    claims_markdown,
-    show_full_profile,
-)
+from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
 from lib.training import Checkpoint, pick_device
-from lib.vae_experiment import CLUSTER_CENTRES, PIXEL_KMEANS, RANDOM_IMAGES
+from lib.vae_experiment import CLUSTER_CENTRES, LABELS_ALONE, PIXEL_KMEANS, RANDOM_IMAGES
+from lib.verdicts import AtLeast, Above, Between, Scale
 
 settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, split_seed=split_seed, n_train=n_train,
-    n_val=n_val, n_annotator=n_annotator, n_test=n_test, annotator_epochs=annotator_epochs, z_dim=z_dim, hidden=hidden, beta=beta,
-    gamma=gamma, epochs=epochs, unsupervised_epochs=unsupervised_epochs, lr=lr, batch_size=batch_size, k_min=k_min,
+    n_val=n_val, n_annotator=n_annotator, n_judge=n_judge, n_test=n_test, annotator_epochs=annotator_epochs, z_dim=z_dim, hidden=hidden,
+    beta=beta, gamma=gamma, epochs=epochs, unsupervised_epochs=unsupervised_epochs, lr=lr, batch_size=batch_size, k_min=k_min,
     k_max=k_max, elbow_sample=elbow_sample, valid_confidence=valid_confidence, a=a, z_dims=z_dims, budget_ks=budget_ks,
 )
 torch_device = pick_device(device)
 results = ChapterResults("04_vae_cluster_labelling", settings, experiment)
-print(f"profile {profile}, seeds {seeds}, device {torch_device}")
+print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}")
 
 # %% [markdown]
 # ## The data
 #
 # MNIST's 60,000 training images are cut, stratified by digit, into the annotator's images, the
-# paper's 128 validation images and the VAE's training images. The VAE never sees a training label;
-# they are used only to report how many propagated labels are right ("label purity").
+# judge's images, the validation images and the VAE's training images. The VAE never sees a
+# training label; they are used only to report how many propagated labels are right ("label purity").
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -128,7 +126,7 @@ splits = experiment.make_splits(mnist, settings.data)
 print(f"{mnist.name}: {mnist.provenance['format']}, lossy: {mnist.provenance['lossy']}")
 for path, digest in sorted(mnist.provenance["files"].items()):
     print(f"  {path.split('/')[-1]}: {digest[:23]}…")
-for name in ("annotator", "val", "train", "test"):
+for name in ("annotator", "judge", "val", "train", "test"):
     split = getattr(splits, name)
     counts = torch.bincount(split.labels, minlength=10).tolist()
     print(f"{name:>9}: {len(split.labels):6d} images, per digit {counts}")
@@ -138,15 +136,19 @@ fig = image_grid(splits.train.images[:40], ncols=20, title="VAE training images 
 plt.show()
 
 # %% [markdown]
-# ## The simulated annotator
+# ## The simulated annotator and the judge
 
 # %%
-annotator, annotator_test_accuracy = experiment.train_annotator(
-    splits, settings.annotator, seed=split_seed, device=torch_device,
+annotator, annotator_accuracy = experiment.train_annotator(
+    splits.annotator, splits.test, settings.annotator, seed=split_seed, device=torch_device,
     checkpoint=Checkpoint(results.checkpoints, "annotator", settings.data, settings.annotator),
 )
-print(f"annotator: accuracy {annotator_test_accuracy:.3f} on {len(splits.test.labels):,} MNIST test images")
-assert annotator_test_accuracy > 0.9, "the simulated annotator must read real digits reliably"
+judge, judge_accuracy = experiment.train_annotator(
+    splits.judge, splits.test, settings.annotator, seed=split_seed + 1, device=torch_device,
+    checkpoint=Checkpoint(results.checkpoints, "judge", settings.data, settings.annotator), desc="judge",
+)
+print(f"annotator: accuracy {annotator_accuracy:.3f}, judge: accuracy {judge_accuracy:.3f}, on {len(splits.test.labels):,} MNIST test images")
+assert annotator_accuracy > 0.9 and judge_accuracy > 0.9, "the annotator and the judge must read real digits reliably"
 
 # %% [markdown]
 # ## The method
@@ -154,7 +156,7 @@ assert annotator_test_accuracy > 0.9, "the simulated annotator must read real di
 # One training run is {py:func}`lib.cluster_labelling.train_labelling_vae`: Eq. (1) alone for the
 # first epoch, then after every epoch {py:func}`lib.cluster_labelling.label_clusters` (elbow,
 # k-means, decoded centres to the annotator, second-level split, Eq. (2) propagation) and Eq. (3)
-# for the next epoch. Every run checkpoints after each epoch: re-running the chapter after an
+# for the next epoch. Every run checkpoints as it goes: re-running the chapter after an
 # interruption resumes.
 #
 # We train the paper's two settings for every seed: **γ = 150** (labels from cluster centres) and
@@ -162,10 +164,10 @@ assert annotator_test_accuracy > 0.9, "the simulated annotator must read real di
 
 # %%
 def run(tag: str, seed: int, keep_centres=(), **changes):
-    """One training of the VAE; ``changes`` override the chapter's settings."""
+    """One training of the VAE; ``changes`` override the method's settings."""
     config = replace(settings.method, **changes)
     return train_labelling_vae(
-        config, splits.train, splits.val, splits.test, annotator, seed=seed, device=torch_device,
+        config, splits.train, splits.val, splits.test, annotator, judge, seed=seed, device=torch_device,
         checkpoint=Checkpoint(results.checkpoints, f"{tag}-seed{seed}", settings.data, settings.annotator, config, seed),
         keep_centres=keep_centres,
     )
@@ -183,10 +185,8 @@ print(f"trained {len(semi) + len(plain)} VAEs in {time.time() - started:.0f} s")
 #
 # Each title is the annotator's label and confidence; `L2` marks a second-level centre, `✗` a centre
 # below the validity threshold (its cluster is split again or left unlabelled). How readable the
-# first centres are depends on how far the VAE has come in one epoch: with β = 5 it starts close to
-# posterior collapse (a KL of about one nat, every centre the same blurred mean digit) and needs a
-# few thousand steps to spread its latents. The quick profile's first epoch has a few hundred; the
-# paper's (and the full profile's) has 1,559.
+# first centres are depends on how far the VAE has come in one epoch: with β = 5 it can stay close
+# to posterior collapse, every centre then the same blurred mean digit, until its KL term grows.
 
 # %%
 def show_centres(epoch: int, seed: int):
@@ -202,6 +202,11 @@ def show_centres(epoch: int, seed: int):
 
 show_centres(1, seeds[0])
 show_centres(epochs, seeds[0])
+kl1 = mean_ci([semi[s]["history"][0]["kl"] for s in seeds])
+valid1 = mean_ci([float(semi[s]["centres"][1]["centre_confidence"].ge(valid_confidence).float().mean()) for s in seeds])
+display(Markdown(f"In this run the KL term after the first epoch is {kl1.mean:.2f} nats (mean over seeds), and "
+                 f"{100 * valid1.mean:.0f}% of the first round's centres are readable digits; the first epoch has "
+                 f"{-(-n_train // batch_size):,} steps (the paper's, 1,871)."))
 
 # %% [markdown]
 # ## Labels spent, and how good the propagated labels are
@@ -215,11 +220,17 @@ for s in seeds:
 results.table("labelling_rounds", rows)
 labels_per_round = [np.mean([r["labels_given"] for r in rows if r["seed"] == s]) for s in seeds]
 labels_spent = [semi[s]["labels_spent"] for s in seeds]
+purity = [np.mean([r["label_purity"] for r in rows if r["seed"] == s and r["label_purity"] is not None]) for s in seeds]
 display(Markdown("\n".join(
     ["| seed | epoch | k | 2nd-level centres | labels given | images labelled | label purity | used for training |", "|---|---|---|---|---|---|---|---|"]
     + [f"| {r['seed']} | {r['epoch']} | {r['k']} | {r['second_level']} | {r['labels_given']} | {r['labelled_fraction']:.0%} | {'—' if r['label_purity'] is None else format(r['label_purity'], '.0%')} | {'yes' if r['used_for_training'] else 'no (Fig. 3 only)'} |" for r in rows]
 )))
-print(f"labels per round: {mean_ci(labels_per_round)}; labels spent on training per run: {mean_ci(labels_spent)}")
+display(Markdown(
+    f"The annotator was shown {short_ci(labels_per_round, 1)} centres a round (the paper: 10–16), "
+    f"{short_ci(labels_spent, 0)} in all for the rounds that train the next epoch. Their labels reach every "
+    f"image of a readable cluster, and {percent_ci(purity)} of the propagated labels are right (label purity), "
+    "which bounds what the softmax head can learn from them."
+))
 
 # %% [markdown]
 # ## Test accuracy per epoch (the paper's Fig. 4)
@@ -235,14 +246,14 @@ ax.legend()
 results.figure(fig, "fig4_test_accuracy")
 plt.show()
 final_accuracy = [c[-1] for c in test_curves]
-print(f"test accuracy after {epochs} epochs: {mean_ci(final_accuracy)} on {len(splits.test.labels):,} test images")
-for e in epoch_axis:
-    kl = mean_ci([semi[s]["history"][e - 1]["kl"] for s in seeds])
-    rec = mean_ci([semi[s]["history"][e - 1]["reconstruction_loss"] for s in seeds])
-    print(f"  epoch {e}: reconstruction term {rec.mean:6.1f}, KL {kl.mean:4.2f} nats (means over seeds)")
+display(Markdown(f"Test accuracy after {epochs} epochs: **{percent_ci(final_accuracy)}** on {len(splits.test.labels):,} test images "
+                 f"(the paper: 75%)."))
 
 # %% [markdown]
 # ## Reconstruction accuracy against `z_dim` (Fig. 5) and with vs without the classification loss (Fig. 6)
+#
+# Both judged by the judge on the validation images; how many images, and so how fine a difference
+# they resolve, is printed under the figure.
 
 # %%
 fig, (ax5, ax6) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -259,37 +270,54 @@ ax6.legend()
 results.figure(fig, "fig5_fig6_reconstruction_accuracy")
 plt.show()
 recon_gain = [a[-1] - b[-1] for a, b in zip(recon_semi, recon_plain)]
-print(f"reconstruction accuracy after {epochs} epochs: with {mean_ci([r[-1] for r in recon_semi])}, "
-      f"without {mean_ci([r[-1] for r in recon_plain])}, gain {mean_ci(recon_gain)}")
+resolution = 1.96 * np.sqrt(2 * 0.25 / n_val)  # the widest 95% half-width of a difference of two accuracies on n_val images
+display(Markdown(
+    f"Reconstruction accuracy after {epochs} epochs, on {n_val:,} validation images (a difference of two accuracies on them "
+    f"is resolved to within about ±{100 * resolution:.1f} points): with the classification loss {percent_ci([r[-1] for r in recon_semi])}, "
+    f"without {percent_ci([r[-1] for r in recon_plain])}; the difference is {points_ci(recon_gain)} (the paper: +6 to +10), "
+    f"{compared(recon_gain)} zero across seeds."
+))
 
 # %% [markdown]
-# ## Beyond the paper
+# ## Beyond the paper: would random images do as well?
 #
-# 1. **Random images instead of cluster centres.** The same annotator labels as many *randomly
-#    chosen training images* as the method spent on training, after the first epoch; the same
-#    network is then trained with Eq. (3) on those images only (weight = the annotator's confidence).
-# 2. **No VAE at all.** k-means on raw pixels, the same elbow, second level and annotator; a test
+# 1. **Random images, as much supervision.** The annotator labels as many *randomly chosen training
+#    images* as the method spent on training, once, after the first epoch. Eq. (3) as printed would
+#    average those few labels over whole batches of mostly unlabelled images, a tiny fraction of the
+#    supervision the method's propagated labels get; so every step adds a batch of the labelled
+#    images, each weighted by the annotator's confidence, as the method's images are weighted by theirs.
+# 2. **A classifier on the labelled images alone**: the same random images, a network with the
+#    method's classification path (encoder to `z`, softmax head) trained on them only, for as many
+#    steps as the method trains with labels.
+# 3. **No VAE at all.** k-means on raw pixels, the same elbow, second level and annotator; a test
 #    image takes the label of its nearest valid centre.
-# 3. **Accuracy against labels spent.** The number of clusters per round forced to each `budget_ks`,
-#    against the random-image baseline at the same number of labels (the quick profile has only the
-#    elbow's budget; the full profile adds k = 40, shown at the end of the chapter).
+# 4. **Accuracy against labels spent.** The number of clusters per round forced to each `budget_ks`,
+#    against random images at the same number of labels.
 
 # %%
-random_baseline = {s: run("random", s, label_source="random", random_labels=semi[s]["labels_spent"]) for s in tqdm(seeds, desc="random images")}
+random_images = {s: run("random", s, label_source="random", random_labels=semi[s]["labels_spent"]) for s in tqdm(seeds, desc="random images")}
+alone = {s: experiment.train_on_labels_alone(splits, annotator, settings.method, semi[s]["labels_spent"], seed=s, device=torch_device)
+         for s in tqdm(seeds, desc="labels alone")}
 pixel = {s: experiment.pixel_kmeans_baseline(splits, annotator, settings.method, seed=s) for s in tqdm(seeds, desc="k-means on pixels")}
 budget = {(k, s): run(f"budget{k}", s, fixed_k=k) for k in tqdm(budget_ks, desc="forced k") for s in seeds}
 budget_random = {(k, s): run(f"random{k}", s, label_source="random", random_labels=budget[(k, s)]["labels_spent"]) for k in budget_ks for s in seeds}
 
 comparison = {
     CLUSTER_CENTRES: (final_accuracy, labels_spent),
-    RANDOM_IMAGES: ([random_baseline[s]["history"][-1]["test_accuracy"] for s in seeds], labels_spent),
+    RANDOM_IMAGES: ([random_images[s]["history"][-1]["test_accuracy"] for s in seeds], labels_spent),
+    LABELS_ALONE: ([alone[s]["test_accuracy"] for s in seeds], [alone[s]["labels_given"] for s in seeds]),
     PIXEL_KMEANS: ([pixel[s]["test_accuracy"] for s in seeds], [pixel[s]["labels_given"] for s in seeds]),
 }
 results.table("baselines", [{"method": m, "test_accuracy": acc, "labels": lab} for m, (acc, lab) in comparison.items()])
 display(Markdown("\n".join(
-    ["| method | test accuracy (mean ± 95% CI) | labels spent (mean) |", "|---|---|---|"]
-    + [f"| {m} | {short_ci(acc)} | {np.mean(lab):.0f} |" for m, (acc, lab) in comparison.items()]
+    ["| method | test accuracy (mean ± 95% CI) | labels spent (mean) | minus the method, per seed |", "|---|---|---|---|"]
+    + [f"| {m} | {percent_ci(acc)} | {np.mean(lab):.0f} | {'' if m == CLUSTER_CENTRES else points_ci([x - y for x, y in zip(acc, final_accuracy)])} |"
+       for m, (acc, lab) in comparison.items()]
 )))
+findings = [f"- against {m}: the method's test accuracy is {compared([y - x for x, y in zip(comparison[m][0], final_accuracy)])} "
+            f"theirs (the method minus it: {points_ci([y - x for x, y in zip(comparison[m][0], final_accuracy)])})."
+            for m in (RANDOM_IMAGES, LABELS_ALONE, PIXEL_KMEANS)]
+display(Markdown("Cluster centres (the paper's method) against each alternative, in this run:\n\n" + "\n".join(findings)))
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -309,73 +337,98 @@ results.table("labels_spent", [{"method": n, "labels": x, "test_accuracy": y} fo
 
 # %% [markdown]
 # ## The paper's claims, judged
+#
+# Absolute numbers (75% accuracy, 10–16 labels a round, a 6–10 point gain) need the paper's
+# scale: its 5 epochs over about 50,000 images. Whether the classification loss helps at all, and
+# the shape of Fig. 5, are comparisons between models trained alike, and need converged runs of
+# the paper's setting; the quick profile's few hundred steps test none of them. A rule's "CI" is
+# our 95% interval over seeds.
 
 # %%
-results.claim("c4-accuracy", "75% test accuracy after 5 epochs", 0.75, final_accuracy, AtLeast(0.75))
-results.claim("c4-labels", "10–16 labels an epoch", "10–16", labels_per_round, Between(10, 16))
-results.claim("c4-recon-gain", "the classification loss raises reconstruction accuracy", "+0.06 to +0.10", recon_gain, Above(0.0))
-results.claim("c4-recon-gain-size", "… by 6 to 10 points", "+0.06 to +0.10", recon_gain, Between(0.06, 0.10))
-zdim_claim = f"reconstruction accuracy grows little beyond z_dim = {z_dim} (gain to the largest z_dim below 0.05)"
-if z_dim in z_dims and z_dims[-1] > z_dim:
-    beyond_z = [r[-1] - r[z_dims.index(z_dim)] for r in recon_by_z]
-    results.claim("c4-zdim", zdim_claim, "flat after 10", beyond_z, Between(-1.0, 0.05))
+results.claim("c4-accuracy", "75% test accuracy after 5 epochs", 0.75, final_accuracy, AtLeast(0.75, tolerance=0.02), needs=Scale.PAPER)
+results.claim("c4-labels", "10–16 labels an epoch", "10–16", labels_per_round, Between(10, 16), needs=Scale.PAPER)
+results.claim("c4-recon-gain", "the classification loss raises reconstruction accuracy", "+0.06 to +0.10", recon_gain, Above(0.0),
+              needs=Scale.CONVERGED, unit="accuracy points")
+results.claim("c4-recon-gain-size", "… by 6 to 10 points", "+0.06 to +0.10", recon_gain, Between(0.06, 0.10), needs=Scale.PAPER,
+              unit="accuracy points")
+smaller, larger = [z for z in z_dims if z < z_dim], [z for z in z_dims if z > z_dim]
+rise_claim, flat_claim = f"reconstruction accuracy rises with z_dim up to {z_dim}", f"… and stays flat beyond {z_dim} (within ±3 points, our threshold)"
+if z_dim in z_dims and smaller:
+    rise = [r[z_dims.index(z_dim)] - r[0] for r in recon_by_z]
+    results.claim("c4-zdim-rise", rise_claim + f" (z_dim {z_dims[0]} → {z_dim})", "rises", rise, Above(0.0), needs=Scale.CONVERGED, unit="accuracy points")
 else:
-    results.not_run("c4-zdim", zdim_claim, "flat after 10", f"this profile's z_dims {z_dims} stop at z_dim = {z_dim}")
+    results.not_run("c4-zdim-rise", rise_claim, "rises", f"this profile's z_dims {z_dims} have no value below {z_dim}", needs=Scale.CONVERGED)
+if z_dim in z_dims and larger:
+    beyond_z = [r[-1] - r[z_dims.index(z_dim)] for r in recon_by_z]
+    results.claim("c4-zdim-flat", flat_claim + f" (z_dim {z_dim} → {z_dims[-1]})", "flat after 10", beyond_z, Between(-0.03, 0.03),
+                  needs=Scale.CONVERGED, unit="accuracy points")
+else:
+    results.not_run("c4-zdim-flat", flat_claim, "flat after 10", f"this profile's z_dims {z_dims} stop at z_dim = {z_dim}", needs=Scale.CONVERGED)
 display(Markdown(claims_markdown(results.claims)))
 
 # %% [markdown]
 # ### At the paper's scale
 #
 # The quick profile above trains on a sixth of the paper's images. The full profile
-# (`chapters/profiles/04_vae_cluster_labelling.full.yaml`: 49,872 training images, batch 32, all
-# 10,000 test images) was run with this chapter's code, and its results are committed under
-# `results/full/`. They are shown here as saved, with their run card.
+# (`chapters/profiles/04_vae_cluster_labelling.full.yaml`) is the paper's scale and fits a CPU; its
+# results are committed under `results/full/` and shown here as saved, with their run card. Its
+# own executed notebook, with every table and figure of this page from that run, is
+# `results/full/04_vae_cluster_labelling/04_vae_cluster_labelling.ipynb`.
 
 # %%
 figures = ["fig2_centres_epoch1", "fig3_centres_epoch5", "fig4_test_accuracy", "fig5_fig6_reconstruction_accuracy", "labels_spent"]
-full = show_full_profile(results_root, results.chapter, figures) if profile != "full" else None
-if full is not None:
-    base = {row["method"]: row for row in full["tables"]["baselines"]}
-    centres, rand, pix = (base[m] for m in (CLUSTER_CENTRES, RANDOM_IMAGES, PIXEL_KMEANS))
-    print(
-        f"At the paper's scale: cluster-centre labels give {mean_ci(centres['test_accuracy'])} test accuracy with "
-        f"{np.mean(centres['labels']):.0f} labels; the same number of random images gives {mean_ci(rand['test_accuracy'])}; "
-        f"k-means on raw pixels gives {mean_ci(pix['test_accuracy'])} with {np.mean(pix['labels']):.0f} labels."
-    )
+stronger = show_stronger_profiles(results_root, results.chapter, profile, figures)
 
 # %% [markdown]
 # ### Sanity checks
-# A broken method fails here (and therefore in CI), whatever the verdicts above.
+# A broken method fails here (and therefore in CI), whatever the verdicts above: each check sits
+# well above chance (a tenth for a digit) and below what this chapter's quick profile reaches.
 
 # %%
 chance = 0.1
-assert mean_ci(final_accuracy).mean > chance + 0.05, f"test accuracy {final_accuracy} is no better than chance"
+assert mean_ci(final_accuracy).mean > 0.2, f"test accuracy {final_accuracy} is barely above chance ({chance})"
 assert all(3 <= n <= 60 for n in labels_per_round), f"labels per round {labels_per_round} outside any plausible range"
-assert all(any(r["labelled_fraction"] > 0 for r in rows if r["seed"] == s) for s in seeds), "some seed never labelled an image"
-assert mean_ci([r[-1] for r in recon_plain]).mean > chance, "the plain VAE's reconstructions are unreadable"
-trainings = [*semi.values(), *plain.values(), *random_baseline.values(), *budget.values(), *budget_random.values()]
+assert mean_ci(purity).mean > 0.15, f"label purity {purity}: the propagated labels are no better than chance"
+assert mean_ci([r[-1] for r in recon_plain]).mean > 0.25, "the plain VAE's reconstructions are unreadable"
+trainings = [*semi.values(), *plain.values(), *random_images.values(), *budget.values(), *budget_random.values()]
 results.save(
     device=torch_device, data=[mnist.provenance], initialisation="random (PyTorch defaults), seeded per run",
-    extra={"trainings": len(trainings), "trainings_resumed_from_checkpoints": sum(r["resumed_at_epoch"] > 0 for r in trainings)},
+    extra={"trainings": len(trainings), "trainings_resumed_from_checkpoints": sum(r["resumed_at_epoch"] > 0 for r in trainings),
+           "annotator_test_accuracy": annotator_accuracy, "judge_test_accuracy": judge_accuracy},
 )
 print(f"results written to {results.dir}")
 
 # %% [markdown]
 # ## Recap
 #
-# - The method runs as the paper describes it: an unsupervised first epoch, then each epoch k-means
-#   on the latents, an annotator shown only decoded centres, a second level for unreadable centres,
-#   Eq. (2) propagation and Eq. (3) training. The scorecard above says which numbers we reproduce.
-# - The labels are few (about the paper's 10–16 a round), but they are *propagated* to every image:
-#   the label-purity column shows how many of those propagated labels are right, which bounds what
-#   the classifier can learn.
-# - The baselines answer what the paper left open: whether centres beat random images at the same
-#   budget, and whether the VAE beats k-means on pixels, at this profile's scale.
-#
+# What this run found (every number from the run above; the scorecard says which claims its
+# scale can test):
+
+# %%
+verdicts = {c["id"]: c["verdict"] for c in results.claims}
+display(Markdown("\n".join([
+    f"- **The method runs as described**: an unsupervised first epoch, then each epoch k-means on the latents, an annotator "
+    f"shown only decoded centres, a second level for unreadable centres, Eq. (2) propagation and Eq. (3) training. "
+    f"It reached {percent_ci(final_accuracy)} test accuracy after {epochs} epochs (the paper: 75%; verdict: {verdicts['c4-accuracy']}).",
+    f"- **Few labels, propagated**: {short_ci(labels_per_round, 1)} labels a round (verdict on the paper's 10–16: {verdicts['c4-labels']}), "
+    f"with {percent_ci(purity)} of the propagated labels right.",
+    f"- **Reconstruction accuracy**: the classification loss changes it by {points_ci(recon_gain)} (verdict: {verdicts['c4-recon-gain']}).",
+    f"- **Against random images with as much supervision**, the method's accuracy is "
+    f"{compared([x - y for x, y in zip(final_accuracy, comparison[RANDOM_IMAGES][0])])} theirs ({points_ci([x - y for x, y in zip(final_accuracy, comparison[RANDOM_IMAGES][0])])}); "
+    f"against a classifier on those labels alone, {compared([x - y for x, y in zip(final_accuracy, comparison[LABELS_ALONE][0])])} its "
+    f"({points_ci([x - y for x, y in zip(final_accuracy, comparison[LABELS_ALONE][0])])}); "
+    f"against k-means on raw pixels, {compared([x - y for x, y in zip(final_accuracy, comparison[PIXEL_KMEANS][0])])} its "
+    f"({points_ci([x - y for x, y in zip(final_accuracy, comparison[PIXEL_KMEANS][0])])}).",
+])))
+
+# %% [markdown]
 # **Deviations from the paper**
 #
-# - The annotator is a CNN, not a person (see the note at the top); the VAE therefore trains on
-#   `n_train` images rather than 59,872, since part of MNIST's training set teaches the annotator.
+# - The annotator is a CNN, not a person, and a second CNN judges the reconstructions (see the
+#   note at the top); the VAE therefore trains on `n_train` images rather than 59,872, since parts
+#   of MNIST's training set teach the annotator and the judge.
+# - Reconstruction accuracy is measured on `n_val` validation images instead of 128, so that a
+#   difference of a few points is not lost in the noise of so small a set.
 # - The widths of the first two layers, the learning rate, the batch size and `a` of Eq. (2) are
 #   not given in the paper; the parameters cell states our choices.
 # - k by the elbow method: the "kneedle" rule on k-means inertia for k in [`k_min`, `k_max`].

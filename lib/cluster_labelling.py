@@ -9,7 +9,9 @@ of Eq. (2), and the next epoch trains with Eq. (3).
 
 The annotator of the paper is a person. Here it is simulated by
 :class:`Annotator`: a digit classifier trained on images the VAE never sees,
-shown only the decoded centre image.
+shown only the decoded centre image. Reconstructions are judged by a second,
+independent classifier trained on other images (the judge), so the network
+that gave the labels never grades the reconstructions they shaped.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class LabellingConfig:
     valid_confidence: float = 0.5  # a centre below this confidence is "not a valid digit"
     a: float = 1.0  # distance decay of Eq. (2), per unit of latent distance
     elbow_sample: int = 5000  # latents used to choose k (the final k-means uses all)
-    label_source: str = "clusters"  # "clusters" (the paper) or "random" (baseline: random images)
+    label_source: str = "clusters"  # "clusters" (the paper) or "random" (baseline: random images, see train_labelling_vae)
     random_labels: int = 0  # with label_source="random": how many random images are labelled
 
     def __post_init__(self):
@@ -188,7 +190,8 @@ def label_clusters(
 
 
 def random_labelling(n_images: int, images: torch.Tensor, annotator: Annotator, n_labels: int, seed: int) -> Labelling:
-    """Baseline: the annotator labels ``n_labels`` randomly chosen training images; weight = its confidence."""
+    """Baseline: the annotator labels ``n_labels`` randomly chosen training images (the same ones for
+    the same ``seed``); the weight of each is the annotator's confidence, Eq. (2) with d = 0."""
     pick = torch.from_numpy(np.random.default_rng(seed).permutation(n_images)[:n_labels])
     shown = to_unit(images[pick].cpu())
     lab, conf = annotator.label(shown)
@@ -211,12 +214,12 @@ def decode_cpu(model: LabellingVAE, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction_accuracy(model: LabellingVAE, annotator: Annotator, val: Split) -> float:
-    """The paper's "reconstruction accuracy": the share of reconstructed validation images that the
-    annotator recognises as their true digit."""
+def reconstruction_accuracy(model: LabellingVAE, judge: Annotator, val: Split) -> float:
+    """The paper's "reconstruction accuracy": the share of reconstructed validation images that a
+    digit classifier (here the independent ``judge``) recognises as their true digit."""
     device = next(model.parameters()).device
     recon = model.decode(encode_all(model, val.images.to(device)).to(device)).cpu()
-    label, _ = annotator.recognise(recon)
+    label, _ = judge.recognise(recon)
     return float((label == val.labels).float().mean())
 
 
@@ -234,13 +237,20 @@ def train_labelling_vae(
     val: Split,
     test: Split,
     annotator: Annotator,
+    judge: Annotator,
     *,
     seed: int,
     device: torch.device,
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | None,
     keep_centres: tuple[int, ...] = (),
 ) -> dict:
     """Train for ``config.epochs`` epochs; label after every epoch from ``unsupervised_epochs`` on.
+
+    With ``label_source="clusters"`` (the paper) every image takes its cluster's label and Eq. (3)
+    averages the weighted cross-entropy over each batch. With ``"random"`` (the baseline) the
+    annotator labels ``random_labels`` random images once; so that those few images get as much
+    supervision as the method's, every step adds a batch of ``batch_size`` of them (drawn with
+    replacement) whose mean weighted cross-entropy is Eq. (3)'s classification term.
 
     ``train.labels`` are never used for training: only to report how many propagated labels
     are right (``label_purity``). Returns the per-epoch history, the labels spent per round,
@@ -266,10 +276,15 @@ def train_labelling_vae(
         targets = (labelling.targets if labelling is not None else torch.full((n,), -1)).to(device)
         weights = (labelling.weights if labelling is not None else torch.zeros(n)).to(device)
         sums = torch.zeros(3, dtype=torch.float64, device=device)
+        labelled_rows = torch.nonzero(targets >= 0).flatten() if config.label_source == "random" else None
         for x, t, w in batches(images, targets, weights, batch_size=config.batch_size, shuffle=True, generator=generator):
             out = model(x)
             parts = vae_loss(out.recon_logits, x, out.mu, out.logvar, config.beta)  # Eq. (1)
-            ce = weighted_cross_entropy(out.class_logits, t, w)
+            if labelled_rows is not None and len(labelled_rows):  # the baseline: a batch of its labelled images
+                pick = labelled_rows[torch.randint(len(labelled_rows), (config.batch_size,), generator=generator).to(device)]
+                ce = weighted_cross_entropy(model(to_unit(images[pick])).class_logits, targets[pick], weights[pick])
+            else:
+                ce = weighted_cross_entropy(out.class_logits, t, w)
             loss = parts.total + config.gamma * ce if labelling is not None else parts.total  # Eq. (3)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -278,7 +293,7 @@ def train_labelling_vae(
         sums = (sums / n).tolist()  # one wait for the device per epoch, not three per step
         record = {"epoch": epoch, "reconstruction_loss": sums[0], "kl": sums[1], "weighted_ce": sums[2]}
         record["test_accuracy"] = test_accuracy(model, test)
-        record["reconstruction_accuracy"] = reconstruction_accuracy(model, annotator, val)
+        record["reconstruction_accuracy"] = reconstruction_accuracy(model, judge, val)
         if labelled and epoch >= config.unsupervised_epochs and (labelling is None or config.label_source == "clusters"):
             before = annotator.labels_given
             if config.label_source == "clusters":

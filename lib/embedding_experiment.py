@@ -37,13 +37,14 @@ from .data import (
     per_class_subset,
     select_classes,
     take,
+    to_unit,
 )
 from .evaluation import accuracy
-from .metric_learning import HeadSchedule, embed, fit_embedding_head
+from .metric_learning import HeadReport, HeadSchedule, embed, fit_embedding_head
 from .models import EmbeddingNet, PyramidConfig, StraightClassifier
-from .settings import RunSettings, positive, run_settings
+from .settings import RunSettings, positive, run_settings, within_quick_budget
 from .similarity_search import VectorIndex, precision_at_k
-from .training import Checkpoint, Recipe, fit_classifier, predict, seed_everything
+from .training import Checkpoint, Recipe, clock, fit_classifier, predict, seed_everything
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 NUM_CLASSES = 10
@@ -70,8 +71,8 @@ class Task:
     datasets: tuple[str, ...] = ("mnist", "fashion-mnist")  # paper: both
     classes: tuple[int, ...] = (0, 1, 2)  # the starting classes (paper: 3, not named)
     added_class: int = 3  # the class added later
-    train_per_class: int = 300  # training images per class, a seeded random subset (paper: all, 6,000)
-    test_per_class: int = 300  # test images per class (paper: all)
+    train_per_class: int = 200  # training images per class, a seeded random subset (paper: all, 6,000)
+    test_per_class: int = 200  # test images per class (paper: all)
 
     def __post_init__(self):
         unknown = [d for d in self.datasets if d not in DATASETS]
@@ -148,6 +149,27 @@ class Settings:
         need = max(2, self.evaluation.knn_k, self.evaluation.search_k)
         if self.task.train_per_class < need:
             raise ValueError(f"train_per_class={self.task.train_per_class} must be at least knn_k, search_k and 2 ({need})")
+        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+
+
+BACKBONE_COST = {"small": 1.0, "resnet50": 60.0}  # a 28-px image through the trunk, relative to the small backbone
+
+
+def work(s: Settings) -> float:
+    """What the settings ask, in 28-px images through the small trunk (relative units): both straight
+    networks (forward and backward: three passes an image), and the embedding layer trained with the
+    trunk in every step (three images a triplet, forward only) at most epochs, for every dataset and seed."""
+    n, k = s.task.train_per_class, len(s.task.classes)
+    per_image = BACKBONE_COST[s.pyramid.backbone] * (s.pyramid.input_size / 28) ** 2 * max(1.0, s.pyramid.fpn_channels / 16)
+    total = 0.0
+    for dataset in s.task.datasets:
+        epochs = s.straight.recipe(dataset).epochs
+        total += 3 * n * (2 * k + 1) * epochs + 3 * n * (2 * k + 1) * s.head.max_epochs
+    return len(s.run.seeds) * total * per_image
+
+
+QUICK_WORK = 529_200  # work() of the chapter's quick defaults (a test keeps the two in step)
+QUICK_MINUTES = 2.5  # their wall time on a 2-core CPU, measured
 
 
 def make_settings(*, profile, seeds, device, results_root, datasets, classes, added_class, train_per_class, test_per_class, backbone,
@@ -184,13 +206,35 @@ def no_further(classifier: str, added_only: bool = False) -> str:
     return f"{classifier}, no further training" + (", added class" if added_only else "")
 
 
-# Names of the measured times.
-T_STRAIGHT3, T_STRAIGHT4 = "straight 3-class training", "straight 4-class training from scratch"
-T_FEATURES_OLD, T_FEATURES_ADDED, T_FEATURES_TEST = "trunk features, starting classes", "trunk features, added class", "trunk features, test set"
-T_HEAD3, T_HEAD4 = "embedding head, 3 classes", "embedding head, further training"
-T_REEMBED, T_CLASSIC4 = "re-embedding the training set", "classic classifiers, retraining"
-T_ROUTE, T_ROUTE_NOCACHE = "embedding route, total", "embedding route without the feature cache (estimate)"
-ROUTE_PARTS = (T_FEATURES_ADDED, T_HEAD4, T_REEMBED, T_CLASSIC4)
+# Names of the measured times (seconds of lib.training.clock: process CPU time on a CPU).
+T_STRAIGHT3, T_STRAIGHT4 = "straight 3-class network", "straight 4-class network from scratch"
+T_FEATURES_OLD, T_FEATURES_ADDED = "trunk over the starting classes' images", "trunk over the added class's images"
+T_HEAD3, T_HEAD3_UNCACHED = "embedding layer, 3 classes, cached features", "embedding layer, 3 classes, trunk every step"
+T_HEAD4, T_HEAD4_UNCACHED = "embedding layer trained further, cached features", "embedding layer trained further, trunk every step"
+T_EMBED3, T_REEMBED = "embedding the training images (layer only)", "re-embedding the training images (layer only)"
+T_CLASSIC3, T_CLASSIC4 = "classic classifiers, 3 classes", "classic classifiers, 4 classes"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to a classifier, as the sum of measured steps (Eqs. 4-7 of the paper)."""
+
+    name: str
+    steps: tuple[str, ...]
+
+
+# Eqs. (4)-(7), machine time only (the paper's t_d.p., t_imp. and t_mod. are a person's work). "Cached": the
+# frozen trunk's features computed once per image; "as Keras trains": the trunk runs on every image of every
+# triplet, and again to re-embed, as a Keras model with frozen layers does (the paper's setting).
+EQ4 = Route("Eq. (4): a conventional 3-class network", (T_STRAIGHT3,))
+EQ5_KERAS = Route("Eq. (5): the embedding route to 3 classes, as Keras trains",
+                  (T_STRAIGHT3, T_HEAD3_UNCACHED, T_FEATURES_OLD, T_EMBED3, T_CLASSIC3))
+EQ5_CACHED = Route("Eq. (5): the embedding route to 3 classes, cached features", (T_STRAIGHT3, T_FEATURES_OLD, T_HEAD3, T_EMBED3, T_CLASSIC3))
+EQ6 = Route("Eq. (6): a new 4-class network", (T_STRAIGHT4,))
+EQ7_KERAS = Route("Eq. (7): adding the class the embedding way, as Keras trains",
+                  (T_HEAD4_UNCACHED, T_FEATURES_OLD, T_FEATURES_ADDED, T_REEMBED, T_CLASSIC4))
+EQ7_CACHED = Route("Eq. (7): adding the class the embedding way, cached features", (T_FEATURES_ADDED, T_HEAD4, T_REEMBED, T_CLASSIC4))
+ROUTES = (EQ4, EQ5_KERAS, EQ5_CACHED, EQ6, EQ7_KERAS, EQ7_CACHED)
 
 
 def classic_classifiers(seed: int, knn_k: int) -> dict:
@@ -244,9 +288,11 @@ class ExtensionRun:
     """Everything one dataset and seed produced: accuracies, times, embeddings, search results."""
 
     accuracy: dict = field(default_factory=dict)  # name -> test accuracy
-    seconds: dict = field(default_factory=dict)  # step -> wall time
+    seconds: dict = field(default_factory=dict)  # step or route -> seconds of lib.training.clock
     head_reports: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> HeadReport
     straight_images_per_s: float = 0.0
+    confusion3: list = field(default_factory=list)  # the straight 3-class network's confusion matrix on the test images
+    same_head: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> whether the cached and the trunk-every-step trainings agree
     embeddings: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> (train, test) unit vectors
     search: dict = field(default_factory=dict)  # precision@k per index and query set
     neighbours: np.ndarray | None = None  # training-set rows of the search grid's neighbours, extended index
@@ -257,12 +303,25 @@ class ExtensionRun:
 
 def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, seed: int, device: torch.device,
                   checkpoints: Path | None, tag: str, index_dir: Path | None = None) -> ExtensionRun:
-    """The paper's three steps and the from-scratch 4-class network for one dataset and seed."""
+    """The paper's three steps and the from-scratch 4-class network for one dataset and seed.
+
+    Every step is timed by :func:`lib.training.clock`. The embedding layer is trained twice in each
+    step, from the same start and with the same triplets: once on cached trunk features (the results
+    used), once with the trunk in every step (the paper's Keras setting; timed, and checked to end
+    in the same place).
+    """
     run, k_old = ExtensionRun(), splits.num_old
     train_old, test_old = splits.old(splits.train), splits.old(splits.test)
     is_new_train, is_new_test = splits.train.labels == k_old, splits.test.labels == k_old
     recipe, pyramid, ev = settings.straight.recipe(dataset), settings.pyramid, settings.evaluation
     amp, channels_last = recipe.amp, recipe.channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def timed(name: str, step):
+        started = clock(device)
+        out = step()
+        run.seconds[name] = clock(device) - started
+        return out
 
     def straight(num_classes: int, train: Split, name: str):
         seed_everything(seed)  # the initial weights too
@@ -275,80 +334,101 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, 
 
     # Step 1: the straight 3-class classifier.
     straight3, report = straight(k_old, train_old, "straight3")
-    run.seconds[T_STRAIGHT3] = report.seconds
+    run.seconds[T_STRAIGHT3] = report.clock_s
     run.straight_images_per_s = report.images_per_s
-    run.accuracy[STRAIGHT3] = accuracy(predict(straight3, test_old.images, amp=amp, channels_last=channels_last), test_old.labels)
+    logits3 = predict(straight3, test_old.images, amp=amp, channels_last=channels_last)
+    run.accuracy[STRAIGHT3] = accuracy(logits3, test_old.labels)
+    run.confusion3 = confusion(logits3.argmax(1), test_old.labels, k_old)
 
-    # Step 2: the frozen trunk's features, the triplet-trained head, the classic classifiers.
+    # Step 2: the frozen trunk's features, the triplet-trained layer (cached, and with the trunk every step), the classic classifiers.
     net = EmbeddingNet(straight3.trunk, pyramid.embedding_dim).to(device)
     feats = dict(batch_size=512, amp=amp, channels_last=channels_last, to_cpu=False)  # features stay on the device
-    started = time.perf_counter()
-    train_f_old = predict(net.trunk, splits.train.images[~is_new_train], **feats)
-    run.seconds[T_FEATURES_OLD] = time.perf_counter() - started
-    started = time.perf_counter()
-    train_f_new = predict(net.trunk, splits.train.images[is_new_train], **feats)
-    run.seconds[T_FEATURES_ADDED] = time.perf_counter() - started
+    train_f_old = timed(T_FEATURES_OLD, lambda: predict(net.trunk, splits.train.images[~is_new_train], **feats))
+    train_f_new = timed(T_FEATURES_ADDED, lambda: predict(net.trunk, splits.train.images[is_new_train], **feats))
     train_f = torch.empty(len(splits.train.labels), train_f_old.shape[1], device=device)
     train_f[~is_new_train.to(device)], train_f[is_new_train.to(device)] = train_f_old, train_f_new
-    started = time.perf_counter()
     test_f = predict(net.trunk, splits.test.images, **feats)
-    run.seconds[T_FEATURES_TEST] = time.perf_counter() - started
+    images = splits.train.images.to(device)
+
+    def trunk(rows: torch.Tensor) -> torch.Tensor:  # uint8 images -> features, the frozen trunk (eval mode)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            return net.trunk(to_unit(rows).contiguous(memory_format=fmt)).float()
+
     head_key = (settings.task, pyramid.config(k_old), recipe, settings.head, seed)
+
+    def head_training(head, inputs, labels, stage: str, cached: bool):
+        name = f"{tag}-head{stage}{'' if cached else '-trunk'}-seed{seed}"
+        report = fit_embedding_head(head, inputs, labels, settings.head, seed=seed, encode=None if cached else trunk,
+                                    checkpoint=Checkpoint(checkpoints, name, *head_key, cached), desc=f"{tag} {stage}-class layer, {'cached' if cached else 'trunk every step'}")
+        run.resumed, run.trainings = run.resumed + report.resumed, run.trainings + 1
+        return report
+
     seed_everything(seed)
     net.head.reset_parameters()  # the head's initial weights from the seed
-    report3 = fit_embedding_head(net.head, train_f[~is_new_train.to(device)], train_old.labels, settings.head, seed=seed,
-                                 checkpoint=Checkpoint(checkpoints, f"{tag}-head3-seed{seed}", *head_key), desc=f"{tag} 3-class head")
-    run.head_reports[MODEL3], run.seconds[T_HEAD3] = report3, report3.seconds
-    run.resumed, run.trainings = run.resumed + report3.resumed, run.trainings + 1
-    emb3_train, emb3_test = embed(net.head, train_f), embed(net.head, test_f)
+    start3 = copy.deepcopy(net.head.state_dict())
+    report3 = head_training(net.head, train_f[~is_new_train.to(device)], train_old.labels, "3", cached=True)
+    keras3 = copy.deepcopy(net.head)
+    keras3.load_state_dict(start3)
+    keras3_report = head_training(keras3, images[~is_new_train.to(device)], train_old.labels, "3", cached=False)
+    run.head_reports[MODEL3], run.seconds[T_HEAD3], run.seconds[T_HEAD3_UNCACHED] = report3, report3.clock_s, keras3_report.clock_s
+    run.same_head[MODEL3] = same_training(report3, keras3_report)
+    emb3_train = timed(T_EMBED3, lambda: embed(net.head, train_f))
+    emb3_test = embed(net.head, test_f)
     run.embeddings[MODEL3] = (emb3_train, emb3_test)
     old_tr, old_te = ~is_new_train, ~is_new_test
-    classic3 = fit_classic(classic_classifiers(seed, ev.knn_k), emb3_train[old_tr], splits.train.labels[old_tr], emb3_test[old_te], splits.test.labels[old_te])
+    classic3 = timed(T_CLASSIC3, lambda: fit_classic(classic_classifiers(seed, ev.knn_k), emb3_train[old_tr], splits.train.labels[old_tr],
+                                                     emb3_test[old_te], splits.test.labels[old_te]))
     for name, r in classic3.items():
         run.accuracy[on_embeddings(name, MODEL3)] = r["accuracy"]
 
-    # Beyond the paper: the added class embedded by the 3-class head, no further training.
+    # Beyond the paper: the added class embedded by the 3-class layer, no further training.
     nothing_more = fit_classic({KNN: KNeighborsClassifier(n_neighbors=ev.knn_k), CENTROID: NearestCentroid()},
                                emb3_train, splits.train.labels, emb3_test, splits.test.labels)
     for name, r in nothing_more.items():
         run.accuracy[no_further(name)] = r["accuracy"]
         run.accuracy[no_further(name, added_only=True)] = float((r["predicted"][is_new_test.numpy()] == k_old).mean())
 
-    # Step 3: train the same head further on all four classes, re-embed, retrain the classic classifiers.
-    head4 = copy.deepcopy(net.head)
-    report4 = fit_embedding_head(head4, train_f, splits.train.labels, settings.head, seed=seed,
-                                 checkpoint=Checkpoint(checkpoints, f"{tag}-head4-seed{seed}", *head_key), desc=f"{tag} 4-class head")
-    run.head_reports[MODEL4], run.seconds[T_HEAD4] = report4, report4.seconds
-    run.resumed, run.trainings = run.resumed + report4.resumed, run.trainings + 1
-    started = time.perf_counter()
-    emb4_train = embed(head4, train_f)
-    run.seconds[T_REEMBED] = time.perf_counter() - started
+    # Step 3: train the same layer further on all four classes (both ways), re-embed, retrain the classic classifiers.
+    head4, keras4 = copy.deepcopy(net.head), copy.deepcopy(net.head)
+    report4 = head_training(head4, train_f, splits.train.labels, "4", cached=True)
+    keras4_report = head_training(keras4, images, splits.train.labels, "4", cached=False)
+    run.head_reports[MODEL4], run.seconds[T_HEAD4], run.seconds[T_HEAD4_UNCACHED] = report4, report4.clock_s, keras4_report.clock_s
+    run.same_head[MODEL4] = same_training(report4, keras4_report)
+    emb4_train = timed(T_REEMBED, lambda: embed(head4, train_f))
     emb4_test = embed(head4, test_f)
     run.embeddings[MODEL4] = (emb4_train, emb4_test)
-    classic4 = fit_classic(classic_classifiers(seed, ev.knn_k), emb4_train, splits.train.labels, emb4_test, splits.test.labels)
+    classic4 = timed(T_CLASSIC4, lambda: fit_classic(classic_classifiers(seed, ev.knn_k), emb4_train, splits.train.labels, emb4_test,
+                                                     splits.test.labels))
     for name, r in classic4.items():
         run.accuracy[on_embeddings(name, MODEL4)] = r["accuracy"]
-    run.seconds[T_CLASSIC4] = sum(r["fit_s"] for r in classic4.values())
     knn_before = classic3[KNN]["predicted"]
     knn_after = classic4[KNN]["predicted"][old_te.numpy()]
     run.accuracy[KNN_OLD_BEFORE] = float((knn_before == test_old.labels.numpy()).mean())
     run.accuracy[KNN_OLD_AFTER] = float((knn_after == test_old.labels.numpy()).mean())
 
-    # Eqs. (6)-(7): the from-scratch alternative, a new 4-class straight classifier.
+    # Eq. (6): the conventional alternative, a new 4-class straight classifier on the same images.
     straight4, report = straight(k_old + 1, splits.train, "straight4")
-    run.seconds[T_STRAIGHT4] = report.seconds
+    run.seconds[T_STRAIGHT4] = report.clock_s
     logits = predict(straight4, splits.test.images, amp=amp, channels_last=channels_last)
     run.accuracy[STRAIGHT4] = accuracy(logits, splits.test.labels)
     run.accuracy[STRAIGHT4_OLD] = accuracy(logits[old_te], test_old.labels)
-    run.seconds[T_ROUTE] = sum(run.seconds[s] for s in ROUTE_PARTS)
-    # Without the cache every triplet row of the further training would pass through the trunk again.
-    per_image = sum(run.seconds[s] for s in (T_FEATURES_OLD, T_FEATURES_ADDED, T_FEATURES_TEST)) / (len(train_f) + len(test_f))
-    triplet_rows = 3 * len(splits.train.labels) * len(report4.losses)  # an epoch draws about N anchors, 3 rows each
-    run.seconds[T_ROUTE_NOCACHE] = run.seconds[T_ROUTE] + triplet_rows * per_image
+    for route in ROUTES:
+        run.seconds[route.name] = sum(run.seconds[step] for step in route.steps)
 
     # Step 6: similarity search in a saved, reloaded, extended index.
     run.search, run.query_ids, run.neighbours = similarity_search(splits, emb3_train, emb3_test, emb4_train, emb4_test, ev.search_k, index_dir, tag, seed)
     return run
+
+
+def same_training(a: HeadReport, b: HeadReport, tolerance: float = 1e-3) -> bool:
+    """Whether two trainings of the embedding layer (cached features, trunk every step) took the same
+    path: as many epochs, the same learning rates, losses equal to ``tolerance`` (relative)."""
+    return len(a.losses) == len(b.losses) and a.lrs == b.lrs and all(abs(x - y) <= tolerance * max(abs(x), 1e-12) for x, y in zip(a.losses, b.losses))
+
+
+def confusion(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Rows = true class, columns = predicted class."""
+    return torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).view(num_classes, num_classes).tolist()
 
 
 def similarity_search(splits: ExtensionSplits, emb3_train, emb3_test, emb4_train, emb4_test, k: int, index_dir: Path | None, tag: str, seed: int):

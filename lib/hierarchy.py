@@ -1,4 +1,4 @@
-"""Two-level (super-class / sub-class) classification: class weights, per-level and hierarchical metrics.
+"""Two-level (super-class / sub-class) classification: class weights, per-level metrics, how the levels agree.
 
 Vocabulary: ``sub_to_super[j]`` is the super-class of sub-class ``j``; the sub-class outputs are
 the training sub-classes ``0..K-1`` and the novel sub-class's slot ``K`` (paper 3's extra output).
@@ -47,22 +47,20 @@ def inconsistency(pred_super: torch.Tensor, pred_sub: torch.Tensor, sub_to_super
     return float((sub_to_super[pred_sub] != pred_super).float().mean())
 
 
-def hierarchical_prf(true_super: torch.Tensor, true_sub: torch.Tensor, pred_super: torch.Tensor, pred_sub: torch.Tensor,
-                     super_names: list[str], sub_names: list[str]) -> dict[str, float]:
-    """Hierarchical precision, recall and F1 (Kiritchenko et al.; ``hiclass.metrics``, micro-averaged).
+def path_accuracy(true_super: torch.Tensor, true_sub: torch.Tensor, pred_super: torch.Tensor, pred_sub: torch.Tensor) -> float:
+    """Share of images whose whole path is right: the super-class and the sub-class both correct
+    (for two heads this also means the two agree)."""
+    return float(((pred_super == true_super) & (pred_sub == true_sub)).float().mean())
 
-    Every image is the path [super-class, sub-class]; a prediction earns credit for each node of
-    its path that is on the true path, so a wrong breed under the right super-class still counts half.
-    """
-    from hiclass import metrics
 
-    def paths(sup, sub):
-        return np.array([[super_names[a], sub_names[b]] for a, b in zip(sup.tolist(), sub.tolist())])
-
-    y_true, y_pred = paths(true_super, true_sub), paths(pred_super, pred_sub)
-    return {"hierarchical precision": float(metrics.precision(y_true, y_pred)),
-            "hierarchical recall": float(metrics.recall(y_true, y_pred)),
-            "hierarchical F1": float(metrics.f1(y_true, y_pred))}
+def near_miss_share(true_sub: torch.Tensor, pred_sub: torch.Tensor, sub_to_super: torch.Tensor) -> float:
+    """How severe the sub-class mistakes are: of the images whose sub-class is wrong, the share whose
+    predicted sub-class still lies under the true super-class (a wrong breed, not a bird for a dog).
+    NaN when there is no mistake."""
+    wrong = pred_sub != true_sub
+    if not wrong.any():
+        return float("nan")
+    return float((sub_to_super[pred_sub[wrong]] == sub_to_super[true_sub[wrong]]).float().mean())
 
 
 def novelty_auroc(scores: dict[str, torch.Tensor], novel: torch.Tensor) -> dict[str, float]:

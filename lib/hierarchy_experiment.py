@@ -3,13 +3,20 @@
 The data (:func:`build_hierarchy`, :func:`make_splits`): Tiny-ImageNet's 4 bird and 6 dog classes
 and ``unseen_subclasses`` of its other 49 animals (the "unseen" super-class), one sub-class held out
 of training (``novel_subclass``), training sub-classes thinned to an imbalance profile
-(:func:`imbalance_counts`), a stratified validation split for early stopping, and Tiny-ImageNet's
-balanced validation images as the test set (so train and test differ in distribution, as in the
-paper). Sub-class labels are the training sub-classes ``0..K-1`` and the novel slot ``K``.
+(:func:`imbalance_counts`), a stratified validation split, and two test sets from Tiny-ImageNet's
+validation images: all of them (balanced, so train and test differ in distribution, as in the
+paper) and a subset with the training's imbalance. Sub-class labels are the training sub-classes
+``0..K-1`` and the novel slot ``K``.
 
-Training (:func:`fit_two_heads`): Adam, batches augmented on the training device with
-torchvision's v2 transforms, the validation loss after every epoch, early stopping with
-``patience`` and the best epoch's weights kept; checkpointed after every epoch.
+Training (:func:`fit_two_heads`), the paper's two recipes: Adam, batches augmented on the
+training device with torchvision's v2 transforms, the validation loss after every epoch; the
+ResNet stops early (``patience``) and keeps its best epoch's weights, the ConvNeXt trains a fixed
+number of epochs with its learning rate cut when the validation loss stops falling ("I monitored
+the loss and adjusted the learning rate if needed") and keeps its last weights.
+
+Transfer (:func:`initialise`): ImageNet weights when torchvision can get them; otherwise the
+backbone is pretrained here on a source that shares no image and no class with the test set: the
+Tiny-ImageNet animals the stand-in does not use (or CIFAR-10, on request).
 """
 
 from __future__ import annotations
@@ -19,22 +26,25 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import Dataset, Split, batches, load_cifar10, stratified_split, take
-from .hierarchy import class_weights, flag_rate, hierarchical_prf, inconsistency, level_metrics, novelty_auroc
+from .data import Dataset, Split, batches, load_cifar10, select_classes, stratified_split, take
+from .hierarchy import class_weights, flag_rate, inconsistency, level_metrics, near_miss_share, novelty_auroc, path_accuracy
 from .losses import two_level_loss
 from .models.hierarchical import FAMILY, HierarchicalConfig, HierarchicalNet
-from .settings import RunSettings, positive, run_settings
+from .settings import RunSettings, positive, run_settings, within_quick_budget
 from .training import Checkpoint, Recipe, fit_classifier, seed_everything
 
 SUPER = ["bird", "dog", "unseen"]  # the paper's Table 2
+QUICK_WORK = 339_300  # work() of the chapter's quick defaults (a test keeps the two in step)
+QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
 IMBALANCE = ("none", "long-tail", "step")
-INITIALISATIONS = ("auto", "imagenet", "cifar10", "scratch")
+INITIALISATIONS = ("auto", "imagenet", "other-animals", "cifar10", "scratch")
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,8 @@ class Networks:
 class Pretraining:
     """Where the backbones start: ImageNet weights when torchvision can get them, else pretraining here."""
 
-    initialisation: str = "auto"  # "auto", "imagenet", "cifar10" or "scratch"
-    images: int = 5000  # CIFAR-10 training images for the pretraining (all: 50,000)
+    initialisation: str = "auto"  # "auto" (ImageNet, else "other-animals"), "imagenet", "other-animals", "cifar10" or "scratch"
+    images: int = 5000  # source images for the pretraining, a stratified subset (other animals: 21,500 at most)
     epochs: int = 3
 
     def __post_init__(self):
@@ -104,11 +114,21 @@ class Pretraining:
         positive(pretrain_images=self.images, pretrain_epochs=self.epochs)
 
 
+STOPPING = ("early", "fixed")
+
+
 @dataclass(frozen=True)
 class HierarchyRecipe(Recipe):
-    """Adam, augmented batches (flip, rotation, colour jitter), early stopping on the validation loss."""
+    """Adam, augmented batches (flip, rotation, colour jitter), the validation loss after every epoch.
 
-    patience: int = 2  # epochs without a lower validation loss before stopping (paper: "early_stopping_patience")
+    ``stopping="early"`` (the paper's ResNet): stop after ``patience`` epochs without a lower
+    validation loss and keep the best epoch's weights. ``"fixed"`` (the paper's ConvNeXt): train all
+    ``epochs``, cut the learning rate tenfold after ``patience`` epochs without a lower validation
+    loss, keep the last weights.
+    """
+
+    stopping: str = "early"
+    patience: int = 2  # epochs without a lower validation loss (paper: "early_stopping_patience", not given)
     rotation: float = 15.0  # largest random rotation, degrees
     jitter: float = 0.2  # brightness, contrast and saturation jitter
     augment_groups: int = 8  # each batch is augmented in this many chunks, each with its own random draw
@@ -117,6 +137,8 @@ class HierarchyRecipe(Recipe):
     def __post_init__(self):
         super().__post_init__()
         positive(patience=self.patience, augment_groups=self.augment_groups)
+        if self.stopping not in STOPPING:
+            raise ValueError(f"stopping {self.stopping!r} must be one of {list(STOPPING)}")
         if self.rotation < 0 or not 0 <= self.jitter < 1:
             raise ValueError(f"need rotation >= 0 and 0 <= jitter < 1 (got {self.rotation}, {self.jitter})")
         if len(self.level_weights) != 2 or min(self.level_weights) < 0:
@@ -129,30 +151,50 @@ class Settings:
     data: StandIn
     networks: Networks
     pretraining: Pretraining
-    recipe: HierarchyRecipe
+    resnet: HierarchyRecipe  # the paper's ResNet-50 recipe: early stopping
+    convnext: HierarchyRecipe  # the paper's ConvNeXt recipe: a fixed number of epochs, the rate cut on a plateau
     keep_known: float = 0.95  # novelty threshold: keep this share of the known validation images
 
     def __post_init__(self):
         if not 0.5 <= self.keep_known < 1:
             raise ValueError(f"keep_known={self.keep_known} must lie in [0.5, 1)")
+        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+
+    def recipe(self, family: str) -> HierarchyRecipe:
+        return self.resnet if family == "ResNet" else self.convnext
 
 
 def make_settings(*, profile, seeds, device, results_root, resnet_backbone, convnext_backbone, initialisation, pretrain_images,
                   pretrain_epochs, input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio,
-                  max_train_per_class, val_fraction, epochs, patience, batch_size, lr, hidden, dropout, level_weights, rotation, jitter,
-                  augment_groups, keep_known, amp, channels_last) -> Settings:
+                  max_train_per_class, val_fraction, resnet_epochs, convnext_epochs, patience, batch_size, lr, hidden, dropout,
+                  level_weights, rotation, jitter, augment_groups, keep_known, amp, channels_last) -> Settings:
     """Chapter 3's settings from its parameters; a value out of range raises ValueError naming it."""
+    common = dict(lr=lr, batch_size=batch_size, optimiser="adam", amp=amp, channels_last=channels_last, patience=patience, rotation=rotation,
+                  jitter=jitter, augment_groups=augment_groups, level_weights=tuple(level_weights))
     return Settings(
         run=run_settings(profile, seeds, device, results_root),
         data=StandIn(input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio, max_train_per_class,
                      val_fraction),
         networks=Networks(resnet_backbone, convnext_backbone, hidden, dropout),
         pretraining=Pretraining(initialisation, pretrain_images, pretrain_epochs),
-        recipe=HierarchyRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimiser="adam", amp=amp, channels_last=channels_last,
-                               patience=patience, rotation=rotation, jitter=jitter, augment_groups=augment_groups,
-                               level_weights=tuple(level_weights)),
+        resnet=HierarchyRecipe(epochs=resnet_epochs, stopping="early", **common),
+        convnext=HierarchyRecipe(epochs=convnext_epochs, stopping="fixed", **common),
         keep_known=keep_known,
     )
+
+
+BACKBONE_COST = {"resnet_mini": 1.0, "convnext_mini": 0.5, "resnet50": 40.0, "convnext_tiny": 45.0}  # a 32-px image, relative
+
+
+def work(s: Settings) -> float:
+    """What the settings ask, in 32-px training images through the mini ResNet (relative units): the
+    seven variants of every seed at most epochs (early stopping may end sooner), and the two pretrainings."""
+    size = (s.data.input_size / 32) ** 2
+    images = s.data.max_train_per_class * (10 + s.data.unseen_subclasses)  # an upper bound: the imbalance keeps fewer
+    resnet, convnext = (BACKBONE_COST[s.networks.backbone(f)] * size for f in ("ResNet", "ConvNeXt"))
+    variants = 4 * resnet * s.resnet.epochs + 3 * convnext * s.convnext.epochs
+    pretraining = 0 if s.pretraining.initialisation == "scratch" else s.pretraining.images * s.pretraining.epochs * (resnet + convnext)
+    return len(s.run.seeds) * images * variants + pretraining
 
 
 @dataclass(frozen=True)
@@ -230,8 +272,15 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
 
 
-def make_splits(ds: Dataset, h: Hierarchy, data: StandIn, seed: int) -> tuple[Split, Split, Split]:
-    """Training, validation and test splits with sub-class labels (the novel one only in test), resized."""
+class Splits(NamedTuple):
+    train: Split
+    val: Split  # from the training pool, the same mix: early stopping and novelty thresholds
+    test: Split  # every validation image of Tiny-ImageNet's for the hierarchy, balanced, the novel sub-class too
+    test_as_trained: Split  # a subset of test with the training's imbalance, known sub-classes only (no prior shift)
+
+
+def make_splits(ds: Dataset, h: Hierarchy, data: StandIn, seed: int) -> Splits:
+    """Training, validation and the two test splits with sub-class labels (the novel one only in test), resized."""
     counts = imbalance_counts(h.novel, data.max_train_per_class, data.imbalance, data.imbalance_ratio, data.hierarchy_seed)
     g = torch.Generator().manual_seed(seed)
     rows, labels = [], []
@@ -244,9 +293,13 @@ def make_splits(ds: Dataset, h: Hierarchy, data: StandIn, seed: int) -> tuple[Sp
     val_idx, train_idx = stratified_split(pool.labels, [n_val, len(pool.labels) - n_val], seed=seed)
     test_rows = [torch.nonzero(ds.test.labels == c).flatten() for c in h.source]
     test = Split(ds.test.images[torch.cat(test_rows)], torch.cat([torch.full((len(r),), k) for k, r in enumerate(test_rows)]))
+    per_class = len(test_rows[0])  # Tiny-ImageNet: 50 validation images per class
+    keep = [torch.nonzero(test.labels == k).flatten()[torch.randperm(per_class, generator=g)[: max(1, round(per_class * n / max(counts)))]]
+            for k, n in enumerate(counts)]
     size = data.input_size
-    return (Split(resize(pool.images[train_idx], size), pool.labels[train_idx]), Split(resize(pool.images[val_idx], size), pool.labels[val_idx]),
-            Split(resize(test.images, size), test.labels))
+    test = Split(resize(test.images, size), test.labels)
+    return Splits(Split(resize(pool.images[train_idx], size), pool.labels[train_idx]), Split(resize(pool.images[val_idx], size), pool.labels[val_idx]),
+                  test, take(test, torch.cat(keep).sort().values))
 
 
 def augmenter(rotation: float, jitter: float, groups: int):
@@ -303,10 +356,12 @@ def predicted_super(out: dict, h: Hierarchy) -> torch.Tensor:
 
 def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy, recipe: HierarchyRecipe, *, weighted: bool, seed: int,
                   device: torch.device, checkpoint: Checkpoint | None, desc: str) -> FitResult:
-    """Adam on the two-level loss (Eq. 2 with class weights, else Eq. 5), early stopping on the validation loss.
+    """Adam on the two-level loss (Eq. 2 with class weights, else Eq. 5), by the recipe's stopping rule.
 
-    Keeps the weights of the epoch with the lowest validation loss and stops after ``patience``
-    epochs without a new lowest; with a checkpoint, an interrupted run resumes after its last saved epoch.
+    ``"early"``: keeps the weights of the epoch with the lowest validation loss and stops after
+    ``patience`` epochs without a new lowest. ``"fixed"``: all epochs, the learning rate cut tenfold
+    after ``patience`` epochs without a new lowest, the last weights kept. With a checkpoint, an
+    interrupted run resumes after its last saved epoch.
     """
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
@@ -323,13 +378,16 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
     images, labels = train.images.to(device), train.labels.to(device)
     generator = seed_everything(seed)
     stateful = {"model": model, "optimiser": opt, "generator": generator}
+    early = recipe.stopping == "early"
+    if not early:
+        stateful["plateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=recipe.patience)
     loop = (checkpoint.resume(**stateful) if checkpoint else None) or {
-        "history": {}, "best_epoch": 0, "seconds": 0.0, "bad": 0, "best": copy.deepcopy(model.state_dict())}
+        "history": {}, "best_epoch": 0, "seconds": 0.0, "bad": 0, "best": copy.deepcopy(model.state_dict()) if early else {}}
     result = FitResult(loop["history"], loop["best_epoch"], loop["seconds"], resumed=bool(loop["history"]))
     use_amp = recipe.amp and device.type == "cuda"
     epoch = len(loop["history"].get("train loss", []))
     progress = tqdm(total=recipe.epochs, initial=epoch, desc=desc, leave=False)
-    while epoch < recipe.epochs and loop["bad"] < recipe.patience:
+    while epoch < recipe.epochs and (loop["bad"] < recipe.patience or not early):
         started = time.perf_counter()
         model.train()
         total, correct_super, correct_sub = torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device)
@@ -350,21 +408,25 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
         out = outputs(model, val.images, h, amp=recipe.amp, channels_last=recipe.channels_last)
         with torch.no_grad():
             val_loss = float(loss_of(out["super"].to(device) if model.super_head is not None else None, out["sub"].to(device), val.labels.to(device)))
-        row = train_row | {"validation loss": val_loss,
+        row = train_row | {"learning rate": opt.param_groups[0]["lr"], "validation loss": val_loss,
                            "validation super-class accuracy": float((predicted_super(out, h) == h.sub_to_super[val.labels]).float().mean()),
                            "validation sub-class accuracy": float((out["sub"].argmax(1) == val.labels).float().mean())}
         for k, v in row.items():
             loop["history"].setdefault(k, []).append(v)
         epoch += 1
-        if val_loss <= min(loop["history"]["validation loss"]):
+        if not early:
+            stateful["plateau"].step(val_loss)
+            loop["best_epoch"] = epoch  # the last weights are kept
+        elif val_loss <= min(loop["history"]["validation loss"]):
             loop["best"], loop["bad"], loop["best_epoch"] = copy.deepcopy(model.state_dict()), 0, epoch
         else:
             loop["bad"] += 1
         if checkpoint:
-            checkpoint.save(loop, final=epoch == recipe.epochs or loop["bad"] >= recipe.patience, **stateful)
+            checkpoint.save(loop, final=epoch == recipe.epochs or (early and loop["bad"] >= recipe.patience), **stateful)
         progress.update(1)
     progress.close()
-    model.load_state_dict(loop["best"])
+    if early:
+        model.load_state_dict(loop["best"])
     result.history, result.best_epoch, result.seconds = loop["history"], loop["best_epoch"], loop["seconds"]
     result.images_per_s = len(labels) * len(result.history["train loss"]) / max(result.seconds, 1e-9)
     return result
@@ -381,116 +443,171 @@ def imagenet_weights(backbone: str) -> tuple[str | None, str]:
         return None, f"torchvision's ImageNet weights for {backbone} could not be loaded ({type(err).__name__}: {str(err)[:120]})"
 
 
-def pretrain_on_cifar10(family: str, settings: Settings, device: torch.device, checkpoints: Path | None) -> tuple[dict, str]:
-    """The backbone trained on CIFAR-10 (a seeded subset of ``pretraining.images``), a source with no image of the test set.
+def pretraining_source(how: str, tiny: Dataset, h: Hierarchy) -> tuple[Split, str]:
+    """The images a backbone is pretrained on, labelled ``0..C-1``, and what they are.
+
+    ``"other-animals"``: the Tiny-ImageNet animal classes that the stand-in does not use (none of
+    its sub-classes, the novel one included); ``"cifar10"``: CIFAR-10's training images.
+    """
+    if how == "cifar10":
+        cifar = load_cifar10()
+        return cifar.train, f"CIFAR-10 ({cifar.provenance['format']})"
+    other = [c for c in range(len(tiny.classes)) if c not in set(h.source)]
+    return select_classes(tiny.train, other), f"the {len(other)} Tiny-ImageNet animal classes the stand-in does not use"
+
+
+def pretrain(family: str, how: str, settings: Settings, tiny: Dataset, h: Hierarchy, device: torch.device,
+             checkpoints: Path | None) -> tuple[dict, str]:
+    """The backbone trained on :func:`pretraining_source` (a stratified subset of ``pretraining.images``)
+    as a flat classifier, a source with no image and no class of the test set.
 
     Returns the backbone's state dict and a description for the run card. Seeded once (0): every
     seed of the chapter starts from the same pretrained backbone, as they would from ImageNet's.
     """
-    cifar = load_cifar10()
-    pre, recipe = settings.pretraining, settings.recipe
-    n = min(pre.images, len(cifar.train.labels))
-    idx = stratified_split(cifar.train.labels, [n], seed=0)[0]
-    train = Split(resize(cifar.train.images[idx], settings.data.input_size), cifar.train.labels[idx])
+    source, named = pretraining_source(how, tiny, h)
+    pre, recipe = settings.pretraining, settings.recipe(family)
+    n = min(pre.images, len(source.labels))
+    idx = stratified_split(source.labels, [n], seed=0)[0]
+    train = Split(resize(source.images[idx], settings.data.input_size), source.labels[idx])
     seed_everything(0)
-    config = settings.networks.config(family, num_sub=10, heads="flat")
+    config = settings.networks.config(family, num_sub=int(source.labels.max()) + 1, heads="flat")
     model = HierarchicalNet(config)
     augment = augmenter(recipe.rotation, recipe.jitter, recipe.augment_groups)
     pre_recipe = Recipe(epochs=pre.epochs, lr=recipe.lr, batch_size=recipe.batch_size, optimiser="adam", schedule="onecycle",
                         amp=recipe.amp, channels_last=recipe.channels_last)
+    key = (config, pre_recipe, (recipe.rotation, recipe.jitter, recipe.augment_groups), settings.data.input_size, n, how, tuple(h.source))
     report = fit_classifier(
         model, train, pre_recipe, seed=0, device=device, loss_fn=lambda m, x, y: F.cross_entropy(m(x)[1], y), augment=lambda x, g: augment(x),
-        checkpoint=Checkpoint(checkpoints, f"pretrain-{config.backbone}", config, pre_recipe, recipe, settings.data.input_size, n),
-        desc=f"pretraining {config.backbone} on CIFAR-10")
-    what = (f"pretrained here on CIFAR-10 ({cifar.provenance['format']}; {n:,} images, {pre.epochs} epochs at "
-            f"{settings.data.input_size} px, final loss {report.losses[-1]:.2f})")
+        checkpoint=Checkpoint(checkpoints, f"pretrain-{how}-{config.backbone}", *key), desc=f"pretraining {config.backbone} on {how}")
+    what = (f"pretrained here on {named} ({n:,} images, {pre.epochs} epochs at {settings.data.input_size} px, "
+            f"final loss {report.losses[-1]:.2f})")
     return {k: v.cpu() for k, v in model.backbone.state_dict().items()}, what
 
 
-def initialise(family: str, settings: Settings, device: torch.device, checkpoints: Path | None) -> tuple[str | None, dict | None, str]:
-    """The run's initialisation resolved for one backbone family: (weights=, a backbone state, description)."""
-    how, backbone = settings.pretraining.initialisation, settings.networks.backbone(family)
+class Initialisation(NamedTuple):
+    weights: str | None  # torchvision's weights= argument
+    state: dict | None  # a backbone state pretrained here
+    description: str  # for the run card
+    novel_seen: str  # whether the pretraining saw the novel sub-class, and why
+
+
+def initialise(family: str, settings: Settings, tiny: Dataset, h: Hierarchy, device: torch.device, checkpoints: Path | None) -> Initialisation:
+    """The run's initialisation resolved for one backbone family."""
+    how, backbone, novel = settings.pretraining.initialisation, settings.networks.backbone(family), h.sub_names[h.novel]
     if how == "scratch":
-        return None, None, "random (torchvision's initialisation), no pretraining"
+        return Initialisation(None, None, "random (torchvision's initialisation), no pretraining", "no pretraining")
     if how in ("auto", "imagenet"):
         weights, why = imagenet_weights(backbone)
         if weights is not None:
-            return weights, None, why
+            return Initialisation(weights, None, why, f"yes: {novel!r}, like every Tiny-ImageNet class, is one of ImageNet-1k's classes, "
+                                                      "so with ImageNet weights no sub-class of the stand-in is new to the backbone")
         if how == "imagenet":
-            raise RuntimeError(f"initialisation='imagenet' needs torchvision's weights: {why}. Run online once, or choose 'auto' or 'cifar10'.")
-        print(f"{why}; pretraining on CIFAR-10 instead")
-    state, what = pretrain_on_cifar10(family, settings, device, checkpoints)
-    return None, state, what
+            raise RuntimeError(f"initialisation='imagenet' needs torchvision's weights: {why}. Run online once, or choose 'auto' or 'other-animals'.")
+        print(f"{why}; pretraining on the other Tiny-ImageNet animals instead")
+        how = "other-animals"
+    state, what = pretrain(family, how, settings, tiny, h, device, checkpoints)
+    seen = (f"no: {novel!r} is not among the pretraining classes" if how == "other-animals"
+            else f"partly: CIFAR-10 has no {novel!r} class, but it has a {SUPER[int(h.sub_to_super[h.novel])]!r} class")
+    return Initialisation(None, state, what, seen)
 
 
-def train_variant(variant: Variant, splits: tuple[Split, Split, Split], h: Hierarchy, settings: Settings, init: dict, *, seed: int,
+def train_variant(variant: Variant, splits: Splits, h: Hierarchy, settings: Settings, init: dict[str, Initialisation], *, seed: int,
                   device: torch.device, checkpoints: Path | None) -> tuple[HierarchicalNet, FitResult]:
-    """One :class:`Variant` on one seed's splits; ``init[family]`` is :func:`initialise`'s answer."""
-    weights, state, _ = init[variant.family] if variant.pretrained else (None, None, "scratch")
+    """One :class:`Variant` on one seed's splits, with its family's recipe; ``init[family]`` is :func:`initialise`'s answer."""
+    start = init[variant.family] if variant.pretrained else Initialisation(None, None, "scratch", "no pretraining")
+    recipe = settings.recipe(variant.family)
     seed_everything(seed)
     config = settings.networks.config(variant.family, num_sub=len(h.sub_names), heads=variant.heads)
-    model = HierarchicalNet(config, weights=weights)
-    if state is not None:
-        model.backbone.load_state_dict(state)
-    key = (variant, config, settings.recipe, settings.data, settings.pretraining if variant.pretrained else None, seed)
-    result = fit_two_heads(model, splits[0], splits[1], h, settings.recipe, weighted=variant.weighted, seed=seed, device=device,
+    model = HierarchicalNet(config, weights=start.weights)
+    if start.state is not None:
+        model.backbone.load_state_dict(start.state)
+    key = (variant, config, recipe, settings.data, start.description if variant.pretrained else None, seed)
+    result = fit_two_heads(model, splits.train, splits.val, h, recipe, weighted=variant.weighted, seed=seed, device=device,
                            checkpoint=Checkpoint(checkpoints, f"{variant.tag}-seed{seed}", *key), desc=variant.name)
     return model, result
 
 
-def evaluate(model: HierarchicalNet, splits: tuple[Split, Split, Split], h: Hierarchy, recipe: Recipe, keep_known: float) -> dict:
-    """Per-level and hierarchical metrics on the test set, the novel sub-class's fate, and two novelty detectors.
+MAX_PROBABILITY = "1 − largest sub-class probability"  # the two novelty detectors (higher = more novel)
+CENTROID_DISTANCE = "distance to the nearest sub-class centroid"
+
+
+@dataclass
+class TestResult:
+    """One trained model on the test sets."""
+
+    super: dict  # lib.hierarchy.level_metrics of the super-class, balanced test set
+    sub: dict  # ... of the sub-class
+    sub_as_trained: dict  # ... of the sub-class on the test set with the training's imbalance (known sub-classes)
+    inconsistency: float  # predicted sub-class under another super-class than the one predicted
+    path_accuracy: float  # super-class and sub-class both right
+    near_misses: float  # of the wrong sub-classes, the share under the true super-class
+    novel_fires: float  # novel images given the novel output
+    novel_super_accuracy: float  # novel images given their right super-class
+    novel_predicted: list[int]  # what the novel images are called, per sub-class output
+    known_super_accuracy: float
+    auroc: dict[str, float]  # per detector, novel against known test images
+    novel_flagged: dict[str, float]  # per detector, at the threshold that keeps keep_known of the validation images
+    known_flagged: dict[str, float]
+    scores: dict[str, torch.Tensor]  # per detector, every test image's score
+    novel: torch.Tensor  # which test images are of the novel sub-class
+
+
+def evaluate(model: HierarchicalNet, splits: Splits, h: Hierarchy, recipe: Recipe, keep_known: float) -> TestResult:
+    """Per-level metrics on both test sets, how the levels agree, the novel sub-class's fate, and two novelty detectors.
 
     Detectors (higher = more novel): one minus the largest sub-class probability over the training
     sub-classes; and the distance of an image's (L2-normalised) backbone features to the nearest
     training sub-class centroid. Each is thresholded to keep ``keep_known`` of the validation
     images (all of known sub-classes), and scored by AUROC on the test set.
     """
-    train, val, test = splits
     kw = {"amp": recipe.amp, "channels_last": recipe.channels_last}
-    out, out_val, out_train = outputs(model, test.images, h, **kw), outputs(model, val.images, h, **kw), outputs(model, train.images, h, **kw)
-    true_sub, true_super = test.labels, h.sub_to_super[test.labels]
+    out, out_val, out_train = (outputs(model, split.images, h, **kw) for split in (splits.test, splits.val, splits.train))
+    true_sub, true_super = splits.test.labels, h.sub_to_super[splits.test.labels]
     pred_sub, pred_super = out["sub"].argmax(1), predicted_super(out, h)
     novel = true_sub == h.novel
-    r = {"super": level_metrics(true_super, pred_super, len(SUPER)), "sub": level_metrics(true_sub, pred_sub, len(h.sub_names))}
-    r["inconsistency"] = inconsistency(pred_super, pred_sub, h.sub_to_super)
-    r |= hierarchical_prf(true_super, true_sub, pred_super, pred_sub, SUPER, h.sub_names)
-    r["novel predicted as the novel slot"] = float((pred_sub[novel] == h.novel).float().mean())
-    r["novel: super-class accuracy"] = float((pred_super[novel] == true_super[novel]).float().mean())
-    r["novel: predicted sub-classes"] = torch.bincount(pred_sub[novel], minlength=len(h.sub_names)).tolist()
-    r["known: super-class accuracy"] = float((pred_super[~novel] == true_super[~novel]).float().mean())
+    as_trained = outputs(model, splits.test_as_trained.images, h, **kw)["sub"].argmax(1)
 
     def scores(o):
         known_probs = o["sub"][:, : h.novel].softmax(1)
         f = F.normalize(o["features"], dim=1)
-        centroids = torch.stack([F.normalize(out_train["features"], dim=1)[train.labels == k].mean(0) for k in range(h.novel)])
-        return {"1 - largest sub-class probability": 1 - known_probs.max(1).values, "distance to the nearest sub-class centroid": torch.cdist(f, centroids).min(1).values}
+        centroids = torch.stack([F.normalize(out_train["features"], dim=1)[splits.train.labels == k].mean(0) for k in range(h.novel)])
+        return {MAX_PROBABILITY: 1 - known_probs.max(1).values, CENTROID_DISTANCE: torch.cdist(f, centroids).min(1).values}
 
     test_scores, val_scores = scores(out), scores(out_val)
-    r["novelty AUROC"] = novelty_auroc(test_scores, novel)
-    r["novel flagged"], r["known flagged"] = {}, {}
-    for k in test_scores:
-        _, flagged = flag_rate(val_scores[k], test_scores[k], keep_known)
-        r["novel flagged"][k], r["known flagged"][k] = float(flagged[novel].float().mean()), float(flagged[~novel].float().mean())
-    r["scores"] = {k: v for k, v in test_scores.items()}
-    r["novel mask"] = novel
-    return r
+    flagged = {k: flag_rate(val_scores[k], test_scores[k], keep_known)[1] for k in test_scores}
+    return TestResult(
+        super=level_metrics(true_super, pred_super, len(SUPER)),
+        sub=level_metrics(true_sub, pred_sub, len(h.sub_names)),
+        sub_as_trained=level_metrics(splits.test_as_trained.labels, as_trained, len(h.sub_names)),
+        inconsistency=inconsistency(pred_super, pred_sub, h.sub_to_super),
+        path_accuracy=path_accuracy(true_super, true_sub, pred_super, pred_sub),
+        near_misses=near_miss_share(true_sub, pred_sub, h.sub_to_super),
+        novel_fires=float((pred_sub[novel] == h.novel).float().mean()),
+        novel_super_accuracy=float((pred_super[novel] == true_super[novel]).float().mean()),
+        novel_predicted=torch.bincount(pred_sub[novel], minlength=len(h.sub_names)).tolist(),
+        known_super_accuracy=float((pred_super[~novel] == true_super[~novel]).float().mean()),
+        auroc=novelty_auroc(test_scores, novel),
+        novel_flagged={k: float(f[novel].float().mean()) for k, f in flagged.items()},
+        known_flagged={k: float(f[~novel].float().mean()) for k, f in flagged.items()},
+        scores=test_scores, novel=novel,
+    )
 
 
-def run_seed(ds: Dataset, h: Hierarchy, settings: Settings, init: dict, variants: list[Variant], *, seed: int, device: torch.device,
-             checkpoints: Path | None) -> dict[Variant, dict]:
+def run_seed(ds: Dataset, h: Hierarchy, settings: Settings, init: dict[str, Initialisation], variants: list[Variant], *, seed: int,
+             device: torch.device, checkpoints: Path | None) -> dict[Variant, tuple[FitResult, TestResult]]:
     """Every variant on one seed's splits: its fit (curves, best epoch, speed) and its test evaluation."""
     splits = make_splits(ds, h, settings.data, seed)
     out = {}
     for variant in variants:
         model, fit = train_variant(variant, splits, h, settings, init, seed=seed, device=device, checkpoints=checkpoints)
-        out[variant] = {"fit": fit, "test": evaluate(model, splits, h, settings.recipe, settings.keep_known)}
+        out[variant] = (fit, evaluate(model, splits, h, settings.recipe(variant.family), settings.keep_known))
     return out
 
 
-def counts_table(ds: Dataset, h: Hierarchy, splits: tuple[Split, Split, Split]) -> list[dict]:
+def counts_table(h: Hierarchy, splits: Splits) -> list[dict]:
     """Images per sub-class in each split, with its super-class."""
-    return [{"sub-class": name, "super-class": SUPER[int(h.sub_to_super[k])], **{split: int((s.labels == k).sum()) for split, s in zip(("train", "validation", "test"), splits)}}
+    named = list(zip(("train", "validation", "test", "test, as trained"), splits))
+    return [{"sub-class": name, "super-class": SUPER[int(h.sub_to_super[k])], **{split: int((s.labels == k).sum()) for split, s in named}}
             for k, name in enumerate(h.sub_names)]
 
 

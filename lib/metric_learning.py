@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .losses import cosine_triplet_loss
-from .training import Checkpoint, seed_everything
+from .training import Checkpoint, clock, seed_everything
 
 
 def class_members(labels: torch.Tensor) -> list[torch.Tensor]:
@@ -85,35 +86,45 @@ class HeadReport(NamedTuple):
     stopped: str  # why training stopped
     seconds: float  # training wall time, summed over resumed sessions
     resumed: bool
+    clock_s: float = 0.0  # training time by lib.training.clock, summed over resumed sessions
 
 
 def fit_embedding_head(
-    head: nn.Module, features: torch.Tensor, labels: torch.Tensor, schedule: HeadSchedule, *, seed: int,
-    checkpoint: Checkpoint | None = None, desc: str = "embedding head",
+    head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, schedule: HeadSchedule, *, seed: int,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None, checkpoint: Checkpoint | None = None, desc: str = "embedding head",
 ) -> HeadReport:
-    """Train ``head`` (features -> embedding) with the cosine triplet loss on ``features`` rows.
+    """Train ``head`` (features -> embedding) with the cosine triplet loss on rows of ``inputs``.
 
-    An epoch is ``ceil(N / (K * batch_class_repeats))`` batches, so about every image is an
-    anchor once. Calling it again on a trained head continues its training ("train further").
+    ``inputs`` are the frozen trunk's features, computed once (the cache); or, with ``encode``
+    (images -> features, the frozen trunk), the images themselves, every triplet's images passing
+    through the trunk in every step, as a Keras model with frozen layers trains. Both draw the same
+    triplets and compute the same function, so they end with the same head up to rounding; only
+    their cost differs. An epoch is ``ceil(N / (K * batch_class_repeats))`` batches, so about every
+    image is an anchor once. Calling it again on a trained head continues its training ("train
+    further").
     """
     generator = seed_everything(seed)
-    device = features.device
+    device = next(head.parameters()).device if encode is not None else inputs.device
     head.to(device).train()
     opt = torch.optim.NAdam(head.parameters(), lr=schedule.lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience)
     steps = math.ceil(len(labels) / ((int(labels.max()) + 1) * schedule.batch_class_repeats))
     stateful = {"head": head, "optimiser": opt, "plateau": plateau, "generator": generator}
-    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "lrs": [], "seconds": 0.0}
+    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "lrs": [], "seconds": 0.0, "clock": 0.0}
     resumed = bool(loop["losses"])
     members = class_members(labels)
     progress = tqdm(total=schedule.max_epochs, initial=len(loop["losses"]), desc=desc, leave=False)
     while len(loop["losses"]) < schedule.max_epochs and opt.param_groups[0]["lr"] >= schedule.min_lr:
-        started, total = time.perf_counter(), torch.zeros((), device=device)
+        started, ticked, total = time.perf_counter(), clock(device), torch.zeros((), device=device)
         loop["lrs"].append(opt.param_groups[0]["lr"])
         for _ in range(steps):
             a, p, n = (t.to(device) for t in sample_triplets(members, schedule.batch_class_repeats, generator))
             rows = torch.cat([a, p, n])
-            emb = head(features[rows])  # (3T, embedding_dim)
+            x = inputs[rows.to(inputs.device)]
+            if encode is not None:
+                with torch.no_grad():
+                    x = encode(x)  # (3T, feature_dim): the trunk, every step
+            emb = head(x)  # (3T, embedding_dim)
             t = len(a)
             idx = torch.arange(t, device=device)
             loss = cosine_triplet_loss(emb, idx, idx + t, idx + 2 * t, schedule.margin, schedule.scale)
@@ -124,6 +135,7 @@ def fit_embedding_head(
         loop["losses"].append(float(total) / steps)
         plateau.step(loop["losses"][-1])
         loop["seconds"] += time.perf_counter() - started
+        loop["clock"] += clock(device) - ticked
         progress.update(1)
         if checkpoint:
             done = len(loop["losses"]) >= schedule.max_epochs or opt.param_groups[0]["lr"] < schedule.min_lr
@@ -131,7 +143,7 @@ def fit_embedding_head(
     progress.close()
     head.eval()
     stopped = f"learning rate below {schedule.min_lr:g}" if opt.param_groups[0]["lr"] < schedule.min_lr else f"max_epochs = {schedule.max_epochs}"
-    return HeadReport(loop["losses"], loop["lrs"], stopped, loop["seconds"], resumed)
+    return HeadReport(loop["losses"], loop["lrs"], stopped, loop["seconds"], resumed, loop["clock"])
 
 
 @torch.no_grad()

@@ -35,7 +35,8 @@ def band(ax, x: Sequence[float], runs: Sequence[Sequence[float]], label: str, **
     cis = [mean_ci([r[i] for r in runs]) for i in range(len(x))]
     mean = [c.mean for c in cis]
     line = ax.plot(x, mean, marker="o", label=f"{label} (n={len(runs)})", **style)[0]
-    ax.fill_between(x, [c.low for c in cis], [c.high for c in cis], color=line.get_color(), alpha=0.2, linewidth=0)
+    if len(runs) > 1:  # one seed has no interval to shade
+        ax.fill_between(x, [c.low for c in cis], [c.high for c in cis], color=line.get_color(), alpha=0.2, linewidth=0)
     return line
 
 

@@ -1,87 +1,33 @@
-"""What a chapter run leaves behind: its claims with verdicts, its figures, and its run card.
+"""What a chapter run leaves behind: its claims with verdicts, its tables and figures, its run card.
 
-A chapter makes one :class:`ChapterResults`, records every claim of its paper
-with :meth:`ChapterResults.claim` (the paper's value, ours over seeds, and the
-rule that decides the verdict), saves its figures, and finally calls
-:meth:`ChapterResults.save`, which writes ``results.json`` with the run card:
-profile, settings, seeds, device, library versions, data checksums,
-initialisation and wall time. ``python -m lib.scorecard`` gathers every
-``results.json`` into the book's scorecard.
+A chapter makes one :class:`ChapterResults`, records every claim of its paper with
+:meth:`ChapterResults.claim` (the paper's value, ours over seeds, the rule, and the scale the
+claim needs; see :mod:`lib.verdicts`), saves its figures, and finally calls
+:meth:`ChapterResults.save`, which writes ``results.json`` with the run card: profile, settings,
+seeds, device and threads, library versions, git commit, the code digest, data checksums,
+initialisation and wall time. ``python -m lib.scorecard`` gathers every ``results.json`` into the
+book's scorecard.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from .evaluation import Interval, mean_ci
+from .evaluation import mean_ci
 from .training import code_digest, plain
+from .verdicts import NOT_RUN, PROFILE_SCALE, Rule, Scale, judge
 
-REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
-
-
-@dataclass(frozen=True)
-class AtLeast:
-    """Higher is better: reproduced if the 95% interval reaches the paper's value or more."""
-
-    value: float
-
-    def describe(self) -> str:
-        return f"reproduced if the 95% interval reaches {self.value:g} or more"
-
-    def verdict(self, ours: Interval) -> str:
-        return REPRODUCED if ours.high >= self.value else NOT_REPRODUCED
-
-
-@dataclass(frozen=True)
-class AtMost:
-    """Lower is better: reproduced if the 95% interval reaches the paper's value or less."""
-
-    value: float
-
-    def describe(self) -> str:
-        return f"reproduced if the 95% interval reaches {self.value:g} or less"
-
-    def verdict(self, ours: Interval) -> str:
-        return REPRODUCED if ours.low <= self.value else NOT_REPRODUCED
-
-
-@dataclass(frozen=True)
-class Between:
-    """Reproduced if the mean over seeds lies in [low, high] (a range the paper states)."""
-
-    low: float
-    high: float
-
-    def describe(self) -> str:
-        return f"reproduced if the mean lies in [{self.low:g}, {self.high:g}]"
-
-    def verdict(self, ours: Interval) -> str:
-        return REPRODUCED if self.low <= ours.mean <= self.high else NOT_REPRODUCED
-
-
-@dataclass(frozen=True)
-class Above:
-    """A difference or gain: reproduced if the whole 95% interval lies above ``value``."""
-
-    value: float = 0.0
-
-    def describe(self) -> str:
-        return f"reproduced if the whole 95% interval lies above {self.value:g}"
-
-    def verdict(self, ours: Interval) -> str:
-        return REPRODUCED if ours.n >= 2 and ours.low > self.value else NOT_REPRODUCED
-
-
-Rule = AtLeast | AtMost | Between | Above
+GIT_ENV = "BOOK_GIT_COMMIT"  # the commit a run card names when the tree is not a git checkout (a copied tree on a GPU machine)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def device_description(device: torch.device) -> str:
@@ -106,14 +52,15 @@ def library_versions(experiment: str | None = None) -> dict[str, str]:
     }
 
 
-def git_commit() -> str:
-    """The project's commit, with "+changes" when the working tree differs from it."""
-    root = Path(__file__).resolve().parents[1]
+def git_commit(root: Path = ROOT) -> str:
+    """The project's commit, with "+changes" when ``lib/`` or ``chapters/`` differ from it; outside a
+    git checkout, the commit named by $BOOK_GIT_COMMIT (with "(from BOOK_GIT_COMMIT)")."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lib", "chapters"], cwd=root, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lib", "chapters"], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        named = os.environ.get(GIT_ENV)
+        return f"{named} (from {GIT_ENV})" if named else f"unknown (not a git checkout; set {GIT_ENV})"
     return head + ("+changes" if dirty else "")
 
 
@@ -125,11 +72,13 @@ class ChapterResults:
         ``experiment``: the chapter's experiment module, whose code the run card's digest covers."""
         run = settings.run
         self.chapter, self.profile = chapter, run.profile
+        self.scale = PROFILE_SCALE[run.profile]
         self.dir = Path(run.results_root) / run.profile / chapter
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
         self.settings, self.seeds = plain(settings), list(run.seeds)
         self.claims: list[dict] = []
         self.tables: dict[str, list[dict]] = {}
+        self.convergence: dict | None = None
         self.started = time.time()
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.experiment = experiment.__name__.removeprefix("lib.")
@@ -139,31 +88,34 @@ class ChapterResults:
     def checkpoints(self) -> Path:
         return self.dir / "checkpoints"
 
-    def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Rule, unit: str = "") -> dict:
-        """Record one claim of the paper: our values over seeds against the paper's, judged by ``rule``."""
+    def converged(self, converged: bool, criterion: str) -> None:
+        """Record whether the run's main models converged (by ``criterion``). A run at the converged
+        scale whose models did not converge can test no claim that needs converged runs."""
+        self.convergence = {"converged": bool(converged), "criterion": criterion}
+        if self.scale == Scale.CONVERGED and not converged:
+            self.scale = Scale.TOY
+
+    def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Rule, *, needs: Scale, unit: str = "",
+              untestable: str | None = None) -> dict:
+        """Record one claim of the paper: our values over seeds against the paper's, judged by ``rule``
+        when this run is at the scale the claim ``needs`` (see :func:`lib.verdicts.judge`)."""
         values = [float(v) for v in ours]
-        if not values or any(math.isnan(v) for v in values):
+        if not values or any(not math.isfinite(v) for v in values):
             raise ValueError(f"claim {id!r}: no valid values to judge ({values})")
         interval = mean_ci(values)
+        verdict, why = judge(rule, interval, needs=needs, scale=self.scale, untestable=untestable)
         row = {
-            "id": id,
-            "claim": claim,
-            "paper": paper,
-            "ours": values,
-            "mean": interval.mean,
-            "low": interval.low,
-            "high": interval.high,
-            "n": interval.n,
-            "unit": unit,
-            "rule": rule.describe(),
-            "verdict": rule.verdict(interval),
+            "id": id, "claim": claim, "paper": paper, "ours": values, "mean": interval.mean, "low": interval.low, "high": interval.high,
+            "n": interval.n, "unit": unit, "rule": rule.short(), "why": why, "needs": needs.name, "scale": self.scale.name,
+            "profile": self.profile, "verdict": verdict,
         }
         self._add(row)
         return row
 
-    def not_run(self, id: str, claim: str, paper: float | str, reason: str) -> dict:
+    def not_run(self, id: str, claim: str, paper: float | str, reason: str, *, needs: Scale) -> dict:
         """A claim this run could not test (say, its dataset is unreachable); never a made-up number."""
-        row = {"id": id, "claim": claim, "paper": paper, "ours": [], "n": 0, "unit": "", "rule": reason, "verdict": NOT_RUN}
+        row = {"id": id, "claim": claim, "paper": paper, "ours": [], "n": 0, "unit": "", "rule": "", "why": reason,
+               "needs": needs.name, "scale": self.scale.name, "profile": self.profile, "verdict": NOT_RUN}
         self._add(row)
         return row
 
@@ -183,12 +135,16 @@ class ChapterResults:
         card = {
             "chapter": self.chapter,
             "profile": self.profile,
+            "scale": self.scale.name,
             "settings": self.settings,
             "seeds": self.seeds,
             "device": device_description(device),
+            "threads": torch.get_num_threads(),
             "versions": self.versions,
+            "experiment": self.experiment,
             "data": data,
             "initialisation": initialisation,
+            "convergence": self.convergence,
             "started": self.started_at,
             "wall_time_s": round(time.time() - self.started, 1),
             **(extra or {}),
@@ -209,20 +165,17 @@ def load_results(results_root: str | Path, profile: str, chapter: str) -> dict |
 def run_card_markdown(card: dict) -> str:
     """The run card as a short list, for a chapter to show beside results it did not compute itself."""
     data = "; ".join(f"{d['dataset']} ({d.get('format', 'format not recorded')})" for d in card["data"]) or "none recorded"
-    return "\n".join([
+    conv = card.get("convergence")
+    lines = [
         f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}",
-        f"- torch {card['versions']['torch']}, torchvision {card['versions']['torchvision']}, python {card['versions']['python']}, commit {card['versions'].get('git', '?')}",
+        f"- torch {card['versions']['torch']}, torchvision {card['versions']['torchvision']}, python {card['versions']['python']}, "
+        f"commit {card['versions'].get('git', '?')}, code digest {card['versions'].get('lib', '?')}",
         f"- data: {data}; initialisation: {card['initialisation']}",
         f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min"
         + (f" ({card['trainings_resumed_from_checkpoints']} of {card['trainings']} trainings resumed from checkpoints)" if card.get("trainings_resumed_from_checkpoints") else ""),
-    ])
-
-
-def claims_markdown(claims: list[dict]) -> str:
-    """The claims as a markdown table (the chapter shows it; the scorecard reuses it)."""
-    lines = ["| claim | paper | ours (mean ± 95% CI) | n | verdict | rule |", "|---|---|---|---|---|---|"]
-    for c in claims:
-        lines.append(f"| {c['claim']} | {c['paper']} | {format_ours(c)} | {c['n']} | **{c['verdict']}** | {c['rule']} |")
+    ]
+    if conv:
+        lines.append(f"- converged: **{'yes' if conv['converged'] else 'no'}** ({conv['criterion']})")
     return "\n".join(lines)
 
 
@@ -230,25 +183,38 @@ def format_ours(c: dict) -> str:
     if c["verdict"] == NOT_RUN:
         return "—"
     if c["n"] < 2:
-        return f"{c['mean']:.3g}"
+        return f"{c['mean']:.3g} (n=1)"
     return f"{c['mean']:.3g} ± {c['high'] - c['mean']:.2g}"
 
 
-def show_full_profile(results_root: str | Path, chapter: str, figures: list[str]) -> dict | None:
-    """In a notebook: the committed full-profile claims, run card and ``figures`` of ``chapter``.
+def claims_markdown(claims: list[dict]) -> str:
+    """The claims as a markdown table (the chapter shows it; the scorecard reuses it)."""
+    lines = ["| claim | paper | ours (mean ± 95% CI) | n | verdict | rule |", "|---|---|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| {c['claim']} | {c['paper']} | {format_ours(c)} | {c['n']} | **{c['verdict']}** | {c['rule'] or c['why']} |")
+    return "\n".join(lines)
 
-    Returns the saved results (for chapter-specific lines), or None after printing the command
-    that would make them.
+
+def show_stronger_profiles(results_root: str | Path, chapter: str, profile: str, figures: list[str]) -> dict[str, dict]:
+    """In a notebook: the committed results of every profile stronger than ``profile`` (cpu, then
+    full): their claims, run card and ``figures``, or the command that would make them.
+
+    Returns ``{profile: saved results}`` for the profiles that have results.
     """
     from IPython.display import Image, Markdown, display
 
-    full = load_results(results_root, "full", chapter)
-    if full is None:
-        print(f"No full-profile results yet: python -m lib.run chapters/{chapter}.py --profile full")
-        return None
-    display(Markdown(claims_markdown(full["claims"]) + "\n\n**Run card**\n\n" + run_card_markdown(full["run_card"])))
-    for name in figures:
-        path = Path(results_root) / "full" / chapter / "figures" / f"{name}.png"
-        if path.is_file():
-            display(Image(filename=str(path), width=760))
-    return full
+    shown = {}
+    order = list(PROFILE_SCALE)
+    for stronger in order[order.index(profile) + 1:]:
+        saved = load_results(results_root, stronger, chapter)
+        if saved is None:
+            display(Markdown(f"**{stronger} profile**: no results yet. Run `python -m lib.run chapters/{chapter}.py --profile {stronger}`."))
+            continue
+        shown[stronger] = saved
+        display(Markdown(f"**{stronger} profile** ({PROFILE_SCALE[stronger].label})\n\n" + claims_markdown(saved["claims"])
+                         + "\n\n**Run card**\n\n" + run_card_markdown(saved["run_card"])))
+        for name in figures:
+            path = Path(results_root) / stronger / chapter / "figures" / f"{name}.png"
+            if path.is_file():
+                display(Image(filename=str(path), width=760))
+    return shown

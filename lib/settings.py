@@ -51,3 +51,21 @@ def distinct_positive(name: str, values) -> None:
     """Refuse a list that repeats an entry or holds anything but integers of at least 1."""
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values) or len(set(values)) != len(values):
         raise ValueError(f"{name} {list(values)} must be distinct integers of at least 1")
+
+
+QUICK_LIMIT_MINUTES = 3.0  # a quick run of one chapter, on a 2-core CPU, whatever a reader picks
+
+
+def within_quick_budget(run: RunSettings, work: float, default_work: float, default_minutes: float) -> None:
+    """Refuse quick-profile settings that ask more work than fits ``QUICK_LIMIT_MINUTES``.
+
+    ``work`` is the chapter's estimate of what its settings ask (images through networks, relative),
+    ``default_work`` the same for its quick defaults, which take ``default_minutes`` on a 2-core CPU
+    (measured). Other profiles are not bounded here: they say what they cost in their yaml.
+    """
+    allowed = QUICK_LIMIT_MINUTES / default_minutes
+    if run.profile == "quick" and work > allowed * default_work:
+        raise ValueError(
+            f"these settings ask {work / default_work:.1f}× the work of the quick profile's defaults (about {default_minutes:g} min on a "
+            f"2-core CPU), more than the {allowed:.2f}× that fits the quick profile's {QUICK_LIMIT_MINUTES:g} minutes: use fewer seeds, "
+            "fewer or smaller models or images, or another profile (--profile cpu)")

@@ -30,7 +30,7 @@ from .data import (
     take,
 )
 from .models import FeatureClassifier, FeatureClassifierConfig
-from .settings import RunSettings, distinct_positive, positive, run_settings
+from .settings import RunSettings, distinct_positive, positive, run_settings, within_quick_budget
 from .soc import soc_loss
 from .training import Checkpoint, FitReport, Recipe, fit_classifier, predict, seed_everything
 
@@ -41,16 +41,18 @@ DATASETS = {"cifar10": load_cifar10, "cifar100": load_cifar100}
 class Model:
     """One model of the sweep: a head and its feature dimension (None: one output per class)."""
 
-    head: str  # "softmax" (cross-entropy) or "soc"
+    head: str  # "softmax" (cross-entropy), "bottleneck" (cross-entropy through d features) or "soc"
     features: int | None = None
 
     @property
     def name(self) -> str:
-        return "cross-entropy" if self.head == "softmax" else f"SOC, {self.features} features"
+        if self.head == "softmax":
+            return "cross-entropy"
+        return f"{'SOC' if self.head == 'soc' else 'cross-entropy, bottleneck'}, {self.features} features"
 
     @property
     def tag(self) -> str:
-        return "ce" if self.head == "softmax" else f"soc{self.features}"
+        return {"softmax": "ce", "bottleneck": f"bn{self.features}", "soc": f"soc{self.features}"}[self.head]
 
 
 CE = Model("softmax")  # the baseline of every table
@@ -60,12 +62,17 @@ def soc(d: int) -> Model:
     return Model("soc", d)
 
 
+def bottleneck(d: int) -> Model:
+    """The control: cross-entropy through a d-dimensional linear bottleneck, SOC's output size without its loss."""
+    return Model("bottleneck", d)
+
+
 @dataclass(frozen=True)
 class Subsets:
     """Stratified seeded subsets of CIFAR's training and test sets (all of them at full size)."""
 
-    n_train: int = 2500  # paper: all 50,000
-    n_test: int = 1500  # paper: all 10,000
+    n_train: int = 2000  # paper: all 50,000
+    n_test: int = 1000  # paper: all 10,000
 
     def __post_init__(self):
         positive(n_train=self.n_train, n_test=self.n_test)
@@ -103,7 +110,7 @@ class SocRecipe(Recipe):
 class Sweep:
     """The feature dimensions of the paper's two tables that this run trains."""
 
-    cifar10_features: tuple[int, ...] = (1, 2, 3, 10)
+    cifar10_features: tuple[int, ...] = (1, 2, 10)
     cifar100_features: tuple[int, ...] = (1, 10, 25)  # () skips CIFAR-100
 
     def __post_init__(self):
@@ -147,6 +154,23 @@ class Settings:
         if self.beyond.ood_features not in self.sweep.cifar10_features:
             raise ValueError(f"ood_features={self.beyond.ood_features} must be one of cifar10_features {list(self.sweep.cifar10_features)}: "
                              "the new-class experiment compares against that 10-class model")
+        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+
+
+ENCODER_COST = {"small": 1.0, "resnet18": 40.0}  # training cost of an image, relative to the small encoder of width 16
+
+
+def work(s: Settings) -> float:
+    """What the settings ask, in training images through the small encoder (relative units): every
+    model of the sweep on CIFAR-10 (and CIFAR-100 when it has dimensions), the two nine-class models
+    and the two-class picture, for every seed."""
+    models = 1 + 2 * len(s.sweep.cifar10_features) + (1 + 2 * len(s.sweep.cifar100_features) if s.sweep.cifar100_features else 0) + 2 + 1
+    per_image = ENCODER_COST[s.encoder.name] * (s.encoder.width / 16) ** 2 if s.encoder.name == "small" else ENCODER_COST[s.encoder.name]
+    return len(s.run.seeds) * s.subsets.n_train * s.recipe.epochs * models * per_image
+
+
+QUICK_WORK = 510_000  # work() of the chapter's quick defaults (a test keeps the two in step)
+QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
 
 
 def make_settings(*, profile, seeds, device, results_root, encoder, width, n_train, n_test, cifar10_features, cifar100_features,
@@ -173,16 +197,27 @@ def subsets(dataset: Dataset, sizes: Subsets, seed: int) -> tuple[Split, Split]:
 
 
 def train_model(train: Split, encoder: Encoder, recipe: SocRecipe, model: Model, num_classes: int, *, seed: int, device: torch.device,
-                checkpoints: Path | None, tag: str, learn_scale: bool = False) -> tuple[FeatureClassifier, FitReport]:
-    """One training with the chapter's recipe (crop-and-flip batches, one-cycle); ``model`` says which head."""
+                checkpoints: Path | None, tag: str, learn_scale: bool = False, test: Split | None = None) -> tuple[FeatureClassifier, FitReport]:
+    """One training with the chapter's recipe (crop-and-flip batches, one-cycle); ``model`` says which head.
+
+    Weight decay never pulls SOC's class means towards the origin: they are the classes, not
+    weights of the encoder, and the regulariser of the paper's loss already spreads them. With a
+    ``test`` split, its accuracy is measured after every epoch (``FitReport.evaluations``).
+    """
     seed_everything(seed)  # the initial weights too
     config = FeatureClassifierConfig(encoder=encoder.name, width=encoder.width, num_classes=num_classes, head=model.head,
                                      num_features=model.features or num_classes, learn_scale=learn_scale)
     net = FeatureClassifier(config)
-    checkpoint = Checkpoint(checkpoints, f"{tag}-seed{seed}", config, recipe, len(train.labels), int(train.labels.sum()), seed)
+    checkpoint = Checkpoint(checkpoints, f"{tag}-seed{seed}", config, recipe, len(train.labels), int(train.labels.sum()), seed, test is not None)
+    is_soc = model.head == "soc"
+
+    def accuracy_on_test(m: FeatureClassifier) -> float:
+        return float((predict(m, test.images, amp=recipe.amp, channels_last=recipe.channels_last).argmax(1) == test.labels).float().mean())
+
     report = fit_classifier(
         net, train, recipe, seed=seed, device=device, loss_fn=FeatureClassifier.loss, augment=lambda x, g: random_crop_flip(x, 4, g),
-        lr_scales={"head.means": recipe.means_lr_scale} if model.head == "soc" else None, checkpoint=checkpoint, desc=tag,
+        lr_scales={"head.means": recipe.means_lr_scale} if is_soc else None, no_decay=("head.means",) if is_soc else (),
+        evaluate=accuracy_on_test if test is not None else None, checkpoint=checkpoint, desc=tag,
     )
     return net, report
 
@@ -201,6 +236,7 @@ class SweepRun:
     seconds: dict[Model, float] = field(default_factory=dict)  # training wall time
     images_per_s: dict[Model, float] = field(default_factory=dict)
     losses: dict[Model, list[float]] = field(default_factory=dict)
+    curve: list[float] = field(default_factory=list)  # cross-entropy's test accuracy after every epoch (convergence)
     pictures: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # d <= 3: test points z, class means
     resumed: int = 0
 
@@ -209,13 +245,21 @@ def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classe
     return [float((predicted[labels == c] == c).float().mean()) for c in range(num_classes)]
 
 
+def sweep_models(dims: tuple[int, ...]) -> list[Model]:
+    """Cross-entropy, then per feature dimension the bottleneck control and the SOC head."""
+    return [CE, *[m for d in dims for m in (bottleneck(d), soc(d))]]
+
+
 def run_sweep(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, dims: tuple[int, ...], num_classes: int, *, seed: int,
               device: torch.device, checkpoints: Path | None, tag: str) -> SweepRun:
-    """Cross-entropy and the SOC head at every feature dimension in ``dims``, on one seed's data."""
+    """Cross-entropy, and the bottleneck control and the SOC head at every feature dimension in
+    ``dims``, on one seed's data; cross-entropy's test accuracy is followed epoch by epoch."""
     run = SweepRun()
-    for model in [CE, *[soc(d) for d in dims]]:
+    for model in sweep_models(dims):
         net, report = train_model(train, encoder, recipe, model, num_classes, seed=seed, device=device, checkpoints=checkpoints,
-                                  tag=f"{tag}-{model.tag}")
+                                  tag=f"{tag}-{model.tag}", test=test if model == CE else None)
+        if model == CE:
+            run.curve = report.evaluations
         predicted = predict(net, test.images, amp=recipe.amp, channels_last=recipe.channels_last).argmax(1)
         run.accuracy[model] = float((predicted == test.labels).float().mean())
         run.per_class[model] = per_class_accuracy(predicted, test.labels, num_classes)

@@ -53,6 +53,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def clock(device: torch.device) -> float:
+    """A timer for comparing the cost of two computations that does not drift with the machine's
+    load: the process's CPU time (all its threads) on a CPU; on CUDA, the wall clock once the GPU
+    has finished its queued work. Differences of two readings are seconds of that clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
+
+
+CLOCKS = {"cpu": "process CPU time, all threads", "cuda": "wall time, the GPU synchronised"}
+
+
 # ---------------------------------------------------------------- digests
 
 
@@ -327,6 +340,8 @@ class FitReport(NamedTuple):
     seconds: float  # training wall time, summed over resumed sessions
     images_per_s: float  # training images per second of wall time
     resumed: bool  # whether the run continued from a checkpoint
+    evaluations: list[float] = []  # evaluate(model) after every epoch, when given
+    clock_s: float = 0.0  # training time by clock(device), summed over resumed sessions
 
 
 def fit_classifier(
@@ -340,6 +355,7 @@ def fit_classifier(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     lr_scales: dict[str, float] | None = None,
     no_decay: tuple[str, ...] = (),
+    evaluate: Callable[[nn.Module], float] | None = None,
     checkpoint: Checkpoint | None = None,
     desc: str = "training",
 ) -> FitReport:
@@ -349,8 +365,10 @@ def fit_classifier(
     ``augment(x, generator)`` transforms every batch on its device (see
     :func:`lib.data.random_crop_flip`). ``lr_scales`` multiplies the learning rate of the
     parameters whose names start with a key (``{"head.means": 10.0}``: the class means learn ten
-    times faster than the rest); ``no_decay`` exempts parameters from weight decay. An interrupted
-    run resumes at its last saved epoch and ends bit-identical to an uninterrupted one.
+    times faster than the rest); ``no_decay`` exempts parameters from weight decay. ``evaluate(model)``
+    runs after every epoch (outside the timed training) and its values are returned, e.g. a test
+    accuracy curve that shows whether the training converged. An interrupted run resumes at its
+    last saved epoch and ends bit-identical to an uninterrupted one.
     """
     generator = seed_everything(seed)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
@@ -363,11 +381,12 @@ def fit_classifier(
     if recipe.schedule == "onecycle":
         stateful["scheduler"] = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[g["lr"] for g in groups], total_steps=recipe.epochs * steps_per_epoch)
-    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "seconds": 0.0}
+    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "seconds": 0.0, "clock": 0.0, "evaluations": []}
     resumed = bool(loop["losses"])
     use_amp = recipe.amp and device.type == "cuda"
     for epoch in tqdm(range(len(loop["losses"]), recipe.epochs), desc=desc, leave=False, initial=len(loop["losses"]), total=recipe.epochs):
-        started = time.perf_counter()
+        model.train()
+        started, ticked = time.perf_counter(), clock(device)
         total = torch.zeros((), device=device)
         for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
             if augment is not None:
@@ -382,7 +401,11 @@ def fit_classifier(
             total += loss.detach() * len(y)
         loop["losses"].append(float(total) / len(labels))  # float() waits for the device: the epoch's time is real
         loop["seconds"] += time.perf_counter() - started
+        loop["clock"] += clock(device) - ticked
+        if evaluate is not None:
+            loop["evaluations"].append(float(evaluate(model)))
         if checkpoint:
             checkpoint.save(loop, final=epoch == recipe.epochs - 1, **stateful)
     model.eval()
-    return FitReport(loop["losses"], loop["seconds"], recipe.epochs * len(labels) / max(loop["seconds"], 1e-9), resumed)
+    return FitReport(loop["losses"], loop["seconds"], recipe.epochs * len(labels) / max(loop["seconds"], 1e-9), resumed, loop["evaluations"],
+                     loop["clock"])

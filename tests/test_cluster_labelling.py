@@ -92,22 +92,80 @@ def test_config_rejects_bad_values(bad):
 
 
 def test_pixel_baseline_labels_test_images_by_the_nearest_valid_centre():
-    from lib.data import Split
     from lib.vae_experiment import Splits, pixel_kmeans_baseline
 
-    # "images" of 2 pixels: dark-left images are class 0, bright-left class 1 (the SignReader reads x - 0.5)
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.uniform(0, 40, 60), rng.uniform(215, 255, 60)])
-    images = torch.from_numpy(np.stack([x, np.full_like(x, 128)], 1).astype(np.uint8)).view(-1, 1, 1, 2)
-    labels = torch.cat([torch.zeros(60), torch.ones(60)]).long()
-    split = Split(images, labels)
-
-    class CentredSignReader(SignReader):
-        def forward(self, images):
-            return super().forward(images - 0.5)
-
-    splits = Splits(annotator=split, val=split, train=split, test=split)
-    result = pixel_kmeans_baseline(splits, Annotator(CentredSignReader()), LabellingConfig(fixed_k=2, valid_confidence=0.9), seed=0)
+    split, reader = two_pixel_digits()
+    splits = Splits(annotator=split, judge=split, val=split, train=split, test=split)
+    result = pixel_kmeans_baseline(splits, Annotator(reader), LabellingConfig(fixed_k=2, valid_confidence=0.9), seed=0)
     assert result["test_accuracy"] == 1.0 and result["labels_given"] == 2
-    refused = pixel_kmeans_baseline(splits, Annotator(CentredSignReader()), LabellingConfig(fixed_k=2, valid_confidence=1.0), seed=0)
+    refused = pixel_kmeans_baseline(splits, Annotator(reader), LabellingConfig(fixed_k=2, valid_confidence=1.0), seed=0)
     assert refused["test_accuracy"] == 0.0  # no centre readable: nothing can be labelled
+
+
+class CentredSignReader(SignReader):
+    def forward(self, images):
+        return super().forward(images - 0.5)
+
+
+def two_pixel_digits(n: int = 60, seed: int = 0):
+    """"Images" of 2 pixels: dark-left images are class 0, bright-left class 1; and a reader for them."""
+    from lib.data import Split
+
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.uniform(0, 40, n), rng.uniform(215, 255, n)])
+    images = torch.from_numpy(np.stack([x, np.full_like(x, 128)], 1).astype(np.uint8)).view(-1, 1, 1, 2)
+    labels = torch.cat([torch.zeros(n), torch.ones(n)]).long()
+    return Split(images, labels), CentredSignReader()
+
+
+def test_random_labelling_picks_the_same_images_for_the_same_seed_and_weights_them_by_confidence():
+    from lib.cluster_labelling import random_labelling
+
+    split, reader = two_pixel_digits()
+    annotator = Annotator(reader)
+    a, b, c = (random_labelling(len(split.labels), split.images, annotator, 10, seed) for seed in (3, 3, 4))
+    assert annotator.labels_given == 30 and a.labels_given == 10
+    picked = torch.nonzero(a.targets >= 0).flatten()
+    assert torch.equal(picked, torch.nonzero(b.targets >= 0).flatten()) and not torch.equal(picked, torch.nonzero(c.targets >= 0).flatten())
+    assert torch.equal(a.targets[picked], split.labels[picked])  # the reader is right on every image
+    _, confidence = annotator.recognise(split.images[picked].float() / 255)
+    torch.testing.assert_close(a.weights[picked], confidence)  # Eq. (2) with d = 0: the confidence itself
+    assert (a.weights[a.targets < 0] == 0).all()
+
+
+class PixelVAE(nn.Module):
+    """A stand-in for the VAE whose latent is the image itself and whose decoder returns it, darkened by ``shift``."""
+
+    def __init__(self, shift: float = 0.0):
+        super().__init__()
+        self.dummy, self.shift = nn.Parameter(torch.zeros(1)), shift
+
+    def encode(self, x):
+        return x.flatten(1), None
+
+    def decode(self, z):
+        return (z - self.shift).view(-1, 1, 1, 2)
+
+
+def test_reconstruction_accuracy_is_the_judges_accuracy_on_the_reconstructions():
+    from lib.cluster_labelling import reconstruction_accuracy
+
+    split, reader = two_pixel_digits()
+    judge = Annotator(reader)
+    assert reconstruction_accuracy(PixelVAE(), judge, split) == 1.0  # perfect reconstructions
+    assert reconstruction_accuracy(PixelVAE(shift=1.0), judge, split) == 0.5  # every reconstruction reads as a 0: half are right
+    assert judge.labels_given == 0  # judging spends no label
+
+
+def test_a_classifier_on_the_random_labels_alone_learns_from_them_and_spends_exactly_them():
+    from lib.vae_experiment import Splits, supervised_steps, train_on_labels_alone
+
+    split, reader = two_pixel_digits()
+    test, _ = two_pixel_digits(seed=1)
+    splits = Splits(annotator=split, judge=split, val=split, train=split, test=test)
+    config = LabellingConfig(z_dim=2, hidden=(32, 16, 8), epochs=6, unsupervised_epochs=1, batch_size=16, lr=1e-2)
+    assert supervised_steps(config, len(split.labels)) == 5 * 8  # five labelled epochs of ceil(120 / 16) steps
+    annotator = Annotator(reader)
+    out = train_on_labels_alone(splits, annotator, config, n_labels=12, seed=0, device=torch.device("cpu"))
+    assert out["labels_given"] == 12 and annotator.labels_given == 12
+    assert out["test_accuracy"] > 0.9

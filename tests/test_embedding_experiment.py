@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,30 @@ def test_a_tiny_run_of_the_whole_procedure(mnist, tmp_path):
     assert set(run.search) == {"3-class index, starting classes", "extended index, added class", "extended index, starting classes", "4-class index, all classes"}
     assert run.neighbours.shape == (8, 5) and (run.neighbours < 80).all()  # 2 queries per class, training-set rows
     assert (tmp_path / "t-seed0.faiss").is_file()
+    for route in experiment.ROUTES:  # every route is the sum of its measured steps
+        assert run.seconds[route.name] == pytest.approx(sum(run.seconds[step] for step in route.steps))
+    assert np.array(run.confusion3).sum() == 30 and np.trace(np.array(run.confusion3)) == round(30 * run.accuracy[experiment.STRAIGHT3])
+
+
+def test_the_layer_trained_on_cached_features_and_with_the_trunk_every_step_agree():
+    from lib.metric_learning import HeadSchedule, fit_embedding_head
+    from lib.models import PyramidConfig, PyramidTrunk
+    from lib.training import predict
+
+    torch.manual_seed(0)
+    trunk = PyramidTrunk(PyramidConfig(fpn_channels=4, hidden=8)).eval()
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(60) % 3
+    features = predict(trunk, images, batch_size=16)
+    schedule = HeadSchedule(max_epochs=4)
+
+    def train(inputs, encode=None):
+        torch.manual_seed(1)
+        head = torch.nn.Linear(trunk.feature_dim, 8)
+        return head, fit_embedding_head(head, inputs, labels, schedule, seed=2, encode=encode)
+
+    cached_head, cached = train(features)
+    keras_head, keras = train(images, encode=lambda x: trunk(x.float() / 255))
+    assert experiment.same_training(cached, keras)
+    torch.testing.assert_close(cached_head.weight, keras_head.weight, rtol=1e-4, atol=1e-5)
+    assert keras.clock_s > 0 and cached.clock_s > 0

@@ -85,11 +85,14 @@ def test_the_stand_in_holds_the_novel_sub_class_out_of_training_and_keeps_labels
     h = experiment.build_hierarchy(ds, unseen_subclasses=3, novel_subclass="dog5", seed=0)
     assert h.sub_names[-1] == "dog5" and h.sub_to_super.tolist().count(1) == 6 and h.sub_to_super.tolist().count(2) == 3
     data = experiment.StandIn(max_train_per_class=20, imbalance="long-tail", imbalance_ratio=4.0, input_size=8)
-    train, val, test = experiment.make_splits(ds, h, data, seed=0)
-    assert h.novel not in train.labels.tolist() + val.labels.tolist() and (test.labels == h.novel).sum() == 5
-    for split in (train, val, test):  # the pixel value is the source class: every label points to its own images
+    train, val, test, as_trained = experiment.make_splits(ds, h, data, seed=0)
+    assert h.novel not in train.labels.tolist() + val.labels.tolist() + as_trained.labels.tolist() and (test.labels == h.novel).sum() == 5
+    for split in (train, val, test, as_trained):  # the pixel value is the source class: every label points to its own images
         assert torch.equal(split.images[:, 0, 0, 0].long(), torch.tensor(h.source)[split.labels])
-    assert max(torch.bincount(torch.cat([train.labels, val.labels]))) == 20 and min(torch.bincount(torch.cat([train.labels, val.labels]))) == 5
+    pool = torch.bincount(torch.cat([train.labels, val.labels]))
+    assert max(pool) == 20 and min(pool) == 5
+    # the second test set follows the training's proportions: 5 test images for the largest sub-class, round(5 n / 20) for the others
+    assert torch.bincount(as_trained.labels, minlength=h.novel)[: h.novel].tolist() == [max(1, round(5 * int(n) / 20)) for n in pool]
     with pytest.raises(ValueError, match="not a Tiny-ImageNet animal class"):
         experiment.build_hierarchy(ds, 3, "unicorn", 0)
 
@@ -103,6 +106,58 @@ def test_both_mini_backbones_give_two_heads_and_a_flat_one(backbone):
     assert sup is None and sub.shape == (2, 7)
     with pytest.raises(ValueError, match="no pretrained weights"):
         HierarchicalNet(HierarchicalConfig(backbone=backbone), weights="DEFAULT")
+
+
+def test_fixed_stopping_trains_every_epoch_cuts_the_rate_on_a_plateau_and_keeps_the_last_weights():
+    ds = fake_animals()
+    h = experiment.build_hierarchy(ds, 3, "dog5", 0)
+    train, val, _, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
+    recipe = experiment.HierarchyRecipe(epochs=6, lr=3e-2, batch_size=16, patience=1, stopping="fixed")
+    torch.manual_seed(0)
+    model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
+    result = experiment.fit_two_heads(model, train, val, h, recipe, weighted=False, seed=0, device=torch.device("cpu"), checkpoint=None, desc="t")
+    losses, rates = result.history["validation loss"], result.history["learning rate"]
+    assert len(losses) == 6 and result.best_epoch == 6
+    # by hand: ReduceLROnPlateau(patience=1) cuts after two epochs in a row without a new lowest loss
+    expected, rate, best, bad = [], 3e-2, float("inf"), 0
+    for loss in losses:
+        expected.append(rate)
+        if loss < best * (1 - 1e-4):
+            best, bad = loss, 0
+        else:
+            bad += 1
+            if bad > 1:
+                rate, bad = rate * 0.1, 0
+    assert rates == pytest.approx(expected)
+    out = experiment.outputs(model, val.images, h)
+    assert float(two_level_loss(out["super"], out["sub"], h.sub_to_super[val.labels], val.labels)) == pytest.approx(losses[-1], rel=1e-4)
+
+
+def test_path_accuracy_and_near_misses_against_a_naive_loop():
+    from lib.hierarchy import near_miss_share, path_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    sub_to_super = torch.tensor([0, 0, 1, 1, 1, 2])
+    true_sub, pred_sub = torch.randint(0, 6, (200,), generator=g), torch.randint(0, 6, (200,), generator=g)
+    true_super, pred_super = sub_to_super[true_sub], torch.randint(0, 3, (200,), generator=g)
+    both, near, wrong = 0, 0, 0
+    for ts, ps, tp, pp in zip(true_sub.tolist(), pred_sub.tolist(), true_super.tolist(), pred_super.tolist()):
+        both += ts == ps and tp == pp
+        if ts != ps:
+            wrong += 1
+            near += sub_to_super[ps] == sub_to_super[ts]
+    assert path_accuracy(true_super, true_sub, pred_super, pred_sub) == pytest.approx(both / 200)
+    assert near_miss_share(true_sub, pred_sub, sub_to_super) == pytest.approx(near / wrong)
+    assert np.isnan(near_miss_share(true_sub, true_sub, sub_to_super))  # no mistake, no share
+
+
+def test_the_other_animals_share_no_class_with_the_stand_in():
+    ds = fake_animals()
+    h = experiment.build_hierarchy(ds, 3, "dog5", 0)
+    source, what = experiment.pretraining_source("other-animals", ds, h)
+    original = source.images[:, 0, 0, 0].long().unique().tolist()  # the pixel value is the dataset's class index
+    assert set(original).isdisjoint(h.source) and len(original) == 18 - len(h.source) == int(source.labels.max()) + 1
+    assert str(18 - len(h.source)) in what
 
 
 @pytest.mark.parametrize("change, message", [({"imbalance": "zipf"}, "imbalance 'zipf' is unknown"), ({"initialisation": "simclr"}, "initialisation"),
@@ -119,7 +174,7 @@ def test_bad_parameters_are_refused(change, message):
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, 3, "dog5", 0)
-    train, val, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
+    train, val, _, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
     recipe = experiment.HierarchyRecipe(epochs=8, lr=3e-2, batch_size=16, patience=1)  # a high rate: the validation loss goes up soon
     torch.manual_seed(0)
     model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))

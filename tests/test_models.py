@@ -58,6 +58,7 @@ MODELS = {
     "soc-small-learned-scale": (
         lambda: FeatureClassifier(FeatureClassifierConfig(width=4, head="soc", num_features=3, learn_scale=True)), (3, 32, 32), classifier_objective,
     ),
+    "bottleneck-small": (lambda: FeatureClassifier(FeatureClassifierConfig(width=4, head="bottleneck", num_features=2)), (3, 32, 32), classifier_objective),
     "softmax-resnet18-cifar": (
         lambda: FeatureClassifier(FeatureClassifierConfig(encoder="resnet18", head="softmax", num_classes=100)), (3, 32, 32), classifier_objective,
     ),

@@ -1,4 +1,4 @@
-"""Intervals, verdict rules, the results file and the scorecard."""
+"""Intervals, the results file with its run card, and the scorecard's headline."""
 
 import json
 import math
@@ -8,19 +8,10 @@ import pytest
 import torch
 
 from lib import scorecard, vae_experiment
-from lib.evaluation import accuracy, mean_ci
+from lib.evaluation import accuracy, mean_ci, short_ci
+from lib.reporting import ChapterResults, git_commit, load_results, run_card_markdown, show_stronger_profiles
 from lib.settings import RunSettings
-from lib.reporting import (
-    NOT_REPRODUCED,
-    REPRODUCED,
-    Above,
-    AtLeast,
-    AtMost,
-    Between,
-    ChapterResults,
-    load_results,
-    run_card_markdown,
-)
+from lib.verdicts import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTED, AtLeast, Between, Scale
 
 
 @dataclass(frozen=True)
@@ -38,8 +29,6 @@ def test_mean_ci_by_hand():
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
     assert ci.n == 3 and math.isclose(ci.mean, 2.0)
     assert math.isclose(ci.low, 2.0 - half, rel_tol=1e-9) and math.isclose(ci.high, 2.0 + half, rel_tol=1e-9)
-    one = mean_ci([0.7])
-    assert one.n == 1 and one.low == one.high == 0.7
     with pytest.raises(ValueError):
         mean_ci([])
 
@@ -48,66 +37,100 @@ def test_accuracy():
     assert accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
 
 
-def test_rules():
-    assert AtLeast(0.75).verdict(mean_ci([0.70, 0.74, 0.78])) == REPRODUCED  # interval reaches 0.75
-    assert AtLeast(0.75).verdict(mean_ci([0.30, 0.31, 0.32])) == NOT_REPRODUCED
-    assert Between(10, 16).verdict(mean_ci([12, 13, 14])) == REPRODUCED
-    assert Between(10, 16).verdict(mean_ci([20, 21, 22])) == NOT_REPRODUCED
-    assert Above(0).verdict(mean_ci([0.05, 0.06, 0.07])) == REPRODUCED
-    assert Above(0).verdict(mean_ci([-0.1, 0.05, 0.2])) == NOT_REPRODUCED  # interval straddles 0
-    assert Above(0).verdict(mean_ci([0.05])) == NOT_REPRODUCED  # one seed is no evidence
-    assert AtMost(1.0).verdict(mean_ci([0.9, 1.05, 1.2])) == REPRODUCED  # interval reaches 1
-    assert AtMost(1.0).verdict(mean_ci([3.0, 3.1, 3.2])) == NOT_REPRODUCED
-    assert "95% interval" in AtLeast(1).describe() and "or less" in AtMost(1).describe()
-
-
-def test_results_file_carries_claims_and_run_card(tmp_path):
-    results = results_of(tmp_path)
-    results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5))
-    results.not_run("y", "another claim", 1.0, "dataset unavailable")
-    with pytest.raises(ValueError, match="no valid values"):
-        results.claim("z", "bad", 1.0, [float("nan")], AtLeast(1))
-    path = results.save(device=torch.device("cpu"), data=[{"dataset": "d", "files": {"f": "sha256:00"}}], initialisation="random")
-    saved = json.loads(path.read_text())
-    card = saved["run_card"]
-    assert card["settings"] == {"run": {"profile": "quick", "seeds": [0, 1], "device": "cpu", "results_root": str(tmp_path)}, "a": 1}
-    for key in ("profile", "settings", "seeds", "device", "versions", "data", "initialisation", "wall_time_s"):
-        assert key in card
-    assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
-    assert [c["verdict"] for c in saved["claims"]] == [REPRODUCED, "not run"]
-    assert load_results(tmp_path, "quick", "99_test") == saved
-    assert load_results(tmp_path, "full", "99_test") is None
-    assert "cpu" in run_card_markdown(card) and "wall time" in run_card_markdown(card)
-
-
-def test_scorecard_lists_results_and_chapters_not_run(tmp_path):
-    (tmp_path / "chapters").mkdir()
-    (tmp_path / "chapters" / "04_x.py").write_text("# # Chapter 4 — X\n")
-    (tmp_path / "chapters" / "05_y.py").write_text("# # Chapter 5 — Y\n")
-    results = results_of(tmp_path / "results", seeds=(0, 1, 2), chapter="04_x")
-    results.claim("c", "seventy-five percent", 0.75, [0.6, 0.62, 0.64], AtLeast(0.75))
-    results.save(device=torch.device("cpu"), data=[], initialisation="random")
-    text = scorecard.render(tmp_path)
-    assert "seventy-five percent" in text and "0.62 ± " in text and "**not reproduced**" in text
-    assert "Chapter 5 — Y" in text and "--profile quick" in text  # no results: says how to run it
-    assert text.count("**not run**") == 3  # 05 quick, 04 full, 05 full
-
-
-def test_show_full_profile_says_how_to_run_it_or_shows_the_saved_results(tmp_path, capsys):
-    from lib.reporting import show_full_profile
-
-    assert show_full_profile(tmp_path, "99_test", ["fig"]) is None
-    assert "python -m lib.run chapters/99_test.py --profile full" in capsys.readouterr().out
-    results = results_of(tmp_path, profile="full")
-    results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5))
-    results.save(device=torch.device("cpu"), data=[], initialisation="random")
-    shown = show_full_profile(tmp_path, "99_test", ["missing-figure"])
-    assert shown is not None and shown["claims"][0]["id"] == "x"
-
-
 def test_short_ci_is_the_mean_and_the_half_width():
-    from lib.evaluation import short_ci
-
     half = 4.302652729911275 * 1.0 / math.sqrt(3)
     assert short_ci([1.0, 2.0, 3.0]) == f"2.000 ± {half:.3f}"
     assert short_ci([0.5]) == "0.500" and short_ci([1.0, 1.0], digits=1) == "1.0 ± 0.0"
+
+
+def test_a_claim_is_judged_only_at_the_scale_it_needs(tmp_path):
+    quick, cpu = results_of(tmp_path), results_of(tmp_path, profile="cpu")
+    for results in (quick, cpu):
+        results.claim("abs", "an absolute accuracy", 0.9, [0.5, 0.51, 0.52], AtLeast(0.9), needs=Scale.PAPER)
+        results.claim("diff", "a difference", "> 0", [0.05, 0.06, 0.07], Between(0.0, 1.0), needs=Scale.CONVERGED)
+    assert [c["verdict"] for c in quick.claims] == [UNTESTED, UNTESTED]
+    assert [c["verdict"] for c in cpu.claims] == [UNTESTED, REPRODUCED]
+    assert quick.claims[0]["mean"] == pytest.approx(0.51) and "needs the paper's scale" in quick.claims[0]["why"]
+    cpu.converged(False, "test accuracy moved by 2 points over the last 3 epochs")
+    assert cpu.claim("diff", "a difference", "> 0", [0.05, 0.06, 0.07], Between(0.0, 1.0), needs=Scale.CONVERGED)["verdict"] == UNTESTED
+
+
+def test_results_file_carries_claims_and_run_card(tmp_path):
+    results = results_of(tmp_path, profile="full")
+    results.converged(True, "a criterion")
+    results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5), needs=Scale.PAPER)
+    results.claim("y", "a narrow one", 0.5, [0.61, 0.6], AtLeast(0.5), needs=Scale.PAPER)
+    results.not_run("z", "another claim", 1.0, "dataset unavailable", needs=Scale.PAPER)
+    with pytest.raises(ValueError, match="no valid values"):
+        results.claim("w", "bad", 1.0, [float("nan")], AtLeast(1), needs=Scale.TOY)
+    path = results.save(device=torch.device("cpu"), data=[{"dataset": "d", "files": {"f": "sha256:00"}}], initialisation="random")
+    saved = json.loads(path.read_text())
+    card = saved["run_card"]
+    assert card["settings"] == {"run": {"profile": "full", "seeds": [0, 1], "device": "cpu", "results_root": str(tmp_path)}, "a": 1}
+    for key in ("profile", "scale", "settings", "seeds", "device", "threads", "versions", "data", "initialisation", "convergence", "wall_time_s"):
+        assert key in card
+    assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
+    assert [c["verdict"] for c in saved["claims"]] == [INCONCLUSIVE, REPRODUCED, NOT_RUN]  # two seeds: [0.4, 0.6] decides nothing
+    assert load_results(tmp_path, "full", "99_test") == saved
+    assert load_results(tmp_path, "cpu", "99_test") is None
+    assert "cpu" in run_card_markdown(card) and "wall time" in run_card_markdown(card) and "converged: **yes**" in run_card_markdown(card)
+
+
+def test_the_git_commit_comes_from_the_environment_outside_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOK_GIT_COMMIT", "abc123")
+    assert git_commit(tmp_path) == "abc123 (from BOOK_GIT_COMMIT)"
+    monkeypatch.delenv("BOOK_GIT_COMMIT")
+    assert "not a git checkout" in git_commit(tmp_path)
+
+
+def make_book(tmp_path):
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "chapters" / "04_x.py").write_text("# # Chapter 4 — X\n")
+    (tmp_path / "chapters" / "05_y.py").write_text("# # Chapter 5 — Y\n")
+    root = tmp_path / "results"
+    quick = results_of(root, seeds=(0, 1, 2), chapter="04_x")
+    quick.claim("a", "seventy-five percent", 0.75, [0.6, 0.62, 0.64], AtLeast(0.75), needs=Scale.PAPER)
+    quick.claim("b", "a gain", "> 0", [0.1, 0.11, 0.12], Between(0, 1), needs=Scale.CONVERGED)
+    quick.claim("c", "a claim only this run has", 1, [1.0, 1.0], Between(0, 2), needs=Scale.TOY)
+    quick.save(device=torch.device("cpu"), data=[], initialisation="random")
+    cpu = results_of(root, profile="cpu", seeds=(0, 1, 2), chapter="04_x")
+    cpu.claim("a", "seventy-five percent", 0.75, [0.5, 0.51, 0.52], AtLeast(0.75), needs=Scale.PAPER)
+    cpu.claim("b", "a gain", "> 0", [-0.1, -0.11, -0.12], Between(0, 1), needs=Scale.CONVERGED)
+    cpu.not_run("c", "a claim only this run has", 1, "no data", needs=Scale.TOY)
+    cpu.save(device=torch.device("cpu"), data=[], initialisation="random")
+
+
+def test_the_headline_takes_each_claim_from_the_strongest_profile_that_ran_it(tmp_path):
+    make_book(tmp_path)
+    text = scorecard.render(tmp_path)
+    ch4 = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| {doc}`Ch. 4")]
+    counts = next(cells for cells in ch4 if len(cells) == 6)  # chapter, then one column per verdict
+    rows = {cells[1]: " | ".join(cells) for cells in ch4 if len(cells) == 8}
+    assert " cpu | 3 | " in rows["seventy-five percent"] and f"**{UNTESTED}**" in rows["seventy-five percent"] and "0.51" in rows["seventy-five percent"]
+    assert " cpu | 3 | " in rows["a gain"] and f"**{NOT_REPRODUCED}**" in rows["a gain"]
+    assert " quick | 2 | " in rows["a claim only this run has"]  # the cpu run could not run it: the quick one is the evidence
+    assert counts[1:] == ["1", "1", "", "1", ""]  # reproduced, not reproduced, inconclusive, untested, not run
+    assert "Chapter 5 — Y" in text and "**not run**" in text  # no results: says how to run it
+
+
+def test_the_per_profile_page_lists_every_profile(tmp_path):
+    make_book(tmp_path)
+    text = scorecard.render_by_profile(tmp_path)
+    assert text.index("## The full profile") < text.index("## The cpu profile") < text.index("## The quick profile")
+    assert text.count("Not run. Run `python -m lib.run chapters/05_y.py") == 3 and "--profile full" in text
+
+
+def test_a_result_made_by_other_code_is_marked(tmp_path):
+    make_book(tmp_path)
+    path = tmp_path / "results" / "cpu" / "04_x" / "results.json"
+    saved = json.loads(path.read_text())
+    saved["run_card"]["versions"]["lib"] = "0000000000000000"
+    path.write_text(json.dumps(saved))
+    assert "| cpu † |" in scorecard.render(tmp_path).replace(" † ", " † ") and "earlier version" in scorecard.render(tmp_path)
+
+
+def test_show_stronger_profiles_says_how_to_run_them_or_shows_the_saved_results(tmp_path):
+    make_book(tmp_path)
+    shown = show_stronger_profiles(tmp_path / "results", "04_x", "quick", ["missing-figure"])
+    assert list(shown) == ["cpu"] and shown["cpu"]["claims"][0]["id"] == "a"
+    assert show_stronger_profiles(tmp_path / "results", "04_x", "full", []) == {}

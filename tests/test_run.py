@@ -24,7 +24,7 @@ def test_quick_with_defaults_changes_nothing():
 def test_full_profile_and_seeds_resolve():
     params, changed = resolve_parameters(CHAPTER, "full", [3, 4], {})
     assert params["profile"] == "full" and params["seeds"] == [3, 4]
-    assert params["n_train"] + params["n_val"] + params["n_annotator"] == 60000
+    assert params["n_train"] + params["n_val"] + params["n_annotator"] + params["n_judge"] == 60000
 
 
 @pytest.mark.parametrize(
@@ -133,3 +133,16 @@ def test_a_chapter_whose_parameters_and_settings_disagree_is_reported(tmp_path, 
 
 def test_a_float_in_e_notation_is_read_as_a_float():
     assert run._parse_value("1e-5") == 1e-5 and run._parse_value("[1, 2]") == [1, 2] and run._parse_value("small") == "small"
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTER.parent.glob("[0-9]*.py")), ids=lambda p: p.stem[:2])
+def test_the_quick_profile_is_bounded_whatever_a_reader_picks(chapter):
+    from lib.run import experiment_module
+
+    experiment, defaults = experiment_module(chapter), read_defaults(chapter)
+    assert experiment.work(experiment.make_settings(**defaults)) == pytest.approx(experiment.QUICK_WORK, rel=1e-3), (
+        "the chapter's quick defaults changed: update QUICK_WORK (and re-measure QUICK_MINUTES)")
+    with pytest.raises(ParameterError, match="more than the .* that fits the quick profile's 3 minutes"):
+        resolve_parameters(chapter, "quick", list(range(10)), {})  # ten seeds
+    for profile_file in (chapter.parent / "profiles").glob(f"{chapter.stem}.*.yaml"):  # other profiles are not bounded here
+        resolve_parameters(chapter, profile_file.suffixes[0][1:], list(range(10)), {})

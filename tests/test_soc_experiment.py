@@ -109,9 +109,24 @@ def test_a_tiny_sweep_trains_every_model_and_reports_its_cost():
     encoder, recipe = experiment.Encoder(width=4), experiment.SocRecipe(epochs=6, lr=0.01, batch_size=32)
     train, test = toy_split(48, 4), toy_split(8, 4, seed=1)
     run = experiment.run_sweep(train, test, encoder, recipe, (1, 2), num_classes=4, seed=0, device=pick_device("cpu"), checkpoints=None, tag="t")
-    assert list(run.accuracy) == [experiment.CE, experiment.soc(1), experiment.soc(2)]
-    assert [m.name for m in run.accuracy] == ["cross-entropy", "SOC, 1 features", "SOC, 2 features"]
+    assert list(run.accuracy) == [experiment.CE, experiment.bottleneck(1), experiment.soc(1), experiment.bottleneck(2), experiment.soc(2)]
+    assert [m.name for m in run.accuracy][:3] == ["cross-entropy", "cross-entropy, bottleneck, 1 features", "SOC, 1 features"]
+    assert len(run.curve) == 6 and all(0 <= a <= 1 for a in run.curve)  # cross-entropy's test accuracy after every epoch
     assert all(0 <= a <= 1 for a in run.accuracy.values()) and all(len(v) == 4 for v in run.per_class.values())
     assert run.accuracy[experiment.CE] > 0.5, "flat colours per class are easy"
     assert all(run.images_per_s[m] > 0 and len(run.losses[m]) == 6 for m in run.accuracy)
+    assert run.curve[-1] == pytest.approx(run.accuracy[experiment.CE])  # the curve ends where the model ends
     assert set(run.pictures) == {1, 2} and run.pictures[2][0].shape == (32, 2) and run.pictures[2][1].shape == (4, 2)
+
+
+def test_weight_decay_never_touches_the_class_means():
+    from lib.data import random_crop_flip  # noqa: F401 (the recipe's augmentation runs inside train_model)
+
+    recipe = experiment.SocRecipe(epochs=1, lr=1e-9, batch_size=32, optimiser="sgd", weight_decay=1e6)  # decay alone would shrink every weight
+    train = toy_split(16, 4)
+    model, _ = experiment.train_model(train, experiment.Encoder(width=4), recipe, experiment.soc(2), 4, seed=0, device=pick_device("cpu"),
+                                      checkpoints=None, tag="t")
+    torch.manual_seed(0)
+    fresh = FeatureClassifier(FeatureClassifierConfig(width=4, num_classes=4, head="soc", num_features=2))
+    assert torch.allclose(model.head.means.weight, fresh.head.means.weight, atol=1e-6)  # the means kept their start
+    assert not torch.allclose(model.project.weight, fresh.project.weight)  # the rest decayed

@@ -136,9 +136,9 @@ def test_a_recipe_refuses_unknown_choices():
 # ---------------------------------------------------------------- the labelling VAE
 
 
-def train(small, seed, checkpoint=None):
+def train(small, seed, checkpoint=None, config=CONFIG):
     annotator, tr, val, test = small
-    return train_labelling_vae(CONFIG, tr, val, test, annotator, seed=seed, device=CPU, checkpoint=checkpoint)
+    return train_labelling_vae(config, tr, val, test, annotator, annotator, seed=seed, device=CPU, checkpoint=checkpoint)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(small):
@@ -167,6 +167,21 @@ def test_an_interrupted_vae_resumes_where_it_stopped(small, tmp_path, monkeypatc
     assert_same_weights(reference["model"], resumed["model"])
 
 
+def test_the_random_image_baseline_resumes_bit_identically(small, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    config = replace(CONFIG, label_source="random", random_labels=20)
+    reference = train(small, 0, config=config)
+    checkpoint = Checkpoint(tmp_path, "random", config, every_s=0)
+    with monkeypatch.context() as m:
+        m.setattr(cluster_labelling, "test_accuracy", interrupt_on_call(3, cluster_labelling.test_accuracy))
+        with pytest.raises(Interrupt):
+            train(small, 0, checkpoint, config=config)
+    resumed = train(small, 0, checkpoint, config=config)
+    assert resumed["resumed_at_epoch"] == 3 and resumed["history"] == reference["history"]
+    assert_same_weights(reference["model"], resumed["model"])
+
+
 def test_a_resumed_run_says_so(small, tmp_path):
     checkpoint = Checkpoint(tmp_path, "run", CONFIG, "says")
     assert train(small, 0, checkpoint)["resumed_at_epoch"] == 0
@@ -176,12 +191,12 @@ def test_a_resumed_run_says_so(small, tmp_path):
 def test_the_annotator_is_the_same_for_the_same_seed(mnist):
     from lib import vae_experiment
 
-    splits = vae_experiment.make_splits(mnist, vae_experiment.DataSplit(n_train=100, n_val=20, n_annotator=300, n_test=100))
+    splits = vae_experiment.make_splits(mnist, vae_experiment.DataSplit(n_train=100, n_val=20, n_annotator=300, n_judge=50, n_test=100))
 
     def weights():
         torch.rand(7)  # whatever the global generator went through before must not matter
-        annotator, _ = vae_experiment.train_annotator(splits, Recipe(epochs=1, lr=3e-3, batch_size=64), seed=3, device=CPU,
-                                                      checkpoint=Checkpoint(None, "a"))
+        annotator, _ = vae_experiment.train_annotator(splits.annotator, splits.test, Recipe(epochs=1, lr=3e-3, batch_size=64), seed=3,
+                                                      device=CPU, checkpoint=Checkpoint(None, "a"))
         return [p.clone() for p in annotator.model.state_dict().values()]
 
     for a, b in zip(weights(), weights()):
@@ -232,7 +247,7 @@ def test_the_two_headed_net_with_augmentation_resumes_bit_identically(tmp_path, 
     from lib.models.hierarchical import HierarchicalConfig, HierarchicalNet
 
     ds, h, data, recipe = two_head_setup()
-    train, val, _ = hierarchy_experiment.make_splits(ds, h, data, seed=0)
+    train, val, _, _ = hierarchy_experiment.make_splits(ds, h, data, seed=0)
 
     def fit(checkpoint=None):
         torch.manual_seed(0)
@@ -268,21 +283,26 @@ def test_the_pretraining_resumes_bit_identically(tmp_path, monkeypatch):
     cifar = Dataset("fake CIFAR-10", Split(torch.randint(0, 256, (80, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(80) % 10),
                     Split(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10)), [str(i) for i in range(10)], {"format": "fake"})
     monkeypatch.setattr(hierarchy_experiment, "load_cifar10", lambda: cifar)
+    recipe = hierarchy_experiment.HierarchyRecipe(epochs=2, lr=1e-3, batch_size=16, augment_groups=2)
     settings = hierarchy_experiment.Settings(
-        RunSettings(), hierarchy_experiment.StandIn(input_size=32),
-        hierarchy_experiment.Networks(hidden=8), hierarchy_experiment.Pretraining("cifar10", images=80, epochs=3),
-        hierarchy_experiment.HierarchyRecipe(epochs=2, lr=1e-3, batch_size=16, augment_groups=2))
-    straight, _ = hierarchy_experiment.pretrain_on_cifar10("ConvNeXt", settings, CPU, None)
+        RunSettings(), hierarchy_experiment.StandIn(input_size=32), hierarchy_experiment.Networks(hidden=8),
+        hierarchy_experiment.Pretraining("cifar10", images=80, epochs=3), recipe, recipe)
+    ds, h, _, _ = two_head_setup()
+
+    def pretrain(checkpoints):
+        return hierarchy_experiment.pretrain("ConvNeXt", "cifar10", settings, ds, h, CPU, checkpoints)
+
+    straight, _ = pretrain(None)
     monkeypatch.setattr(Checkpoint, "__init__", _checkpoint_saving_every_epoch(Checkpoint.__init__))
     real = hierarchy_experiment.augmenter
     with monkeypatch.context() as m:
         m.setattr(hierarchy_experiment, "augmenter", lambda *args: interrupt_on_call(12, real(*args)))  # 5 batches an epoch: in epoch 3
         with pytest.raises(Interrupt):
-            hierarchy_experiment.pretrain_on_cifar10("ConvNeXt", settings, CPU, tmp_path)
+            pretrain(tmp_path)
     assert len(list(tmp_path.glob("pretrain-*.pt"))) == 1  # two epochs saved
     batches = []
     monkeypatch.setattr(hierarchy_experiment, "augmenter", lambda *args: (lambda x: batches.append(1) or real(*args)(x)))
-    resumed, _ = hierarchy_experiment.pretrain_on_cifar10("ConvNeXt", settings, CPU, tmp_path)
+    resumed, _ = pretrain(tmp_path)
     assert len(batches) == 5  # only the third epoch ran again
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k

@@ -1,7 +1,10 @@
-"""An image encoder with a softmax head or a self-organizing-class (SOC) head (paper 2).
+"""An image encoder with a softmax head, a bottlenecked softmax head, or a self-organizing-class (SOC) head (paper 2).
 
 * ``head="softmax"``: one output per class, a linear layer on the encoder's features (the
   cross-entropy baseline; "features" = classes).
+* ``head="bottleneck"``: a linear projection to ``num_features`` dimensions, then the linear
+  softmax layer: cross-entropy with SOC's output size, the control that separates SOC's loss
+  from the size of its feature space.
 * ``head="soc"``: a linear projection to ``num_features`` dimensions (the point ``z``), then
   :class:`lib.soc.SOCHead`, the class Gaussians.
 
@@ -28,15 +31,15 @@ class FeatureClassifierConfig:
     width: int = 16  # the small encoder's first width
     in_channels: int = 3
     num_classes: int = 10
-    head: str = "soc"  # "soc" or "softmax"
-    num_features: int = 2  # SOC: dimensions of the feature space (ignored by "softmax")
+    head: str = "soc"  # "soc", "softmax" or "bottleneck"
+    num_features: int = 2  # SOC and bottleneck: dimensions of the feature space (ignored by "softmax")
     learn_scale: bool = False  # SOC: learn each class's scale too (the paper keeps it at 1)
 
     def __post_init__(self):
         if self.encoder not in ("small", "resnet18"):
             raise ValueError(f"encoder {self.encoder!r} must be 'small' or 'resnet18'")
-        if self.head not in ("soc", "softmax"):
-            raise ValueError(f"head {self.head!r} must be 'soc' or 'softmax'")
+        if self.head not in ("soc", "softmax", "bottleneck"):
+            raise ValueError(f"head {self.head!r} must be 'soc', 'softmax' or 'bottleneck'")
         if self.num_classes < 2 or self.num_features < 1 or self.width < 1:
             raise ValueError(f"num_classes must be at least 2, num_features and width at least 1 ({self})")
 
@@ -68,6 +71,9 @@ class FeatureClassifier(nn.Module):
         if config.head == "soc":
             self.project = nn.Linear(dim, config.num_features)
             self.head = SOCHead(config.num_classes, config.num_features, config.learn_scale)
+        elif config.head == "bottleneck":
+            self.project = nn.Linear(dim, config.num_features)
+            self.head = nn.Linear(config.num_features, config.num_classes)
         else:
             self.project = nn.Identity()
             self.head = nn.Linear(dim, config.num_classes)

@@ -1,0 +1,131 @@
+"""How a claim of a paper is judged: the scale that can test it, and a rule on our 95% interval.
+
+A verdict is one of
+
+* **reproduced**: the run can test the claim, and our whole 95% interval (over seeds) lies in the
+  region the rule accepts;
+* **not reproduced**: it can test it, and the whole interval lies outside that region;
+* **inconclusive**: the interval straddles the region's edge: the run is too noisy to decide
+  (one seed is always inconclusive: it has no interval);
+* **untested at this scale**: the run is below the scale the claim needs, so our number is shown
+  but not judged (an absolute accuracy needs the paper's data and model; a difference between two
+  methods trained alike needs converged runs);
+* **not run**: the run could not produce the number at all (its data is unreachable, say).
+
+A wider interval can only move a verdict towards *inconclusive*, never towards *reproduced*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .evaluation import Interval
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+UNTESTED, NOT_RUN = "untested at this scale", "not run"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, UNTESTED, NOT_RUN)
+
+
+class Scale(IntEnum):
+    """What a run can test, weakest first."""
+
+    TOY = 0  # a scaled-down run (the quick profile): shows that the method runs
+    CONVERGED = 1  # the paper's data, smaller models trained to convergence (the cpu profile)
+    PAPER = 2  # the paper's models and settings (the full profile)
+
+    @property
+    def label(self) -> str:
+        return {Scale.TOY: "toy scale", Scale.CONVERGED: "converged on the paper's data", Scale.PAPER: "the paper's scale"}[self]
+
+
+PROFILE_SCALE = {"quick": Scale.TOY, "cpu": Scale.CONVERGED, "full": Scale.PAPER}
+
+
+def _fmt(x: float) -> str:
+    return "∞" if x == math.inf else "-∞" if x == -math.inf else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Region:
+    """The values a rule accepts: from ``low`` to ``high``, each end closed unless marked open."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __post_init__(self):
+        if math.isnan(self.low) or math.isnan(self.high) or self.low > self.high:
+            raise ValueError(f"a rule's region needs low <= high, got [{self.low}, {self.high}]")
+
+    def holds(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def verdict(self, ours: Interval) -> str:
+        """Reproduced if the whole interval lies in the region, not reproduced if it lies wholly
+        outside, inconclusive otherwise."""
+        if any(math.isnan(x) for x in (ours.mean, ours.low, ours.high)):
+            raise ValueError(f"cannot judge an interval with NaN: {ours}")
+        if self.holds(ours.low) and self.holds(ours.high):
+            return REPRODUCED
+        wholly_below = ours.high < self.low or (self.low_open and ours.high == self.low)
+        wholly_above = ours.low > self.high or (self.high_open and ours.low == self.high)
+        return NOT_REPRODUCED if wholly_below or wholly_above else INCONCLUSIVE
+
+    def short(self) -> str:
+        if self.high == math.inf:
+            return f"CI {'>' if self.low_open else '≥'} {_fmt(self.low)}"
+        if self.low == -math.inf:
+            return f"CI {'<' if self.high_open else '≤'} {_fmt(self.high)}"
+        return f"CI within [{_fmt(self.low)}, {_fmt(self.high)}]"
+
+    def describe(self) -> str:
+        return (f"reproduced if the whole 95% interval lies in {self._text()}, not reproduced if it lies wholly outside, "
+                "inconclusive otherwise")
+
+    def _text(self) -> str:
+        left = "(" if self.low_open or self.low == -math.inf else "["
+        right = ")" if self.high_open or self.high == math.inf else "]"
+        return f"{left}{_fmt(self.low)}, {_fmt(self.high)}{right}"
+
+
+def AtLeast(value: float, tolerance: float = 0.0) -> Region:
+    """Higher is better: the paper's ``value``, less ``tolerance``, or more."""
+    return Region(low=value - tolerance)
+
+
+def AtMost(value: float, tolerance: float = 0.0) -> Region:
+    """Lower is better: the paper's ``value``, plus ``tolerance``, or less."""
+    return Region(high=value + tolerance)
+
+
+def Between(low: float, high: float) -> Region:
+    """A range the paper states, both ends included."""
+    return Region(low=low, high=high)
+
+
+def Above(value: float = 0.0) -> Region:
+    """A gain or a difference: strictly above ``value``."""
+    return Region(low=value, low_open=True)
+
+
+def Below(value: float = 0.0) -> Region:
+    """A loss or a difference: strictly below ``value``."""
+    return Region(high=value, high_open=True)
+
+
+Rule = Region
+
+
+def judge(rule: Rule, ours: Interval, *, needs: Scale, scale: Scale, untestable: str | None = None) -> tuple[str, str]:
+    """The verdict on ``ours`` by ``rule``, and why: a run below the scale the claim ``needs``
+    (or a claim ``untestable`` by any run of this book) is shown, not judged."""
+    if untestable:
+        return UNTESTED, untestable
+    if scale < needs:
+        return UNTESTED, f"needs {needs.label}; this run is at {scale.label}"
+    return rule.verdict(ours), rule.describe()
