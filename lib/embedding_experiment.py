@@ -16,6 +16,7 @@ the added class is ``K``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,12 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from .data import (
+    DataError,
     Dataset,
     Split,
     load_fashion_mnist,
     load_mnist,
+    locate,
     per_class_subset,
     select_classes,
     take,
@@ -45,6 +48,7 @@ from .models import EmbeddingNet, PyramidConfig, StraightClassifier
 from .settings import RunSettings, positive, run_settings, within_quick_budget
 from .similarity_search import VectorIndex, precision_at_k
 from .training import Checkpoint, Recipe, clock, fit_classifier, predict, seed_everything
+from .units import Records, Unit, Work, forward_flops
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 NUM_CLASSES = 10
@@ -172,13 +176,13 @@ QUICK_WORK = 529_200  # work() of the chapter's quick defaults (a test keeps the
 QUICK_MINUTES = 2.5  # their wall time on a 2-core CPU, measured
 
 
-def make_settings(*, profile, seeds, device, results_root, datasets, classes, added_class, train_per_class, test_per_class, backbone,
+def make_settings(*, profile, seeds, device, results_root, smoke, datasets, classes, added_class, train_per_class, test_per_class, backbone,
                   input_size, fpn_channels, hidden, mnist_epochs, fashion_epochs, lr, batch_size, embedding_dim, batch_class_repeats,
                   similarity_scale, margin, head_lr, lr_factor, lr_patience, min_lr, max_head_epochs, knn_k, search_k, tsne_points,
                   amp, channels_last) -> Settings:
     """Chapter 1's settings from its parameters; a value out of range raises ValueError naming it."""
     return Settings(
-        run=run_settings(profile, seeds, device, results_root),
+        run=run_settings(profile, seeds, device, results_root, smoke),
         task=Task(tuple(datasets), tuple(classes), added_class, train_per_class, test_per_class),
         pyramid=Pyramid(backbone, input_size, fpn_channels, hidden, embedding_dim),
         straight=Straight(mnist_epochs, fashion_epochs, lr, batch_size, amp, channels_last),
@@ -291,9 +295,11 @@ class ExtensionRun:
     seconds: dict = field(default_factory=dict)  # step or route -> seconds of lib.training.clock
     head_reports: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> HeadReport
     straight_images_per_s: float = 0.0
+    curves: dict = field(default_factory=dict)  # "straight3" / "straight4" -> test accuracy after every epoch
     confusion3: list = field(default_factory=list)  # the straight 3-class network's confusion matrix on the test images
     same_head: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> whether the cached and the trunk-every-step trainings agree
-    embeddings: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> (train, test) unit vectors
+    maps: dict = field(default_factory=dict)  # MODEL3 / MODEL4 -> unit vectors of the test images map_rows (for the 2-D map)
+    map_rows: torch.Tensor | None = None  # up to tsne_points test images, seeded
     search: dict = field(default_factory=dict)  # precision@k per index and query set
     neighbours: np.ndarray | None = None  # training-set rows of the search grid's neighbours, extended index
     query_ids: np.ndarray | None = None
@@ -301,16 +307,51 @@ class ExtensionRun:
     trainings: int = 0
 
 
-def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, seed: int, device: torch.device,
-                  checkpoints: Path | None, tag: str, index_dir: Path | None = None) -> ExtensionRun:
-    """The paper's three steps and the from-scratch 4-class network for one dataset and seed.
+def extension_unit(settings: Settings, dataset: str, data: str, seed: int) -> Unit:
+    """The whole procedure for one dataset and seed: six trainings (two straight networks, the layer
+    twice each way), the classic classifiers, the search."""
+    n, k, m = settings.task.train_per_class, len(settings.task.classes), settings.task.test_per_class
+    recipe, head = settings.straight.recipe(dataset), settings.head
+    config = settings.pyramid.config(k)
+    rows = n * (2 * k + 1)  # the 3-class and the 4-class images
+    work = Work(train_images=rows * recipe.epochs, forward_images=3 * rows * head.max_epochs + 2 * (n + m) * (k + 1) + (2 * k + 1) * m * recipe.epochs,
+                flops=forward_flops(lambda: StraightClassifier(config), (1, 28, 28), key=config),
+                steps=-(-rows // recipe.batch_size) * recipe.epochs + 4 * head.max_epochs * -(-n // head.batch_class_repeats),
+                cpu_seconds=2 * 5e-8 * (n * (k + 1)) ** 2)
+    key = ("extension", dataset, data, settings.task, settings.pyramid, recipe, head, settings.evaluation, seed)
+    return Unit(f"{dataset}-seed{seed}", key, f"the three steps and a new 4-class network on {dataset}, seed {seed}", work)
+
+
+def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, data: str, *, seed: int, device: torch.device,
+                  records: Records, index_dir: Path | None = None) -> ExtensionRun:
+    """The paper's three steps and the from-scratch 4-class network for one dataset and seed (a unit,
+    :func:`extension_unit`; ``data`` is the dataset's fingerprint).
 
     Every step is timed by :func:`lib.training.clock`. The embedding layer is trained twice in each
     step, from the same start and with the same triplets: once on cached trunk features (the results
     used), once with the trunk in every step (the paper's Keras setting; timed, and checked to end
     in the same place).
     """
-    run, k_old = ExtensionRun(), splits.num_old
+    unit = extension_unit(settings, dataset, data, seed)
+    record = records.run(unit, lambda checkpoint: extension_record(
+        _extension(splits, settings, dataset, seed=seed, device=device, checkpoint=checkpoint, index_dir=index_dir)))
+    fields = {f.name for f in dataclasses.fields(ExtensionRun)}
+    return ExtensionRun(**{k: v for k, v in record.items() if k in fields} | {
+        "head_reports": {k: HeadReport(**v) for k, v in record["head_reports"].items()},
+        "neighbours": record["neighbours"].numpy(), "query_ids": record["query_ids"].numpy()})
+
+
+def extension_record(run: ExtensionRun) -> dict:
+    """An :class:`ExtensionRun` as a unit's record: tensors and plain containers."""
+    record = dataclasses.asdict(run)
+    record["head_reports"] = {k: v._asdict() for k, v in run.head_reports.items()}
+    record["neighbours"], record["query_ids"] = torch.from_numpy(run.neighbours), torch.from_numpy(run.query_ids)
+    return record
+
+
+def _extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, seed: int, device: torch.device,
+               checkpoint: Checkpoint | None, index_dir: Path | None) -> ExtensionRun:
+    run, k_old, tag = ExtensionRun(), splits.num_old, dataset
     train_old, test_old = splits.old(splits.train), splits.old(splits.test)
     is_new_train, is_new_test = splits.train.labels == k_old, splits.test.labels == k_old
     recipe, pyramid, ev = settings.straight.recipe(dataset), settings.pyramid, settings.evaluation
@@ -323,17 +364,22 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, 
         run.seconds[name] = clock(device) - started
         return out
 
-    def straight(num_classes: int, train: Split, name: str):
+    def straight(num_classes: int, train: Split, test: Split, name: str):
         seed_everything(seed)  # the initial weights too
         config = pyramid.config(num_classes)
         model = StraightClassifier(config)
-        ckpt = Checkpoint(checkpoints, f"{tag}-{name}-seed{seed}", settings.task, config, recipe, seed)
-        report = fit_classifier(model, train, recipe, seed=seed, device=device, checkpoint=ckpt, desc=f"{tag} {name} network")
+
+        def test_accuracy(m) -> float:  # after every epoch, outside the timed training: the convergence curve
+            return accuracy(predict(m, test.images, amp=amp, channels_last=channels_last), test.labels)
+
+        report = fit_classifier(model, train, recipe, seed=seed, device=device, checkpoint=checkpoint.part(name) if checkpoint else None,
+                                evaluate=test_accuracy, desc=f"{tag} {name} network")
+        run.curves[name] = list(report.evaluations)
         run.resumed, run.trainings = run.resumed + report.resumed, run.trainings + 1
         return model, report
 
     # Step 1: the straight 3-class classifier.
-    straight3, report = straight(k_old, train_old, "straight3")
+    straight3, report = straight(k_old, train_old, test_old, "straight3")
     run.seconds[T_STRAIGHT3] = report.clock_s
     run.straight_images_per_s = report.images_per_s
     logits3 = predict(straight3, test_old.images, amp=amp, channels_last=channels_last)
@@ -354,12 +400,11 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             return net.trunk(to_unit(rows).contiguous(memory_format=fmt)).float()
 
-    head_key = (settings.task, pyramid.config(k_old), recipe, settings.head, seed)
-
     def head_training(head, inputs, labels, stage: str, cached: bool):
-        name = f"{tag}-head{stage}{'' if cached else '-trunk'}-seed{seed}"
+        name = f"head{stage}{'' if cached else '-trunk'}"
         report = fit_embedding_head(head, inputs, labels, settings.head, seed=seed, encode=None if cached else trunk,
-                                    checkpoint=Checkpoint(checkpoints, name, *head_key, cached), desc=f"{tag} {stage}-class layer, {'cached' if cached else 'trunk every step'}")
+                                    checkpoint=checkpoint.part(name) if checkpoint else None,
+                                    desc=f"{tag} {stage}-class layer, {'cached' if cached else 'trunk every step'}")
         run.resumed, run.trainings = run.resumed + report.resumed, run.trainings + 1
         return report
 
@@ -374,7 +419,8 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, 
     run.same_head[MODEL3] = same_training(report3, keras3_report)
     emb3_train = timed(T_EMBED3, lambda: embed(net.head, train_f))
     emb3_test = embed(net.head, test_f)
-    run.embeddings[MODEL3] = (emb3_train, emb3_test)
+    run.map_rows = torch.randperm(len(splits.test.labels), generator=torch.Generator().manual_seed(seed))[: settings.evaluation.tsne_points]
+    run.maps[MODEL3] = emb3_test[run.map_rows]
     old_tr, old_te = ~is_new_train, ~is_new_test
     classic3 = timed(T_CLASSIC3, lambda: fit_classic(classic_classifiers(seed, ev.knn_k), emb3_train[old_tr], splits.train.labels[old_tr],
                                                      emb3_test[old_te], splits.test.labels[old_te]))
@@ -396,7 +442,7 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, 
     run.same_head[MODEL4] = same_training(report4, keras4_report)
     emb4_train = timed(T_REEMBED, lambda: embed(head4, train_f))
     emb4_test = embed(head4, test_f)
-    run.embeddings[MODEL4] = (emb4_train, emb4_test)
+    run.maps[MODEL4] = emb4_test[run.map_rows]
     classic4 = timed(T_CLASSIC4, lambda: fit_classic(classic_classifiers(seed, ev.knn_k), emb4_train, splits.train.labels, emb4_test,
                                                      splits.test.labels))
     for name, r in classic4.items():
@@ -407,7 +453,7 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, 
     run.accuracy[KNN_OLD_AFTER] = float((knn_after == test_old.labels.numpy()).mean())
 
     # Eq. (6): the conventional alternative, a new 4-class straight classifier on the same images.
-    straight4, report = straight(k_old + 1, splits.train, "straight4")
+    straight4, report = straight(k_old + 1, splits.train, splits.test, "straight4")
     run.seconds[T_STRAIGHT4] = report.clock_s
     logits = predict(straight4, splits.test.images, amp=amp, channels_last=channels_last)
     run.accuracy[STRAIGHT4] = accuracy(logits, splits.test.labels)
@@ -429,6 +475,17 @@ def same_training(a: HeadReport, b: HeadReport, tolerance: float = 1e-3) -> bool
 def confusion(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[list[int]]:
     """Rows = true class, columns = predicted class."""
     return torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).view(num_classes, num_classes).tolist()
+
+
+def plan(settings: Settings, records: Records) -> list[Unit]:
+    """Every unit the chapter runs, in its order (the data must be findable: their fingerprints are part of the keys)."""
+    units = []
+    for dataset in settings.task.datasets:
+        data = locate(dataset)
+        if data is None:
+            raise DataError(f"{dataset} is in no data root: the plan needs its files (see data/README.md)")
+        units += [extension_unit(settings, dataset, data, seed) for seed in settings.run.seeds]
+    return units
 
 
 def similarity_search(splits: ExtensionSplits, emb3_train, emb3_test, emb4_train, emb4_test, k: int, index_dir: Path | None, tag: str, seed: int):

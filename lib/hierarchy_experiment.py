@@ -22,8 +22,10 @@ Tiny-ImageNet animals the stand-in does not use (or CIFAR-10, on request).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -33,12 +35,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import Dataset, Split, batches, load_cifar10, select_classes, stratified_split, take
+from .data import DataError, Dataset, Split, batches, load_cifar10, locate, network_timeout, select_classes, stratified_split, take
+from .data.loaders import tiny_imagenet_classes
 from .hierarchy import class_weights, flag_rate, inconsistency, level_metrics, near_miss_share, novelty_auroc, path_accuracy
 from .losses import two_level_loss
 from .models.hierarchical import FAMILY, HierarchicalConfig, HierarchicalNet
 from .settings import RunSettings, positive, run_settings, within_quick_budget
 from .training import Checkpoint, Recipe, fit_classifier, seed_everything
+from .units import Records, Unit, Work, forward_flops
 
 SUPER = ["bird", "dog", "unseen"]  # the paper's Table 2
 QUICK_WORK = 339_300  # work() of the chapter's quick defaults (a test keeps the two in step)
@@ -95,9 +99,9 @@ class Networks:
     def backbone(self, family: str) -> str:
         return self.resnet_backbone if family == "ResNet" else self.convnext_backbone
 
-    def config(self, family: str, num_sub: int, heads: str = "two", num_super: int = len(SUPER)) -> HierarchicalConfig:
+    def config(self, family: str, num_sub: int, input_size: int, heads: str = "two", num_super: int = len(SUPER)) -> HierarchicalConfig:
         return HierarchicalConfig(backbone=self.backbone(family), num_super=num_super, num_sub=num_sub, hidden=self.hidden,
-                                  dropout=self.dropout, heads=heads)
+                                  dropout=self.dropout, heads=heads, input_size=input_size)
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ class Settings:
         return self.resnet if family == "ResNet" else self.convnext
 
 
-def make_settings(*, profile, seeds, device, results_root, resnet_backbone, convnext_backbone, initialisation, pretrain_images,
+def make_settings(*, profile, seeds, device, results_root, smoke, resnet_backbone, convnext_backbone, initialisation, pretrain_images,
                   pretrain_epochs, input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio,
                   max_train_per_class, val_fraction, resnet_epochs, convnext_epochs, patience, batch_size, lr, hidden, dropout,
                   level_weights, rotation, jitter, augment_groups, keep_known, amp, channels_last) -> Settings:
@@ -172,7 +176,7 @@ def make_settings(*, profile, seeds, device, results_root, resnet_backbone, conv
     common = dict(lr=lr, batch_size=batch_size, optimiser="adam", amp=amp, channels_last=channels_last, patience=patience, rotation=rotation,
                   jitter=jitter, augment_groups=augment_groups, level_weights=tuple(level_weights))
     return Settings(
-        run=run_settings(profile, seeds, device, results_root),
+        run=run_settings(profile, seeds, device, results_root, smoke),
         data=StandIn(input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio, max_train_per_class,
                      val_fraction),
         networks=Networks(resnet_backbone, convnext_backbone, hidden, dropout),
@@ -263,15 +267,6 @@ def imbalance_counts(n_classes: int, n_max: int, profile: str, ratio: float, see
     return [max(counts[order[i]], 2) for i in range(n_classes)]
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images resized (bilinear, antialiased) to ``size`` x ``size``, still uint8."""
-    if images.shape[-1] == size:
-        return images
-    out = [F.interpolate(b.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-           for b in images.split(2048)]
-    return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
-
-
 class Splits(NamedTuple):
     train: Split
     val: Split  # from the training pool, the same mix: early stopping and novelty thresholds
@@ -280,7 +275,8 @@ class Splits(NamedTuple):
 
 
 def make_splits(ds: Dataset, h: Hierarchy, data: StandIn, seed: int) -> Splits:
-    """Training, validation and the two test splits with sub-class labels (the novel one only in test), resized."""
+    """Training, validation and the two test splits with sub-class labels (the novel one only in test),
+    at the dataset's own size (the networks resize them, see :class:`lib.models.hierarchical.HierarchicalNet`)."""
     counts = imbalance_counts(h.novel, data.max_train_per_class, data.imbalance, data.imbalance_ratio, data.hierarchy_seed)
     g = torch.Generator().manual_seed(seed)
     rows, labels = [], []
@@ -296,10 +292,7 @@ def make_splits(ds: Dataset, h: Hierarchy, data: StandIn, seed: int) -> Splits:
     per_class = len(test_rows[0])  # Tiny-ImageNet: 50 validation images per class
     keep = [torch.nonzero(test.labels == k).flatten()[torch.randperm(per_class, generator=g)[: max(1, round(per_class * n / max(counts)))]]
             for k, n in enumerate(counts)]
-    size = data.input_size
-    test = Split(resize(test.images, size), test.labels)
-    return Splits(Split(resize(pool.images[train_idx], size), pool.labels[train_idx]), Split(resize(pool.images[val_idx], size), pool.labels[val_idx]),
-                  test, take(test, torch.cat(keep).sort().values))
+    return Splits(take(pool, train_idx), take(pool, val_idx), test, take(test, torch.cat(keep).sort().values))
 
 
 def augmenter(rotation: float, jitter: float, groups: int):
@@ -433,14 +426,34 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
 
 
 def imagenet_weights(backbone: str) -> tuple[str | None, str]:
-    """torchvision's ImageNet weights for ``backbone`` if they can be had (cached or downloaded), else None and why."""
+    """torchvision's ImageNet weights for ``backbone`` if they can be had (cached, or downloaded within
+    a time limit), else None and why."""
     if backbone.endswith("_mini"):
         return None, f"{backbone} has no ImageNet weights"
     try:
-        HierarchicalNet(HierarchicalConfig(backbone=backbone), weights="DEFAULT")
+        with network_timeout():
+            HierarchicalNet(HierarchicalConfig(backbone=backbone), weights="DEFAULT")
         return "DEFAULT", f"ImageNet weights (torchvision's {backbone} DEFAULT)"
     except Exception as err:  # offline, a proxy, a damaged cache
         return None, f"torchvision's ImageNet weights for {backbone} could not be loaded ({type(err).__name__}: {str(err)[:120]})"
+
+
+def imagenet_cached(backbone: str) -> bool:
+    """Whether torchvision's ImageNet weights for ``backbone`` are in the local cache (nothing is downloaded)."""
+    if backbone.endswith("_mini"):
+        return False
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(backbone).DEFAULT.url
+    return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
+
+
+def resolved(settings: Settings, family: str, cached: bool) -> str:
+    """What the run's ``initialisation`` becomes for one family: "imagenet", "other-animals", "cifar10" or "scratch"."""
+    how = settings.pretraining.initialisation
+    if how == "auto":
+        return "imagenet" if cached else "other-animals"
+    return how
 
 
 def pretraining_source(how: str, tiny: Dataset, h: Hierarchy) -> tuple[Split, str]:
@@ -456,8 +469,31 @@ def pretraining_source(how: str, tiny: Dataset, h: Hierarchy) -> tuple[Split, st
     return select_classes(tiny.train, other), f"the {len(other)} Tiny-ImageNet animal classes the stand-in does not use"
 
 
+def _pretraining(family: str, how: str, settings: Settings, h: Hierarchy, source_size: int) -> tuple[HierarchicalConfig, Recipe, int]:
+    pre, recipe = settings.pretraining, settings.recipe(family)
+    classes = 10 if how == "cifar10" else MAX_OTHER_ANIMALS - settings.data.unseen_subclasses  # the Tiny-ImageNet animals not in the hierarchy
+    config = settings.networks.config(family, num_sub=classes, input_size=settings.data.input_size, heads="flat")
+    pre_recipe = Recipe(epochs=pre.epochs, lr=recipe.lr, batch_size=recipe.batch_size, optimiser="adam", schedule="onecycle",
+                        amp=recipe.amp, channels_last=recipe.channels_last, compile=recipe.compile)
+    return config, pre_recipe, min(pre.images, source_size)
+
+
+MAX_OTHER_ANIMALS = 49  # Tiny-ImageNet's animals that are neither birds nor dogs
+SOURCE_SIZE = {"cifar10": 50_000, "other-animals": 500}  # training images: all of CIFAR-10, or 500 per Tiny-ImageNet class
+
+
+def pretrain_unit(settings: Settings, family: str, how: str, h: Hierarchy, data: str) -> Unit:
+    source_size = SOURCE_SIZE[how] * (1 if how == "cifar10" else MAX_OTHER_ANIMALS - settings.data.unseen_subclasses)
+    config, pre_recipe, n = _pretraining(family, how, settings, h, source_size)
+    recipe = settings.recipe(family)
+    key = ("pretraining", how, data if how == "other-animals" else "cifar10", config, pre_recipe,
+           (recipe.rotation, recipe.jitter, recipe.augment_groups), n, tuple(h.source))
+    work = Work(n * pre_recipe.epochs, 0, _flops(config), pre_recipe.epochs * -(-n // pre_recipe.batch_size))
+    return Unit(f"pretrain-{how}-{config.backbone}", key, f"{config.backbone} pretrained on {how}", work)
+
+
 def pretrain(family: str, how: str, settings: Settings, tiny: Dataset, h: Hierarchy, device: torch.device,
-             checkpoints: Path | None) -> tuple[dict, str]:
+             checkpoint: Checkpoint | None) -> tuple[dict, str]:
     """The backbone trained on :func:`pretraining_source` (a stratified subset of ``pretraining.images``)
     as a flat classifier, a source with no image and no class of the test set.
 
@@ -465,65 +501,94 @@ def pretrain(family: str, how: str, settings: Settings, tiny: Dataset, h: Hierar
     seed of the chapter starts from the same pretrained backbone, as they would from ImageNet's.
     """
     source, named = pretraining_source(how, tiny, h)
-    pre, recipe = settings.pretraining, settings.recipe(family)
-    n = min(pre.images, len(source.labels))
-    idx = stratified_split(source.labels, [n], seed=0)[0]
-    train = Split(resize(source.images[idx], settings.data.input_size), source.labels[idx])
+    config, pre_recipe, n = _pretraining(family, how, settings, h, len(source.labels))
+    recipe = settings.recipe(family)
+    train = take(source, stratified_split(source.labels, [n], seed=0)[0])
     seed_everything(0)
-    config = settings.networks.config(family, num_sub=int(source.labels.max()) + 1, heads="flat")
     model = HierarchicalNet(config)
     augment = augmenter(recipe.rotation, recipe.jitter, recipe.augment_groups)
-    pre_recipe = Recipe(epochs=pre.epochs, lr=recipe.lr, batch_size=recipe.batch_size, optimiser="adam", schedule="onecycle",
-                        amp=recipe.amp, channels_last=recipe.channels_last)
-    key = (config, pre_recipe, (recipe.rotation, recipe.jitter, recipe.augment_groups), settings.data.input_size, n, how, tuple(h.source))
-    report = fit_classifier(
-        model, train, pre_recipe, seed=0, device=device, loss_fn=lambda m, x, y: F.cross_entropy(m(x)[1], y), augment=lambda x, g: augment(x),
-        checkpoint=Checkpoint(checkpoints, f"pretrain-{how}-{config.backbone}", *key), desc=f"pretraining {config.backbone} on {how}")
-    what = (f"pretrained here on {named} ({n:,} images, {pre.epochs} epochs at {settings.data.input_size} px, "
+    report = fit_classifier(model, train, pre_recipe, seed=0, device=device, loss_fn=lambda m, x, y: F.cross_entropy(m(x)[1], y),
+                            augment=lambda x, g: augment(x), checkpoint=checkpoint, desc=f"pretraining {config.backbone} on {how}")
+    what = (f"pretrained here on {named} ({n:,} images, {pre_recipe.epochs} epochs at {settings.data.input_size} px, "
             f"final loss {report.losses[-1]:.2f})")
     return {k: v.cpu() for k, v in model.backbone.state_dict().items()}, what
 
 
 class Initialisation(NamedTuple):
+    how: str  # "imagenet", "other-animals", "cifar10" or "scratch"
     weights: str | None  # torchvision's weights= argument
-    state: dict | None  # a backbone state pretrained here
+    state: Callable[[], dict | None]  # the backbone state pretrained here (read when a training needs it), or None
     description: str  # for the run card
     novel_seen: str  # whether the pretraining saw the novel sub-class, and why
 
 
-def initialise(family: str, settings: Settings, tiny: Dataset, h: Hierarchy, device: torch.device, checkpoints: Path | None) -> Initialisation:
-    """The run's initialisation resolved for one backbone family."""
-    how, backbone, novel = settings.pretraining.initialisation, settings.networks.backbone(family), h.sub_names[h.novel]
+def initialise(family: str, settings: Settings, tiny: Dataset, h: Hierarchy, device: torch.device, records: Records) -> Initialisation:
+    """The run's initialisation resolved for one backbone family; a pretraining here is a unit
+    (:func:`pretrain_unit`) whose backbone is kept beside its record until the trainings need it."""
+    backbone, novel = settings.networks.backbone(family), h.sub_names[h.novel]
+    how = settings.pretraining.initialisation
     if how == "scratch":
-        return Initialisation(None, None, "random (torchvision's initialisation), no pretraining", "no pretraining")
+        return Initialisation("scratch", None, lambda: None, "random (torchvision's initialisation), no pretraining", "no pretraining")
     if how in ("auto", "imagenet"):
         weights, why = imagenet_weights(backbone)
         if weights is not None:
-            return Initialisation(weights, None, why, f"yes: {novel!r}, like every Tiny-ImageNet class, is one of ImageNet-1k's classes, "
-                                                      "so with ImageNet weights no sub-class of the stand-in is new to the backbone")
+            return Initialisation("imagenet", weights, lambda: None, why,
+                                  f"yes: {novel!r}, like every Tiny-ImageNet class, is one of ImageNet-1k's classes, so with ImageNet "
+                                  "weights no sub-class of the stand-in is new to the backbone")
         if how == "imagenet":
             raise RuntimeError(f"initialisation='imagenet' needs torchvision's weights: {why}. Run online once, or choose 'auto' or 'other-animals'.")
         print(f"{why}; pretraining on the other Tiny-ImageNet animals instead")
         how = "other-animals"
-    state, what = pretrain(family, how, settings, tiny, h, device, checkpoints)
+    unit = pretrain_unit(settings, family, how, h, tiny.fingerprint)
+    artifact = records.artifact(unit)
+
+    def compute(checkpoint: Checkpoint) -> dict:
+        state, what = pretrain(family, how, settings, tiny, h, device, checkpoint)
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, artifact)
+        return {"description": what}
+
+    description = records.run(unit, compute)["description"]
+
+    def state() -> dict:
+        if not artifact.is_file():  # the record came from elsewhere: pretrain again (seeded: the same backbone)
+            compute(Checkpoint(None, unit.name))
+        return torch.load(artifact, weights_only=True)
+
     seen = (f"no: {novel!r} is not among the pretraining classes" if how == "other-animals"
             else f"partly: CIFAR-10 has no {novel!r} class, but it has a {SUPER[int(h.sub_to_super[h.novel])]!r} class")
-    return Initialisation(None, state, what, seen)
+    return Initialisation(how, None, state, description, seen)
+
+
+def variant_unit(settings: Settings, variant: Variant, h: Hierarchy, data: str, how: str, seed: int, n_train: int) -> Unit:
+    """One :class:`Variant` on one seed; ``how`` is the resolved initialisation of its family."""
+    recipe = settings.recipe(variant.family)
+    config = settings.networks.config(variant.family, num_sub=len(h.sub_names), input_size=settings.data.input_size, heads=variant.heads)
+    start = (how, settings.pretraining) if variant.pretrained else ("scratch",)
+    key = ("variant", variant, config, recipe, settings.data, tuple(h.source), data, start, settings.keep_known, seed)
+    n_val = round(n_train * settings.data.val_fraction / (1 - settings.data.val_fraction))
+    work = Work(n_train * recipe.epochs, n_val * recipe.epochs + n_train + 2 * 50 * len(h.sub_names), _flops(config),
+                recipe.epochs * -(-n_train // recipe.batch_size))
+    return Unit(f"{variant.tag}-seed{seed}", key, f"{variant.name}, seed {seed}", work)
+
+
+def _flops(config: HierarchicalConfig) -> float:
+    return forward_flops(lambda: HierarchicalNet(config), (3, 64, 64), key=config)
 
 
 def train_variant(variant: Variant, splits: Splits, h: Hierarchy, settings: Settings, init: dict[str, Initialisation], *, seed: int,
-                  device: torch.device, checkpoints: Path | None) -> tuple[HierarchicalNet, FitResult]:
+                  device: torch.device, checkpoint: Checkpoint | None) -> tuple[HierarchicalNet, FitResult]:
     """One :class:`Variant` on one seed's splits, with its family's recipe; ``init[family]`` is :func:`initialise`'s answer."""
-    start = init[variant.family] if variant.pretrained else Initialisation(None, None, "scratch", "no pretraining")
+    start = init[variant.family] if variant.pretrained else None
     recipe = settings.recipe(variant.family)
     seed_everything(seed)
-    config = settings.networks.config(variant.family, num_sub=len(h.sub_names), heads=variant.heads)
-    model = HierarchicalNet(config, weights=start.weights)
-    if start.state is not None:
-        model.backbone.load_state_dict(start.state)
-    key = (variant, config, recipe, settings.data, start.description if variant.pretrained else None, seed)
+    config = settings.networks.config(variant.family, num_sub=len(h.sub_names), input_size=settings.data.input_size, heads=variant.heads)
+    model = HierarchicalNet(config, weights=start.weights if start else None)
+    state = start.state() if start else None
+    if state is not None:
+        model.backbone.load_state_dict(state)
     result = fit_two_heads(model, splits.train, splits.val, h, recipe, weighted=variant.weighted, seed=seed, device=device,
-                           checkpoint=Checkpoint(checkpoints, f"{variant.tag}-seed{seed}", *key), desc=variant.name)
+                           checkpoint=checkpoint, desc=variant.name)
     return model, result
 
 
@@ -594,14 +659,46 @@ def evaluate(model: HierarchicalNet, splits: Splits, h: Hierarchy, recipe: Recip
 
 
 def run_seed(ds: Dataset, h: Hierarchy, settings: Settings, init: dict[str, Initialisation], variants: list[Variant], *, seed: int,
-             device: torch.device, checkpoints: Path | None) -> dict[Variant, tuple[FitResult, TestResult]]:
-    """Every variant on one seed's splits: its fit (curves, best epoch, speed) and its test evaluation."""
+             device: torch.device, records: Records) -> dict[Variant, tuple[FitResult, TestResult]]:
+    """Every variant on one seed's splits (each a unit, :func:`variant_unit`): its fit (curves, best
+    epoch, speed) and its test evaluation."""
     splits = make_splits(ds, h, settings.data, seed)
     out = {}
     for variant in variants:
-        model, fit = train_variant(variant, splits, h, settings, init, seed=seed, device=device, checkpoints=checkpoints)
-        out[variant] = (fit, evaluate(model, splits, h, settings.recipe(variant.family), settings.keep_known))
+        how = init[variant.family].how if variant.pretrained else "scratch"
+        unit = variant_unit(settings, variant, h, ds.fingerprint, how, seed, len(splits.train.labels))
+
+        def compute(checkpoint: Checkpoint, variant=variant) -> dict:
+            model, fit = train_variant(variant, splits, h, settings, init, seed=seed, device=device, checkpoint=checkpoint)
+            test = evaluate(model, splits, h, settings.recipe(variant.family), settings.keep_known)
+            return {"fit": dataclasses.asdict(fit), "test": dataclasses.asdict(test), "resumed": fit.resumed}
+
+        record = records.run(unit, compute)
+        out[variant] = (FitResult(**record["fit"]), TestResult(**record["test"]))
     return out
+
+
+def plan(settings: Settings, records: Records) -> list[Unit]:
+    """Every unit the chapter runs, in its order (Tiny-ImageNet's files must be findable: their fingerprint is part of the keys)."""
+    data = locate("tiny-imagenet-animals")
+    if data is None:
+        raise DataError("Tiny-ImageNet animals are in no data root: the plan needs their files (see data/README.md)")
+    classes, supers = tiny_imagenet_classes()
+    h = build_hierarchy(Dataset("Tiny-ImageNet animals", None, None, classes, superclasses=supers), settings.data.unseen_subclasses,
+                        settings.data.novel_subclass, settings.data.hierarchy_seed)
+    counts = imbalance_counts(h.novel, settings.data.max_train_per_class, settings.data.imbalance, settings.data.imbalance_ratio,
+                              settings.data.hierarchy_seed)
+    n_pool = sum(counts)
+    n_train = n_pool - max(round(settings.data.val_fraction * n_pool), 2 * h.novel)
+    units, how = [], {}
+    for family in ("ResNet", "ConvNeXt"):
+        how[family] = resolved(settings, family, imagenet_cached(settings.networks.backbone(family)))
+        if how[family] in ("other-animals", "cifar10"):
+            units.append(pretrain_unit(settings, family, how[family], h, data))
+    variants = [v for v in VARIANTS if v.pretrained or settings.pretraining.initialisation != "scratch"]
+    units += [variant_unit(settings, v, h, data, how[v.family] if v.pretrained else "scratch", seed, n_train)
+              for seed in settings.run.seeds for v in variants]
+    return units
 
 
 def counts_table(h: Hierarchy, splits: Splits) -> list[dict]:

@@ -39,25 +39,29 @@ def class_members(labels: torch.Tensor) -> list[torch.Tensor]:
     return members
 
 
-def sample_triplets(members: list[torch.Tensor], repeats: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One batch of (anchor, positive, negative) row indices, ``repeats`` anchors per class.
+def sample_triplets(members: list[torch.Tensor], repeats: int, generator: torch.Generator, batches: int = 1
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batches`` batches of (anchor, positive, negative) row indices, each with ``repeats`` anchors per class.
 
     ``members`` comes from :func:`class_members`. Positives differ from their anchor; a
     negative's class is drawn uniformly from the other K - 1 classes, then its image uniformly.
-    Returns three (K * repeats,) int64 tensors.
+    Returns three (batches, K * repeats) int64 tensors (one epoch drawn at once, moved to the
+    device at once); with ``batches=1``, three (K * repeats,) tensors.
     """
     k = len(members)
     sizes = torch.tensor([len(m) for m in members])
     starts = torch.cumsum(sizes, 0) - sizes
     pool = torch.cat(members)
+    shape = (batches, repeats)
     anchors, positives, negatives = [], [], []
     for c, m in enumerate(members):
-        a = torch.randint(len(m), (repeats,), generator=generator)
-        p = (a + torch.randint(1, len(m), (repeats,), generator=generator)) % len(m)  # any image but the anchor
-        neg_class = (c + torch.randint(1, k, (repeats,), generator=generator)) % k
-        offset = (torch.rand(repeats, generator=generator) * sizes[neg_class]).long().clamp(max=sizes[neg_class] - 1)
+        a = torch.randint(len(m), shape, generator=generator)
+        p = (a + torch.randint(1, len(m), shape, generator=generator)) % len(m)  # any image but the anchor
+        neg_class = (c + torch.randint(1, k, shape, generator=generator)) % k
+        offset = (torch.rand(shape, generator=generator) * sizes[neg_class]).long().clamp(max=sizes[neg_class] - 1)
         anchors.append(m[a]), positives.append(m[p]), negatives.append(pool[starts[neg_class] + offset])
-    return torch.cat(anchors), torch.cat(positives), torch.cat(negatives)
+    out = torch.cat(anchors, 1), torch.cat(positives, 1), torch.cat(negatives, 1)  # (batches, K * repeats)
+    return tuple(t[0] for t in out) if batches == 1 else out
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ class HeadReport(NamedTuple):
     resumed: bool
     clock_s: float = 0.0  # training time by lib.training.clock, summed over resumed sessions
 
+    def ended_by_rule(self) -> bool:
+        """Whether the learning-rate rule ended the training (it converged by the paper's rule), not the cap on epochs."""
+        return not self.stopped.startswith("max_epochs")
+
 
 def fit_embedding_head(
     head: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, schedule: HeadSchedule, *, seed: int,
@@ -117,15 +125,15 @@ def fit_embedding_head(
     while len(loop["losses"]) < schedule.max_epochs and opt.param_groups[0]["lr"] >= schedule.min_lr:
         started, ticked, total = time.perf_counter(), clock(device), torch.zeros((), device=device)
         loop["lrs"].append(opt.param_groups[0]["lr"])
-        for _ in range(steps):
-            a, p, n = (t.to(device) for t in sample_triplets(members, schedule.batch_class_repeats, generator))
-            rows = torch.cat([a, p, n])
-            x = inputs[rows.to(inputs.device)]
+        epoch_rows = torch.cat(sample_triplets(members, schedule.batch_class_repeats, generator, batches=steps), 1).to(inputs.device)
+        for step in range(steps):
+            rows = epoch_rows[step]  # anchors, positives, negatives
+            t = len(rows) // 3
+            x = inputs[rows]
             if encode is not None:
                 with torch.no_grad():
                     x = encode(x)  # (3T, feature_dim): the trunk, every step
             emb = head(x)  # (3T, embedding_dim)
-            t = len(a)
             idx = torch.arange(t, device=device)
             loss = cosine_triplet_loss(emb, idx, idx + t, idx + 2 * t, schedule.margin, schedule.scale)
             opt.zero_grad(set_to_none=True)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,46 +20,10 @@ from pathlib import Path
 import torch
 
 from .evaluation import mean_ci
-from .training import code_digest, plain
+from .provenance import device_description, library_versions, this_machine
+from .training import plain
+from .units import Records
 from .verdicts import NOT_RUN, PROFILE_SCALE, Rule, Scale, judge
-
-GIT_ENV = "BOOK_GIT_COMMIT"  # the commit a run card names when the tree is not a git checkout (a copied tree on a GPU machine)
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
-def library_versions(experiment: str | None = None) -> dict[str, str]:
-    import numpy
-    import sklearn
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "lib": code_digest(experiment),  # the chapter's experiment module and every lib file it imports
-        "git": git_commit(),
-    }
-
-
-def git_commit(root: Path = ROOT) -> str:
-    """The project's commit, with "+changes" when ``lib/`` or ``chapters/`` differ from it; outside a
-    git checkout, the commit named by $BOOK_GIT_COMMIT (with "(from BOOK_GIT_COMMIT)")."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lib", "chapters"], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        named = os.environ.get(GIT_ENV)
-        return f"{named} (from {GIT_ENV})" if named else f"unknown (not a git checkout; set {GIT_ENV})"
-    return head + ("+changes" if dirty else "")
-
 
 class ChapterResults:
     """Collects one chapter run's claims, tables and figures, and writes them with the run card."""
@@ -83,6 +44,8 @@ class ChapterResults:
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.experiment = experiment.__name__.removeprefix("lib.")
         self.versions = library_versions(self.experiment)  # taken now: the code that runs, not the code on disk at the end
+        self.units = Records(self.dir / "units", self.versions["lib"], self.checkpoints,  # every training's record (lib.units)
+                             stamp={"git": self.versions["git"], "machine": this_machine()})
 
     @property
     def checkpoints(self) -> Path:
@@ -145,6 +108,7 @@ class ChapterResults:
             "data": data,
             "initialisation": initialisation,
             "convergence": self.convergence,
+            **self.units.summary(),
             "started": self.started_at,
             "wall_time_s": round(time.time() - self.started, 1),
             **(extra or {}),
@@ -172,8 +136,12 @@ def run_card_markdown(card: dict) -> str:
         f"commit {card['versions'].get('git', '?')}, code digest {card['versions'].get('lib', '?')}",
         f"- data: {data}; initialisation: {card['initialisation']}",
         f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min"
-        + (f" ({card['trainings_resumed_from_checkpoints']} of {card['trainings']} trainings resumed from checkpoints)" if card.get("trainings_resumed_from_checkpoints") else ""),
+        + (f"; {card['units_run']} units trained by this run, {card['units_from_records']} read from earlier records, "
+           f"{card['units_resumed']} resumed from checkpoints" if "units_run" in card else ""),
     ]
+    if "units_wall_time_s" in card:
+        made_by = "; ".join(f"{m['machine']} at commit {m['git']}" for m in card["units_made_by"]) or "none"
+        lines.append(f"- training time of all its units {card['units_wall_time_s'] / 60:.1f} min, made on: {made_by}")
     if conv:
         lines.append(f"- converged: **{'yes' if conv['converged'] else 'no'}** ({conv['criterion']})")
     return "\n".join(lines)

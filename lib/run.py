@@ -3,6 +3,7 @@
     python -m lib.run chapters/04_vae_cluster_labelling.py                      # quick profile
     python -m lib.run chapters/04_vae_cluster_labelling.py --profile full --seeds 0 1 2
     python -m lib.run chapters/04_vae_cluster_labelling.py -p epochs 3
+    python -m lib.run chapters/0[1-3]*.py --profile full --plan                 # the units, their H100 minutes, what is done
 
 The quick profile is the defaults of each chapter's ``parameters`` cell; the
 others are ``chapters/profiles/<chapter>.<profile>.yaml``. Every parameter is
@@ -12,8 +13,10 @@ The range checks are the chapter's own: the runner builds the chapter's
 settings with ``make_settings`` of the module the chapter imports as
 ``experiment``, exactly as the chapter's first cell does.
 Each run writes ``results/<profile>/<chapter>/`` (under the chapter's ``results_root``): the executed notebook,
-``figures/`` and ``results.json`` with the run card. A quick run with the
-defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book shows.
+``figures/``, ``units/`` (a record per training, see ``lib.units``) and ``results.json`` with the run
+card. A quick run with the defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book
+shows. With ``BOOK_DEADLINE`` set (a Unix time), no unit starts that its estimate says would not end
+before it: the run stops with exit status 3, and the same command later goes on from the records.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import yaml
 from .settings import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
+BUDGET_EXIT = 3  # the exit status when $BOOK_DEADLINE stopped a run between units (run the same command again)
 
 
 class ParameterError(ValueError):
@@ -129,6 +133,20 @@ def resolve_parameters(chapter: Path, profile: str, seeds: list[int] | None, ove
     return params, changed
 
 
+def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int]:
+    """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units, done."""
+    from .training import code_digest
+    from .units import Records, plan_lines
+
+    experiment = experiment_module(chapter)
+    settings = check_settings(chapter, params)
+    results = (chapter.parent / params.get("results_root", "../results")).resolve() / profile / chapter.stem
+    records = Records(results / "units", code_digest(experiment.__name__.removeprefix("lib.")), None)
+    units = experiment.plan(settings, records)
+    lines = plan_lines(units, records)
+    return lines[:-1], sum(u.work.h100_minutes() for u in units), len(units), sum(records.done(u) for u in units)
+
+
 def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
     """Execute one chapter with papermill; return the executed notebook's path."""
     import jupytext
@@ -147,6 +165,9 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
                 str(source), str(executed), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True
             )
         except papermill.PapermillExecutionError as err:
+            if err.ename == "BudgetReached":  # a deadline ended the command between two units: not a failure
+                print(f"\n{chapter.name} stopped before its next unit: {err.evalue}", file=sys.stderr)
+                raise SystemExit(BUDGET_EXIT) from None
             raise SystemExit(
                 f"\n{chapter.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"
                 f"The partly executed notebook is {executed}; nothing else was changed."
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="quick", help="; ".join(f"{name}: {what}" for name, what in PROFILES.items()))
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds to run (overrides the profile's)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
+    parser.add_argument("--plan", action="store_true", help="print every unit to train, its estimated minutes on one H100 and whether it "
+                                                             "is done; run nothing")
     args = parser.parse_args(argv)
     overrides = {name: _parse_value(value) for name, value in args.p}
     runs = []
@@ -183,6 +206,15 @@ def main(argv: list[str] | None = None) -> None:
             runs.append((chapter.resolve(), *resolve_parameters(chapter.resolve(), args.profile, args.seeds, overrides)))
     except ParameterError as err:
         parser.exit(2, f"error: {err}\nNothing was run.\n")
+    if args.plan:
+        minutes, units, done = 0.0, 0, 0
+        for chapter, params, _ in runs:
+            lines, m, n, d = plan(chapter, args.profile, params)
+            print(f"== {chapter.name} [{args.profile}]: {n} units, estimated {m:.1f} min on one H100, {d} done")
+            print("\n".join(lines))
+            minutes, units, done = minutes + m, units + n, done + d
+        print(f"total: {units} units, estimated {minutes:.1f} min on one H100, {done} done")
+        return
     for chapter, params, changed in runs:
         print(f"== {chapter.name} [{args.profile}] " + (f"with {changed}" if changed else "with its defaults"), flush=True)
         print(f"   executed notebook: {execute(chapter, args.profile, params, changed)}", flush=True)

@@ -37,7 +37,9 @@ def load_all(root: Path) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {}
     for profile in PROFILE_SCALE:
         for path in sorted((root / "results" / profile).glob("*/results.json")):
-            found.setdefault(path.parent.name, {})[profile] = json.loads(path.read_text())
+            saved = json.loads(path.read_text())
+            if not saved["run_card"].get("settings", {}).get("run", {}).get("smoke"):  # a plumbing test is no evidence
+                found.setdefault(path.parent.name, {})[profile] = saved
     return found
 
 

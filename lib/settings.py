@@ -25,6 +25,7 @@ class RunSettings:
     seeds: tuple[int, ...] = (0, 1, 2)  # one run per seed; every number is a mean with its 95% interval
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
     results_root: str = "../results"  # results/<profile>/<chapter>/ receives the chapter's results
+    smoke: bool = False  # a plumbing test with tiny settings: the sanity checks, which they cannot pass, are skipped
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -36,8 +37,8 @@ class RunSettings:
             raise ValueError(f"device {self.device!r} is unknown; choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
-def run_settings(profile: str, seeds, device: str, results_root: str) -> RunSettings:
-    return RunSettings(profile, tuple(seeds), device, str(results_root))
+def run_settings(profile: str, seeds, device: str, results_root: str, smoke: bool = False) -> RunSettings:
+    return RunSettings(profile, tuple(seeds), device, str(results_root), smoke)
 
 
 def positive(**values) -> None:

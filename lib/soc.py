@@ -62,8 +62,12 @@ class SOCHead(nn.Module):
             self.log_scales = nn.Parameter(torch.cat([self.log_scales.data, torch.zeros_like(self.log_scales.data[:1])]))
 
 
-def soc_loss(head: SOCHead, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The paper's loss: the mean of the images' cross-entropy and the class means' self-classification."""
+def soc_loss(head: SOCHead, z: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The paper's loss: the mean of the images' cross-entropy and the class means' self-classification.
+
+    ``label_smoothing`` smooths the images' term only, as it smooths a softmax classifier's
+    cross-entropy (0: the paper's loss).
+    """
     class_logits = head.class_logits()
     regulariser = F.cross_entropy(class_logits, torch.arange(len(class_logits), device=class_logits.device))
-    return (F.cross_entropy(head(z), labels) + regulariser) / 2
+    return (F.cross_entropy(head(z), labels, label_smoothing=label_smoothing) + regulariser) / 2

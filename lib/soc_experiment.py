@@ -13,17 +13,18 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from .data import (
+    DataError,
     Dataset,
     Split,
     load_cifar10,
     load_cifar100,
+    locate,
     random_crop_flip,
     select_classes,
     stratified_split,
@@ -33,6 +34,7 @@ from .models import FeatureClassifier, FeatureClassifierConfig
 from .settings import RunSettings, distinct_positive, positive, run_settings, within_quick_budget
 from .soc import soc_loss
 from .training import Checkpoint, FitReport, Recipe, fit_classifier, predict, seed_everything
+from .units import Records, Unit, Work, forward_flops
 
 DATASETS = {"cifar10": load_cifar10, "cifar100": load_cifar100}
 
@@ -95,15 +97,19 @@ class Encoder:
 
 @dataclass(frozen=True)
 class SocRecipe(Recipe):
-    """The recipe both heads share (one-cycle, crop and flip), and how much faster SOC's class means learn."""
+    """The recipe every head shares (one-cycle, crop and flip), how much faster SOC's class means
+    learn, and the label smoothing of the images' cross-entropy (in every head's loss alike)."""
 
     schedule: str = "onecycle"
     means_lr_scale: float = 1.0  # 1 = the paper's single learning rate
+    label_smoothing: float = 0.0  # 0 = the paper's loss
 
     def __post_init__(self):
         super().__post_init__()
         if not self.means_lr_scale > 0:
             raise ValueError(f"means_lr_scale={self.means_lr_scale} must be positive")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing={self.label_smoothing} must lie in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -173,16 +179,16 @@ QUICK_WORK = 510_000  # work() of the chapter's quick defaults (a test keeps the
 QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
 
 
-def make_settings(*, profile, seeds, device, results_root, encoder, width, n_train, n_test, cifar10_features, cifar100_features,
-                  epochs, batch_size, optimiser, lr, weight_decay, means_lr_scale, held_out_class, ood_features, new_class_steps,
-                  pair_classes, amp, channels_last) -> Settings:
+def make_settings(*, profile, seeds, device, results_root, smoke, encoder, width, n_train, n_test, cifar10_features, cifar100_features,
+                  epochs, batch_size, optimiser, lr, weight_decay, means_lr_scale, label_smoothing, held_out_class, ood_features,
+                  new_class_steps, pair_classes, amp, channels_last, torch_compile) -> Settings:
     """Chapter 2's settings from its parameters; a value out of range raises ValueError naming it."""
     return Settings(
-        run=run_settings(profile, seeds, device, results_root),
+        run=run_settings(profile, seeds, device, results_root, smoke),
         subsets=Subsets(n_train, n_test),
         encoder=Encoder(encoder, width),
         recipe=SocRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimiser=optimiser, weight_decay=weight_decay, amp=amp,
-                         channels_last=channels_last, means_lr_scale=means_lr_scale),
+                         channels_last=channels_last, compile=torch_compile, means_lr_scale=means_lr_scale, label_smoothing=label_smoothing),
         sweep=Sweep(tuple(cifar10_features), tuple(cifar100_features)),
         beyond=Beyond(held_out_class, ood_features, new_class_steps, tuple(pair_classes)),
     )
@@ -196,8 +202,13 @@ def subsets(dataset: Dataset, sizes: Subsets, seed: int) -> tuple[Split, Split]:
     return cut(dataset.train, sizes.n_train), cut(dataset.test, sizes.n_test)
 
 
+def model_config(encoder: Encoder, model: Model, num_classes: int, learn_scale: bool = False) -> FeatureClassifierConfig:
+    return FeatureClassifierConfig(encoder=encoder.name, width=encoder.width, num_classes=num_classes, head=model.head,
+                                   num_features=model.features or num_classes, learn_scale=learn_scale)
+
+
 def train_model(train: Split, encoder: Encoder, recipe: SocRecipe, model: Model, num_classes: int, *, seed: int, device: torch.device,
-                checkpoints: Path | None, tag: str, learn_scale: bool = False, test: Split | None = None) -> tuple[FeatureClassifier, FitReport]:
+                checkpoint: Checkpoint | None, desc: str, learn_scale: bool = False, test: Split | None = None) -> tuple[FeatureClassifier, FitReport]:
     """One training with the chapter's recipe (crop-and-flip batches, one-cycle); ``model`` says which head.
 
     Weight decay never pulls SOC's class means towards the origin: they are the classes, not
@@ -205,19 +216,16 @@ def train_model(train: Split, encoder: Encoder, recipe: SocRecipe, model: Model,
     ``test`` split, its accuracy is measured after every epoch (``FitReport.evaluations``).
     """
     seed_everything(seed)  # the initial weights too
-    config = FeatureClassifierConfig(encoder=encoder.name, width=encoder.width, num_classes=num_classes, head=model.head,
-                                     num_features=model.features or num_classes, learn_scale=learn_scale)
-    net = FeatureClassifier(config)
-    checkpoint = Checkpoint(checkpoints, f"{tag}-seed{seed}", config, recipe, len(train.labels), int(train.labels.sum()), seed, test is not None)
+    net = FeatureClassifier(model_config(encoder, model, num_classes, learn_scale))
     is_soc = model.head == "soc"
 
     def accuracy_on_test(m: FeatureClassifier) -> float:
         return float((predict(m, test.images, amp=recipe.amp, channels_last=recipe.channels_last).argmax(1) == test.labels).float().mean())
 
     report = fit_classifier(
-        net, train, recipe, seed=seed, device=device, loss_fn=FeatureClassifier.loss, augment=lambda x, g: random_crop_flip(x, 4, g),
-        lr_scales={"head.means": recipe.means_lr_scale} if is_soc else None, no_decay=("head.means",) if is_soc else (),
-        evaluate=accuracy_on_test if test is not None else None, checkpoint=checkpoint, desc=tag,
+        net, train, recipe, seed=seed, device=device, loss_fn=lambda m, x, y: FeatureClassifier.loss(m, x, y, recipe.label_smoothing),
+        augment=lambda x, g: random_crop_flip(x, 4, g), lr_scales={"head.means": recipe.means_lr_scale} if is_soc else None,
+        no_decay=("head.means",) if is_soc else (), evaluate=accuracy_on_test if test is not None else None, checkpoint=checkpoint, desc=desc,
     )
     return net, report
 
@@ -225,6 +233,24 @@ def train_model(train: Split, encoder: Encoder, recipe: SocRecipe, model: Model,
 def points(model: FeatureClassifier, images: torch.Tensor) -> torch.Tensor:
     """SOC points z of uint8 images, (N, num_features) on the CPU."""
     return predict(nn.Sequential(model.encoder, model.project), images)
+
+
+def _flops(config: FeatureClassifierConfig) -> float:
+    return forward_flops(lambda: FeatureClassifier(config), (config.in_channels, 32, 32), key=config)
+
+
+def _steps(n: int, recipe: Recipe) -> int:
+    return recipe.epochs * -(-n // recipe.batch_size)
+
+
+def sweep_unit(s: Settings, dataset: str, data: str, num_classes: int, seed: int, model: Model) -> Unit:
+    """One training of the sweep: ``model`` on ``dataset`` (whose files have the fingerprint ``data``), one seed."""
+    config = model_config(s.encoder, model, num_classes)
+    n, m = min(s.subsets.n_train, 50_000), min(s.subsets.n_test, 10_000)
+    work = Work(train_images=n * s.recipe.epochs, forward_images=m * (s.recipe.epochs if model == CE else 1) + m, flops=_flops(config),
+                steps=_steps(n, s.recipe))
+    return Unit(f"{dataset}-{model.tag}-seed{seed}", ("sweep", dataset, data, s.subsets, config, s.recipe, seed),
+                f"{model.name} on {dataset}, seed {seed}", work)
 
 
 @dataclass
@@ -238,7 +264,6 @@ class SweepRun:
     losses: dict[Model, list[float]] = field(default_factory=dict)
     curve: list[float] = field(default_factory=list)  # cross-entropy's test accuracy after every epoch (convergence)
     pictures: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # d <= 3: test points z, class means
-    resumed: int = 0
 
 
 def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
@@ -250,23 +275,33 @@ def sweep_models(dims: tuple[int, ...]) -> list[Model]:
     return [CE, *[m for d in dims for m in (bottleneck(d), soc(d))]]
 
 
-def run_sweep(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, dims: tuple[int, ...], num_classes: int, *, seed: int,
-              device: torch.device, checkpoints: Path | None, tag: str) -> SweepRun:
-    """Cross-entropy, and the bottleneck control and the SOC head at every feature dimension in
-    ``dims``, on one seed's data; cross-entropy's test accuracy is followed epoch by epoch."""
+def run_sweep(train: Split, test: Split, s: Settings, dataset: str, data: str, num_classes: int, *, seed: int, device: torch.device,
+              records: Records) -> SweepRun:
+    """Cross-entropy, and the bottleneck control and the SOC head at every feature dimension of the
+    dataset's sweep, on one seed's data (each a unit, see :func:`sweep_unit`); cross-entropy's test
+    accuracy is followed epoch by epoch."""
     run = SweepRun()
-    for model in sweep_models(dims):
-        net, report = train_model(train, encoder, recipe, model, num_classes, seed=seed, device=device, checkpoints=checkpoints,
-                                  tag=f"{tag}-{model.tag}", test=test if model == CE else None)
+    for model in sweep_models(s.sweep.dims(dataset)):
+        unit = sweep_unit(s, dataset, data, num_classes, seed, model)
+
+        def compute(checkpoint: Checkpoint, model=model, unit=unit) -> dict:
+            net, report = train_model(train, s.encoder, s.recipe, model, num_classes, seed=seed, device=device, checkpoint=checkpoint,
+                                      desc=unit.name, test=test if model == CE else None)
+            predicted = predict(net, test.images, amp=s.recipe.amp, channels_last=s.recipe.channels_last).argmax(1)
+            record = {"accuracy": float((predicted == test.labels).float().mean()), "per_class": per_class_accuracy(predicted, test.labels, num_classes),
+                      "seconds": report.seconds, "images_per_s": report.images_per_s, "losses": report.losses, "curve": report.evaluations,
+                      "resumed": report.resumed}
+            if model.head == "soc" and model.features <= 3:
+                record |= {"points": points(net, test.images), "means": net.head.means.weight.detach().cpu().clone()}
+            return record
+
+        r = records.run(unit, compute)
+        run.accuracy[model], run.per_class[model], run.losses[model] = r["accuracy"], r["per_class"], r["losses"]
+        run.seconds[model], run.images_per_s[model] = r["seconds"], r["images_per_s"]
         if model == CE:
-            run.curve = report.evaluations
-        predicted = predict(net, test.images, amp=recipe.amp, channels_last=recipe.channels_last).argmax(1)
-        run.accuracy[model] = float((predicted == test.labels).float().mean())
-        run.per_class[model] = per_class_accuracy(predicted, test.labels, num_classes)
-        run.seconds[model], run.images_per_s[model], run.losses[model] = report.seconds, report.images_per_s, report.losses
-        run.resumed += report.resumed
-        if model.head == "soc" and model.features <= 3:
-            run.pictures[model.features] = (points(net, test.images), net.head.means.weight.detach().cpu().clone())
+            run.curve = r["curve"]
+        if "points" in r:
+            run.pictures[model.features] = (r["points"], r["means"])
     return run
 
 
@@ -366,27 +401,40 @@ class BeyondRun:
     scores: dict[str, torch.Tensor]  # certainty scores of every test image, all ten classes
     unseen: torch.Tensor  # which test images are of the held-out class
     auroc: dict[str, float]  # per score, for flagging the held-out class
-    resumed: int = 0
 
 
-def run_beyond(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, beyond: Beyond, *, seed: int, device: torch.device,
-               checkpoints: Path | None) -> BeyondRun:
+def beyond_unit(s: Settings, data: str, seed: int) -> Unit:
+    """The nine-class SOC and cross-entropy models of one seed, the class added to the frozen one, the certainty scores."""
+    configs = [model_config(s.encoder, m, 9) for m in (soc(s.beyond.ood_features), CE)]
+    n, m = s.subsets.n_train * 9 // 10, s.subsets.n_test
+    work = Work(train_images=2 * n * s.recipe.epochs, forward_images=3 * (n + m), flops=_flops(configs[0]), steps=2 * _steps(n, s.recipe))
+    return Unit(f"cifar10-nine-classes-seed{seed}", ("beyond", data, s.subsets, *configs, s.recipe, s.beyond, seed),
+                f"nine-class SOC and cross-entropy, seed {seed}: a class added to the frozen model, certainty", work)
+
+
+def run_beyond(train: Split, test: Split, s: Settings, data: str, *, seed: int, device: torch.device, records: Records) -> BeyondRun:
     """Beyond the paper, one seed: 9-class SOC and cross-entropy models without ``held_out_class``,
     the class added to the frozen SOC model (:func:`add_class_to_frozen_model`) and the certainty
     scores of every test image with their AUROC for flagging the class never trained on."""
-    train9, train10, test9, test10 = held_out_splits(train, test, beyond.held_out_class)
-    soc9, soc_report = train_model(train9, encoder, recipe, soc(beyond.ood_features), 9, seed=seed, device=device,
-                                   checkpoints=checkpoints, tag=f"nine-soc{beyond.ood_features}")
-    ce9, ce_report = train_model(train9, encoder, recipe, CE, 9, seed=seed, device=device, checkpoints=checkpoints, tag="nine-ce")
-    scores = certainty_scores(soc9, ce9, test10.images)
-    unseen = test10.labels == 9
-    return BeyondRun(
-        soc9_accuracy=float((predict(soc9, test9.images).argmax(1) == test9.labels).float().mean()),
-        ce9_accuracy=float((predict(ce9, test9.images).argmax(1) == test9.labels).float().mean()),
-        placements=add_class_to_frozen_model(soc9, train10, test10, beyond.new_class_steps, seed),
-        scores=scores, unseen=unseen, auroc=unseen_class_auroc(scores, unseen),
-        resumed=int(soc_report.resumed) + int(ce_report.resumed),
-    )
+    unit = beyond_unit(s, data, seed)
+
+    def compute(checkpoint: Checkpoint) -> dict:
+        train9, train10, test9, test10 = held_out_splits(train, test, s.beyond.held_out_class)
+        soc9, soc_report = train_model(train9, s.encoder, s.recipe, soc(s.beyond.ood_features), 9, seed=seed, device=device,
+                                       checkpoint=checkpoint.part("soc"), desc=f"{unit.name} SOC")
+        ce9, ce_report = train_model(train9, s.encoder, s.recipe, CE, 9, seed=seed, device=device, checkpoint=checkpoint.part("ce"),
+                                     desc=f"{unit.name} cross-entropy")
+        scores = certainty_scores(soc9, ce9, test10.images)
+        unseen = test10.labels == 9
+        placements = add_class_to_frozen_model(soc9, train10, test10, s.beyond.new_class_steps, seed)
+        return {"soc9_accuracy": float((predict(soc9, test9.images).argmax(1) == test9.labels).float().mean()),
+                "ce9_accuracy": float((predict(ce9, test9.images).argmax(1) == test9.labels).float().mean()),
+                "placements": {k: dataclasses.asdict(v) for k, v in placements.items()}, "scores": scores, "unseen": unseen,
+                "auroc": unseen_class_auroc(scores, unseen), "resumed": soc_report.resumed or ce_report.resumed}
+
+    r = records.run(unit, compute)
+    return BeyondRun(r["soc9_accuracy"], r["ce9_accuracy"], {k: Placement(**v) for k, v in r["placements"].items()}, r["scores"],
+                     r["unseen"], r["auroc"])
 
 
 @dataclass
@@ -399,15 +447,44 @@ class Picture:
     accuracy: float
 
 
-def run_pair(train: Split, test: Split, encoder: Encoder, recipe: SocRecipe, pair_classes: tuple[int, int], *, seed: int,
-             device: torch.device, checkpoints: Path | None) -> Picture:
+def pair_unit(s: Settings, data: str, seed: int) -> Unit:
+    config = model_config(s.encoder, soc(1), 2)
+    n = s.subsets.n_train // 5
+    longer = dataclasses.replace(s.recipe, epochs=5 * s.recipe.epochs)
+    return Unit(f"cifar10-pair-soc1-seed{seed}", ("pair", data, s.subsets, config, longer, s.beyond.pair_classes, seed),
+                f"SOC with one feature on two classes, seed {seed}", Work(n * longer.epochs, 2 * n, _flops(config), _steps(n, longer)))
+
+
+def run_pair(train: Split, test: Split, s: Settings, data: str, *, seed: int, device: torch.device, records: Records) -> Picture:
     """The paper's first picture: two classes from one feature.
 
     Trained for five times the recipe's epochs on its two classes' images: as many steps as a 10-class model.
     """
-    train2, test2 = select_classes(train, pair_classes), select_classes(test, pair_classes)
-    longer = dataclasses.replace(recipe, epochs=5 * recipe.epochs)
-    model, _ = train_model(train2, encoder, longer, soc(1), 2, seed=seed, device=device, checkpoints=checkpoints, tag="pair-soc1")
-    z = points(model, test2.images)
-    accuracy = float((model.head(z.to(next(model.parameters()).device)).cpu().argmax(1) == test2.labels).float().mean())
-    return Picture(z, test2.labels, model.head.means.weight.detach().cpu().clone(), accuracy)
+    unit = pair_unit(s, data, seed)
+
+    def compute(checkpoint: Checkpoint) -> dict:
+        train2, test2 = select_classes(train, s.beyond.pair_classes), select_classes(test, s.beyond.pair_classes)
+        longer = dataclasses.replace(s.recipe, epochs=5 * s.recipe.epochs)
+        model, report = train_model(train2, s.encoder, longer, soc(1), 2, seed=seed, device=device, checkpoint=checkpoint, desc=unit.name)
+        z = points(model, test2.images)
+        accuracy = float((model.head(z.to(next(model.parameters()).device)).cpu().argmax(1) == test2.labels).float().mean())
+        return {"points": z, "labels": test2.labels, "means": model.head.means.weight.detach().cpu().clone(), "accuracy": accuracy,
+                "resumed": report.resumed}
+
+    r = records.run(unit, compute)
+    return Picture(r["points"], r["labels"], r["means"], r["accuracy"])
+
+
+def plan(s: Settings, records: Records) -> list[Unit]:
+    """Every unit the chapter runs, in its order (the data must be findable: their fingerprints are part of the keys)."""
+    units = []
+    for dataset, num_classes in (("cifar10", 10), ("cifar100", 100)):
+        data = locate(dataset) if s.sweep.dims(dataset) else None
+        if data is not None:
+            units += [sweep_unit(s, dataset, data, num_classes, seed, m) for seed in s.run.seeds for m in sweep_models(s.sweep.dims(dataset))]
+    data = locate("cifar10")
+    if data is None:
+        raise DataError("CIFAR-10 is in no data root: the plan needs its files (see data/README.md)")
+    units.append(pair_unit(s, data, s.run.seeds[0]))
+    units += [beyond_unit(s, data, seed) for seed in s.run.seeds]
+    return units

@@ -44,12 +44,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``'auto'`` is CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+    """``'auto'`` is CUDA when available, else the CPU; anything else is passed to ``torch.device``.
+    On CUDA, cuDNN picks its fastest algorithms for the shapes it meets (``cudnn.benchmark``)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+        torch.backends.cudnn.benchmark = True  # the fastest convolution algorithms for the shapes met; the shapes here repeat
     return device
 
 
@@ -208,6 +209,13 @@ class Checkpoint:
         self.every_s = every_s
         self._last_save = time.monotonic()
 
+    def part(self, name: str) -> Checkpoint:
+        """The checkpoint of one of several trainings made under this one (a unit that trains two
+        networks): keyed by this one's key and ``name``, removed with it."""
+        part = Checkpoint(None, name, self.key, name, code="", every_s=self.every_s)
+        part.path = None if self.path is None else self.path.with_name(f"{self.path.stem}.{name}.pt")
+        return part
+
     def resume(self, **stateful) -> dict | None:
         """Load the saved states into ``stateful`` objects and the global generators; return the
         loop's own state, or None when there is nothing to resume."""
@@ -242,9 +250,11 @@ class Checkpoint:
         self._last_save = time.monotonic()
 
     def remove(self) -> None:
-        """Delete the file (a finished training whose result is recorded elsewhere needs it no more)."""
+        """Delete the file and its parts' (a finished training whose result is recorded elsewhere needs them no more)."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+            for part in self.path.parent.glob(f"{self.path.stem}.*.pt"):
+                part.unlink()
 
 
 # ---------------------------------------------------------------- the classifier loop
@@ -285,6 +295,7 @@ class Recipe:
     schedule: str = "constant"  # "constant" or "onecycle" (Smith's: up to lr, then annealed)
     amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU, where it is slower)
     channels_last: bool = False  # NHWC images and weights, which tensor cores prefer
+    compile: bool = False  # torch.compile the forward pass and the loss (pays on a GPU for long runs; costs a first-step compilation)
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 1 or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -297,14 +308,16 @@ class Recipe:
             raise ValueError(f"schedule {self.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
 
 
-def make_optimiser(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam (fused), NAdam, or SGD with Nesterov momentum 0.9 (the usual CIFAR recipe)."""
+def make_optimiser(name: str, params, lr: float, weight_decay: float, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Adam (fused), NAdam, or SGD with Nesterov momentum 0.9 (the usual CIFAR recipe), fused on CUDA
+    (one kernel for all parameters instead of several per parameter)."""
+    cuda = device is not None and device.type == "cuda"
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     if name == "nadam":
         return torch.optim.NAdam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, fused=cuda or None)
     raise ValueError(f"optimiser {name!r} is unknown; choose one of {list(OPTIMISERS)}")
 
 
@@ -375,7 +388,7 @@ def fit_classifier(
     model.to(device, memory_format=memory_format).train()
     images, labels = train.images.to(device).contiguous(memory_format=memory_format), train.labels.to(device)
     groups = parameter_groups(model, recipe.lr, lr_scales or {}, no_decay)
-    opt = make_optimiser(recipe.optimiser, groups, recipe.lr, recipe.weight_decay)
+    opt = make_optimiser(recipe.optimiser, groups, recipe.lr, recipe.weight_decay, device)
     steps_per_epoch = -(-len(labels) // recipe.batch_size)
     stateful = {"model": model, "optimiser": opt, "generator": generator}
     if recipe.schedule == "onecycle":
@@ -384,6 +397,12 @@ def fit_classifier(
     loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "seconds": 0.0, "clock": 0.0, "evaluations": []}
     resumed = bool(loop["losses"])
     use_amp = recipe.amp and device.type == "cuda"
+
+    def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            return F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y)
+
+    compute_loss = torch.compile(batch_loss) if recipe.compile else batch_loss
     for epoch in tqdm(range(len(loop["losses"]), recipe.epochs), desc=desc, leave=False, initial=len(loop["losses"]), total=recipe.epochs):
         model.train()
         started, ticked = time.perf_counter(), clock(device)
@@ -391,8 +410,7 @@ def fit_classifier(
         for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
             if augment is not None:
                 x = augment(x, generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y)
+            loss = compute_loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

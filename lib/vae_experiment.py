@@ -8,17 +8,18 @@ difference) and the VAE's training images. The test set is MNIST's own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from .cluster_labelling import Annotator, LabellingConfig, label_clusters, random_labelling
-from .data import Dataset, Split, batches, stratified_split, take, to_unit
+from .cluster_labelling import Annotator, LabellingConfig, label_clusters, random_labelling, train_labelling_vae
+from .data import DataError, Dataset, Split, batches, locate, stratified_split, take, to_unit
 from .losses import weighted_cross_entropy
 from .evaluation import accuracy
 from .models import LabellingVAE, SmallCNN, SmallCNNConfig, VAEConfig
 from .settings import RunSettings, distinct_positive, positive, run_settings, within_quick_budget
 from .training import Checkpoint, Recipe, fit_classifier, predict, seed_everything
+from .units import Records, Unit, Work, forward_flops
 
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
@@ -88,7 +89,7 @@ def work(s: Settings) -> float:
 QUICK_WORK = 523_446  # work() of the chapter's quick defaults (a test keeps the two in step)
 QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
 
-def make_settings(*, profile, seeds, device, results_root, split_seed, n_train, n_val, n_annotator, n_judge, n_test, annotator_epochs,
+def make_settings(*, profile, seeds, device, results_root, smoke, split_seed, n_train, n_val, n_annotator, n_judge, n_test, annotator_epochs,
                   z_dim, hidden, beta, gamma, epochs, unsupervised_epochs, lr, batch_size, k_min, k_max, elbow_sample,
                   valid_confidence, a, z_dims, budget_ks) -> Settings:
     """Chapter 4's settings from its parameters; a value out of range raises ValueError naming it."""
@@ -96,7 +97,7 @@ def make_settings(*, profile, seeds, device, results_root, split_seed, n_train, 
     if not lr > 0 or beta < 0 or gamma < 0 or a < 0:
         raise ValueError(f"lr={lr} must be positive and beta={beta}, gamma={gamma}, a={a} non-negative")
     return Settings(
-        run=run_settings(profile, seeds, device, results_root),
+        run=run_settings(profile, seeds, device, results_root, smoke),
         data=DataSplit(split_seed, n_train, n_val, n_annotator, n_judge, n_test),
         annotator=Recipe(epochs=annotator_epochs, lr=3e-3, batch_size=64),
         method=LabellingConfig(z_dim=z_dim, hidden=tuple(hidden), beta=beta, gamma=gamma, epochs=epochs,
@@ -135,6 +136,53 @@ def train_annotator(images: Split, test: Split, recipe: Recipe, *, seed: int, de
     return Annotator(model), accuracy(predict(model, test.images), test.labels)
 
 
+READERS = {"annotator": 0, "judge": 1}  # the two digit readers and the offset of their seeds from split_seed
+
+
+def reader_unit(s: Settings, role: str, data: str) -> Unit:
+    n = s.data.n_annotator if role == "annotator" else s.data.n_judge
+    config = SmallCNNConfig(in_channels=1, num_classes=10, width=16)
+    work = Work(n * s.annotator.epochs, s.data.n_test, forward_flops(lambda: SmallCNN(config), (1, 28, 28), key=config),
+                s.annotator.epochs * -(-n // s.annotator.batch_size))
+    return Unit(role, ("reader", role, data, s.data, s.annotator), f"the simulated {role}: a small CNN on its own MNIST images", work)
+
+
+def train_reader(splits: Splits, s: Settings, role: str, data: str, *, device: torch.device, records: Records) -> tuple[Annotator, float]:
+    """The annotator or the judge (a unit each, :func:`reader_unit`): trained once, its weights in its record."""
+    seed = s.data.split_seed + READERS[role]
+
+    def compute(checkpoint: Checkpoint) -> dict:
+        reader, test_accuracy = train_annotator(getattr(splits, role), splits.test, s.annotator, seed=seed, device=device,
+                                                checkpoint=checkpoint, desc=role)
+        return {"state": {k: v.cpu() for k, v in reader.model.state_dict().items()}, "test_accuracy": test_accuracy}
+
+    record = records.run(reader_unit(s, role, data), compute)
+    model = SmallCNN(SmallCNNConfig(in_channels=1, num_classes=10, width=16))
+    model.load_state_dict(record["state"])
+    return Annotator(model.to(device).eval()), record["test_accuracy"]
+
+
+def vae_unit(s: Settings, tag: str, seed: int, config: LabellingConfig, data: str) -> Unit:
+    """One training of the labelling VAE (its annotator and judge are part of its key: their labels shape it)."""
+    widths = [784, *config.hidden, config.z_dim]
+    flops = 2 * 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:]))  # encoder and decoder, a multiply and an add each
+    n = s.data.n_train
+    work = Work(n * config.epochs, (2 * n + s.data.n_test + s.data.n_val) * config.epochs, flops, config.epochs * -(-n // config.batch_size))
+    return Unit(f"{tag}-seed{seed}", ("vae", data, s.data, s.annotator, config, seed), f"the labelling VAE, {tag}, seed {seed}", work)
+
+
+def train_vae(splits: Splits, s: Settings, annotator: Annotator, judge: Annotator, tag: str, seed: int, config: LabellingConfig, data: str,
+              *, device: torch.device, records: Records, keep_centres: tuple[int, ...] = ()) -> dict:
+    """:func:`lib.cluster_labelling.train_labelling_vae` as a unit: its history, the labels it spent
+    and the annotated centres of ``keep_centres``."""
+    def compute(checkpoint: Checkpoint) -> dict:
+        out = train_labelling_vae(config, splits.train, splits.val, splits.test, annotator, judge, seed=seed, device=device,
+                                  checkpoint=checkpoint, keep_centres=keep_centres)
+        return {"history": out["history"], "labels_spent": out["labels_spent"], "centres": out["centres"], "resumed": out["resumed_at_epoch"] > 0}
+
+    return records.run(vae_unit(s, tag, seed, config, data), compute)
+
+
 def supervised_steps(config: LabellingConfig, n_train: int) -> int:
     """How many optimiser steps of the method use labels: every step after the unsupervised epochs."""
     return (config.epochs - config.unsupervised_epochs) * -(-n_train // config.batch_size)
@@ -167,6 +215,50 @@ def train_on_labels_alone(splits: Splits, annotator: Annotator, config: Labellin
         mu = torch.cat([net.encode(x.to(device))[0] for (x,) in batches(splits.test.images, batch_size=2048, shuffle=False)])
         acc = accuracy(net.forward_head(mu).cpu(), splits.test.labels)
     return {"test_accuracy": acc, "labels_given": annotator.labels_given - before}
+
+
+def alone_unit(s: Settings, seed: int, n_labels: int, data: str) -> Unit:
+    config = s.method
+    return Unit(f"labels-alone-seed{seed}", ("alone", data, s.data, s.annotator, config, n_labels, seed),
+                f"a classifier on {n_labels or 'as many as the method spent'} random labels alone, seed {seed}",
+                Work(config.batch_size * supervised_steps(config, s.data.n_train), s.data.n_test, 0.0, supervised_steps(config, s.data.n_train)))
+
+
+def labels_alone(splits: Splits, s: Settings, annotator: Annotator, n_labels: int, data: str, *, seed: int, device: torch.device,
+                 records: Records) -> dict:
+    """:func:`train_on_labels_alone` as a unit."""
+    return records.run(alone_unit(s, seed, n_labels, data),
+                       lambda checkpoint: train_on_labels_alone(splits, annotator, s.method, n_labels, seed=seed, device=device))
+
+
+def random_config(s: Settings, labels: int) -> LabellingConfig:
+    """The random-image baseline labelling ``labels`` images (as many as the method spent)."""
+    return replace(s.method, label_source="random", random_labels=labels)
+
+
+def plan(s: Settings, records: Records) -> list[Unit]:
+    """Every unit the chapter runs, in its order. The baselines that label as many images as a
+    training of the method spent are exact once that training's record exists; before, they are
+    listed with no labels (and as to do)."""
+    data = locate("mnist")
+    if data is None:
+        raise DataError("MNIST is in no data root: the plan needs its files (see data/README.md)")
+
+    def spent(tag: str, seed: int, config: LabellingConfig) -> int:
+        path = records.path(vae_unit(s, tag, seed, config, data))
+        return int(torch.load(path, weights_only=True)["labels_spent"]) if path.is_file() else 0
+
+    units = [reader_unit(s, role, data) for role in READERS]
+    units += [vae_unit(s, "semi", seed, s.method, data) for seed in s.run.seeds]
+    z_dims = [*s.sweeps.z_dims, *([s.method.z_dim] if s.method.z_dim not in s.sweeps.z_dims else [])]
+    units += [vae_unit(s, f"plain-z{z}", seed, replace(s.method, z_dim=z, gamma=0.0), data) for z in z_dims for seed in s.run.seeds]
+    units += [vae_unit(s, "random", seed, random_config(s, spent("semi", seed, s.method)), data) for seed in s.run.seeds]
+    units += [alone_unit(s, seed, spent("semi", seed, s.method), data) for seed in s.run.seeds]
+    for k in s.sweeps.budget_ks:
+        forced = replace(s.method, fixed_k=k)
+        units += [vae_unit(s, f"budget{k}", seed, forced, data) for seed in s.run.seeds]
+        units += [vae_unit(s, f"random{k}", seed, random_config(s, spent(f"budget{k}", seed, forced)), data) for seed in s.run.seeds]
+    return units
 
 
 def pixel_kmeans_baseline(splits: Splits, annotator: Annotator, config: LabellingConfig, seed: int) -> dict:

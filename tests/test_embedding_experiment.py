@@ -9,6 +9,7 @@ import torch
 from lib import embedding_experiment as experiment
 from lib.run import read_defaults
 from lib.training import pick_device
+from lib.units import Records
 from tests.test_metric_learning import blobs
 
 CHAPTER = "chapters/01_embeddings_extendable_classification.py"
@@ -54,12 +55,15 @@ def test_a_tiny_run_of_the_whole_procedure(mnist, tmp_path):
     p.update(train_per_class=20, test_per_class=10, max_head_epochs=2, knn_k=3, search_k=5, channels_last=False, mnist_epochs=1)
     settings = experiment.make_settings(**p)
     sp = experiment.make_splits(mnist, settings.task, seed=0)
-    run = experiment.run_extension(sp, settings, "mnist", seed=0, device=pick_device("cpu"), checkpoints=None, tag="t", index_dir=tmp_path)
+    records = Records(tmp_path / "units", "test", None)
+    run = experiment.run_extension(sp, settings, "mnist", mnist.fingerprint, seed=0, device=pick_device("cpu"), records=records, index_dir=tmp_path)
     assert all(0 <= v <= 1 for v in run.accuracy.values()) and all(v >= 0 for v in run.seconds.values())
-    assert run.embeddings[experiment.MODEL4][0].shape == (80, p["embedding_dim"])
+    assert run.maps[experiment.MODEL4].shape == (40, p["embedding_dim"]) and len(run.map_rows) == 40  # every test image (fewer than tsne_points)
     assert set(run.search) == {"3-class index, starting classes", "extended index, added class", "extended index, starting classes", "4-class index, all classes"}
     assert run.neighbours.shape == (8, 5) and (run.neighbours < 80).all()  # 2 queries per class, training-set rows
-    assert (tmp_path / "t-seed0.faiss").is_file()
+    assert (tmp_path / "mnist-seed0.faiss").is_file()
+    again = experiment.run_extension(sp, settings, "mnist", mnist.fingerprint, seed=0, device=pick_device("cpu"), records=records)
+    assert records.loaded == ["mnist-seed0"] and again.accuracy == run.accuracy and (again.neighbours == run.neighbours).all()
     for route in experiment.ROUTES:  # every route is the sum of its measured steps
         assert run.seconds[route.name] == pytest.approx(sum(run.seconds[step] for step in route.steps))
     assert np.array(run.confusion3).sum() == 30 and np.trace(np.array(run.confusion3)) == round(30 * run.accuracy[experiment.STRAIGHT3])

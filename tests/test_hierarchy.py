@@ -114,7 +114,7 @@ def test_fixed_stopping_trains_every_epoch_cuts_the_rate_on_a_plateau_and_keeps_
     train, val, _, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
     recipe = experiment.HierarchyRecipe(epochs=6, lr=3e-2, batch_size=16, patience=1, stopping="fixed")
     torch.manual_seed(0)
-    model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
+    model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8, input_size=32))
     result = experiment.fit_two_heads(model, train, val, h, recipe, weighted=False, seed=0, device=torch.device("cpu"), checkpoint=None, desc="t")
     losses, rates = result.history["validation loss"], result.history["learning rate"]
     assert len(losses) == 6 and result.best_epoch == 6
@@ -177,7 +177,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     train, val, _, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
     recipe = experiment.HierarchyRecipe(epochs=8, lr=3e-2, batch_size=16, patience=1)  # a high rate: the validation loss goes up soon
     torch.manual_seed(0)
-    model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
+    model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8, input_size=32))
     result = experiment.fit_two_heads(model, train, val, h, recipe, weighted=True, seed=0, device=torch.device("cpu"), checkpoint=None, desc="t")
     losses = result.history["validation loss"]
     assert result.best_epoch == int(np.argmin(losses)) + 1

@@ -9,7 +9,8 @@ import torch
 
 from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci, short_ci
-from lib.reporting import ChapterResults, git_commit, load_results, run_card_markdown, show_stronger_profiles
+from lib.provenance import git_commit
+from lib.reporting import ChapterResults, load_results, run_card_markdown, show_stronger_profiles
 from lib.settings import RunSettings
 from lib.verdicts import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTED, AtLeast, Between, Scale
 
@@ -66,7 +67,7 @@ def test_results_file_carries_claims_and_run_card(tmp_path):
     path = results.save(device=torch.device("cpu"), data=[{"dataset": "d", "files": {"f": "sha256:00"}}], initialisation="random")
     saved = json.loads(path.read_text())
     card = saved["run_card"]
-    assert card["settings"] == {"run": {"profile": "full", "seeds": [0, 1], "device": "cpu", "results_root": str(tmp_path)}, "a": 1}
+    assert card["settings"] == {"run": {"profile": "full", "seeds": [0, 1], "device": "cpu", "results_root": str(tmp_path), "smoke": False}, "a": 1}
     for key in ("profile", "scale", "settings", "seeds", "device", "threads", "versions", "data", "initialisation", "convergence", "wall_time_s"):
         assert key in card
     assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])

@@ -105,10 +105,21 @@ def test_a_class_added_to_a_frozen_model_wins_its_own_points_and_leaves_the_old_
     assert torch.equal(model.head.means.weight, centres[:3]), "the frozen model itself is left as it was"
 
 
-def test_a_tiny_sweep_trains_every_model_and_reports_its_cost():
-    encoder, recipe = experiment.Encoder(width=4), experiment.SocRecipe(epochs=6, lr=0.01, batch_size=32)
+def tiny_settings(**recipe) -> experiment.Settings:
+    from lib.settings import RunSettings
+
+    return experiment.Settings(RunSettings(), experiment.Subsets(), experiment.Encoder(width=4),
+                               experiment.SocRecipe(**{"epochs": 6, "lr": 0.01, "batch_size": 32, **recipe}),
+                               experiment.Sweep((1, 2), ()), experiment.Beyond(ood_features=2))
+
+
+def test_a_tiny_sweep_trains_every_model_and_reports_its_cost(tmp_path):
+    from lib.units import Records
+
     train, test = toy_split(48, 4), toy_split(8, 4, seed=1)
-    run = experiment.run_sweep(train, test, encoder, recipe, (1, 2), num_classes=4, seed=0, device=pick_device("cpu"), checkpoints=None, tag="t")
+    records = Records(tmp_path, "test", None)
+    run = experiment.run_sweep(train, test, tiny_settings(), "cifar10", "toy", num_classes=4, seed=0, device=pick_device("cpu"), records=records)
+    assert len(records.computed) == 5 and records.summary()["units_from_records"] == 0
     assert list(run.accuracy) == [experiment.CE, experiment.bottleneck(1), experiment.soc(1), experiment.bottleneck(2), experiment.soc(2)]
     assert [m.name for m in run.accuracy][:3] == ["cross-entropy", "cross-entropy, bottleneck, 1 features", "SOC, 1 features"]
     assert len(run.curve) == 6 and all(0 <= a <= 1 for a in run.curve)  # cross-entropy's test accuracy after every epoch
@@ -125,7 +136,7 @@ def test_weight_decay_never_touches_the_class_means():
     recipe = experiment.SocRecipe(epochs=1, lr=1e-9, batch_size=32, optimiser="sgd", weight_decay=1e6)  # decay alone would shrink every weight
     train = toy_split(16, 4)
     model, _ = experiment.train_model(train, experiment.Encoder(width=4), recipe, experiment.soc(2), 4, seed=0, device=pick_device("cpu"),
-                                      checkpoints=None, tag="t")
+                                      checkpoint=None, desc="t")
     torch.manual_seed(0)
     fresh = FeatureClassifier(FeatureClassifierConfig(width=4, num_classes=4, head="soc", num_features=2))
     assert torch.allclose(model.head.means.weight, fresh.head.means.weight, atol=1e-6)  # the means kept their start

@@ -251,7 +251,7 @@ def test_the_two_headed_net_with_augmentation_resumes_bit_identically(tmp_path, 
 
     def fit(checkpoint=None):
         torch.manual_seed(0)
-        model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8))
+        model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8, input_size=32))
         return model, hierarchy_experiment.fit_two_heads(model, train, val, h, recipe, weighted=True, seed=0, device=CPU,
                                                          checkpoint=checkpoint, desc="t")
 
@@ -289,8 +289,9 @@ def test_the_pretraining_resumes_bit_identically(tmp_path, monkeypatch):
         hierarchy_experiment.Pretraining("cifar10", images=80, epochs=3), recipe, recipe)
     ds, h, _, _ = two_head_setup()
 
-    def pretrain(checkpoints):
-        return hierarchy_experiment.pretrain("ConvNeXt", "cifar10", settings, ds, h, CPU, checkpoints)
+    def pretrain(directory):
+        checkpoint = Checkpoint(directory, "pretrain", settings) if directory else None
+        return hierarchy_experiment.pretrain("ConvNeXt", "cifar10", settings, ds, h, CPU, checkpoint)
 
     straight, _ = pretrain(None)
     monkeypatch.setattr(Checkpoint, "__init__", _checkpoint_saving_every_epoch(Checkpoint.__init__))

@@ -3,6 +3,7 @@
 from .augment import random_crop_flip
 from .batching import batches, to_unit
 from .loaders import (
+    LAYOUTS,
     Dataset,
     Split,
     load_cifar10,
@@ -10,12 +11,14 @@ from .loaders import (
     load_fashion_mnist,
     load_mnist,
     load_tiny_imagenet_animals,
+    locate,
 )
-from .manifest import DATA_ENV, DataError, DataUnavailable
+from .manifest import DATA_ENV, DataError, DataUnavailable, network_timeout
 from .splits import per_class_subset, select_classes, stratified_split, take
 
 __all__ = [
     "DATA_ENV",
+    "LAYOUTS",
     "DataError",
     "DataUnavailable",
     "Dataset",
@@ -26,6 +29,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist",
     "load_tiny_imagenet_animals",
+    "locate",
+    "network_timeout",
     "per_class_subset",
     "random_crop_flip",
     "select_classes",

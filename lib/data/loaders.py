@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .manifest import HOW_TO_GET, PROJECT_ROOT, DataError, DataUnavailable, find_layout, verify_layout
+from .manifest import HOW_TO_GET, PROJECT_ROOT, DataError, DataUnavailable, find_layout, fingerprint, network_timeout, verify_layout
 
 CACHE_DIR = PROJECT_ROOT / "data" / "cache"
 
@@ -39,6 +39,31 @@ class Dataset:
     classes: list[str]
     provenance: dict = field(default_factory=dict)
     superclasses: list[str] | None = None  # superclass of each class (Tiny-ImageNet animals)
+
+    @property
+    def fingerprint(self) -> str:
+        """The digest of the files it was read from (:func:`lib.data.manifest.fingerprint`)."""
+        return fingerprint(self.provenance.get("files", {}))
+
+
+# The folders each dataset is looked for in, in order (see data/README.md); a plan reads them without decoding.
+LAYOUTS = {
+    "mnist": ["mnist", "MNIST/raw"],
+    "fashion-mnist": ["fashion-mnist", "FashionMNIST/raw"],
+    "cifar10": ["cifar-10-batches-py", "cifar10-jpeg"],
+    "cifar100": ["cifar-100-python"],
+    "tiny-imagenet-animals": ["tiny-imagenet-animals"],
+}
+
+
+def locate(name: str) -> str | None:
+    """The fingerprint of the copy a loader would read for dataset ``name`` (a key of :data:`LAYOUTS`),
+    checked against the manifest but not decoded; None when no data root has it."""
+    for layout in LAYOUTS[name]:
+        found = find_layout([layout])
+        if found is not None:
+            return fingerprint(verify_layout(*found))
+    return None
 
 
 # ---------------------------------------------------------------- IDX (MNIST)
@@ -72,7 +97,7 @@ def _idx_dataset(name: str, layouts: list[str], tv_class: str, classes: list[str
 
 def load_mnist() -> Dataset:
     """MNIST (LeCun, Cortes, Burges): 60,000 train / 10,000 test digits, 28 x 28 grey."""
-    return _idx_dataset("MNIST", ["mnist", "MNIST/raw"], "MNIST", [str(d) for d in range(10)])
+    return _idx_dataset("MNIST", LAYOUTS["mnist"], "MNIST", [str(d) for d in range(10)])
 
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -80,7 +105,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 def load_fashion_mnist() -> Dataset:
     """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): 60,000 / 10,000 garments, 28 x 28 grey."""
-    return _idx_dataset("Fashion-MNIST", ["fashion-mnist", "FashionMNIST/raw"], "FashionMNIST", FASHION_CLASSES)
+    return _idx_dataset("Fashion-MNIST", LAYOUTS["fashion-mnist"], "FashionMNIST", FASHION_CLASSES)
 
 
 # ---------------------------------------------------------------- CIFAR-10
@@ -149,6 +174,15 @@ def load_cifar100() -> Dataset:
 # ---------------------------------------------------------------- Tiny-ImageNet animals
 
 
+def tiny_imagenet_classes() -> tuple[list[str], list[str]]:
+    """The animal classes' names and super-classes, from the copy a loader would read (images not decoded)."""
+    found = find_layout(LAYOUTS["tiny-imagenet-animals"])
+    if found is None:
+        raise DataError("Tiny-ImageNet animals not found in any data root (torchvision has no downloader for it). " + HOW_TO_GET)
+    rows = [line.split("\t") for line in (found[0] / found[1] / "classes.tsv").read_text().splitlines()[1:] if line]
+    return [r[1] for r in rows], [r[2] for r in rows]
+
+
 def load_tiny_imagenet_animals() -> Dataset:
     """The 59 animal classes of Tiny-ImageNet-200, 64 x 64 RGB, with WordNet super-classes.
 
@@ -214,8 +248,9 @@ def _download(tv_class: str, layouts: list[str]) -> tuple[Path, str]:
     target = PROJECT_ROOT / "data"
     created = [target / layout.split("/")[0] for layout in layouts if not (target / layout.split("/")[0]).exists()]
     try:
-        getattr(torchvision.datasets, tv_class)(root=str(target), train=True, download=True)
-        getattr(torchvision.datasets, tv_class)(root=str(target), train=False, download=True)
+        with network_timeout():
+            getattr(torchvision.datasets, tv_class)(root=str(target), train=True, download=True)
+            getattr(torchvision.datasets, tv_class)(root=str(target), train=False, download=True)
     except Exception as err:  # no network, a proxy, a full disk: say which, and leave no partial copy behind
         for folder in created:
             shutil.rmtree(folder, ignore_errors=True)

@@ -13,9 +13,11 @@ digest expected and how to get a good copy; nothing is used unverified.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,27 @@ HOW_TO_GET = (
     "or delete the bad file and run once with internet access so torchvision downloads it into data/. "
     "data/README.md lists every file and its source."
 )
+
+
+NETWORK_TIMEOUT_S = 20.0  # a download that cannot reach its server gives up after this long, instead of hanging
+
+
+@contextlib.contextmanager
+def network_timeout(seconds: float = NETWORK_TIMEOUT_S):
+    """Every socket opened inside waits at most ``seconds`` for a connection or data (torchvision's
+    dataset and weight downloads use urllib, which otherwise waits as long as the network lets it)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def fingerprint(files: dict[str, str]) -> str:
+    """A short digest of a dataset's files by their checksums, not by where they lie: the same data
+    on two machines has the same fingerprint. Part of the key of every training on that data."""
+    return hashlib.sha256("".join(sorted(files.values())).encode()).hexdigest()[:16]
 
 
 class DataError(RuntimeError):

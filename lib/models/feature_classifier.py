@@ -91,8 +91,9 @@ class FeatureClassifier(nn.Module):
         """SOC: the images' points z in feature space, (B, num_features)."""
         return self.project(self.encoder(x))
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training loss: the paper's SOC loss, or cross-entropy for the softmax head."""
+    def loss(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The training loss: the paper's SOC loss, or cross-entropy for the softmax and bottleneck heads;
+        ``label_smoothing`` applies to the images' cross-entropy in both."""
         if self.config.head == "soc":
-            return soc_loss(self.head, self.points(x), y)
-        return F.cross_entropy(self(x), y)
+            return soc_loss(self.head, self.points(x), y, label_smoothing)
+        return F.cross_entropy(self(x), y, label_smoothing=label_smoothing)

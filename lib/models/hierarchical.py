@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BACKBONES = ("resnet50", "convnext_tiny", "resnet_mini", "convnext_mini")
@@ -37,13 +38,14 @@ class HierarchicalConfig:
     hidden: int = 512  # the heads' hidden width (paper: 512)
     dropout: float = 0.5  # ResNet heads only (paper: "dropout", rate not given)
     heads: str = "two"  # "two" (the paper) or "flat" (sub-class head only)
+    input_size: int = 0  # images are resized to this, batch by batch on their device (0: as they come)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone {self.backbone!r} is unknown; choose one of {list(BACKBONES)}")
         if self.heads not in ("two", "flat"):
             raise ValueError(f"heads {self.heads!r} must be 'two' or 'flat'")
-        if self.num_super < 2 or self.num_sub < 2 or self.hidden < 1 or not 0 <= self.dropout < 1:
+        if self.num_super < 2 or self.num_sub < 2 or self.hidden < 1 or not 0 <= self.dropout < 1 or self.input_size < 0:
             raise ValueError(f"need num_super, num_sub >= 2, hidden >= 1 and 0 <= dropout < 1 ({self})")
 
 
@@ -107,7 +109,14 @@ class HierarchicalNet(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images as floats in [0, 1] (what :func:`lib.data.batches` gives) to backbone features."""
+        """Images as floats in [0, 1] (what :func:`lib.data.batches` gives) to backbone features.
+
+        The images are resized to ``config.input_size`` here, on their device, batch by batch: the
+        data stay at their own size in memory (a dataset resized to 224 px would not fit).
+        """
+        size = self.config.input_size
+        if size and x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=x.shape[-1] > size, align_corners=False)
         return self.backbone((x * 255 - self.mean) / self.std)  # torchvision's ImageNet normalisation
 
     def forward_head(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
