@@ -8,7 +8,7 @@ shape: throughput does not depend on the pixels), and for chapter 1 the trunk's 
 which the embedding layer's "trunk in every step" training runs at. The profiles' headers quote the
 numbers and the wall time they imply.
 
-Run: ``python benchmarks/cpu_profiles.py`` (about two minutes). Not a test: the numbers depend on
+Run: ``make benchmark`` or ``python benchmarks/cpu_profiles.py`` (about two minutes). Not a test: the numbers depend on
 the machine.
 """
 

@@ -16,8 +16,15 @@
 # # Chapter 2 — Self-organizing class embeddings against cross-entropy
 #
 # **Paper.** R. Pisoni, *Decoupling Features and Classes with Self-Organizing Class Embeddings*
-# (2023 blog paper; `shared/papers/2-self-organizing-class-embeddings.txt`).
-#
+# (2023 blog paper; `shared/papers/2-self-organizing-class-embeddings.txt`) {cite:p}`pisoni2023soc`.
+
+# %% tags=["remove-input"]
+from lib import soc_experiment
+from lib.reporting import run_this_chapter
+
+run_this_chapter("02_self_organizing_class_embeddings", soc_experiment)
+
+# %% [markdown]
 # **The claim.** A softmax classifier learns one output per class, as if every class were its own
 # feature. The paper decouples the two: an image encoder maps an image to a point $z$ in a small
 # feature space of $d$ dimensions, and every class $k$ is a Gaussian there, with a learned mean
@@ -36,7 +43,8 @@
 # loss = (CE(y_true, img_logits) + CE(range(n_classes), class_logits)) / 2
 # ```
 #
-# The paper trains a ResNet-18 ("an unoptimized training") on CIFAR-10 and CIFAR-100 with
+# The paper trains a ResNet-18 {cite:p}`he2016resnet` ("an unoptimized training") on CIFAR-10 and CIFAR-100
+# {cite:p}`krizhevsky2009cifar` with
 # cross-entropy (CE) and with SOC heads of 1 to 200 features, and says that **on average SOC is
 # about as good as cross-entropy on CIFAR-10, a bit worse on CIFAR-100, and very close to the
 # original performance with a fraction of the features** (3 features on CIFAR-10: 86.47% against
@@ -79,10 +87,12 @@ amp = False  # bfloat16 autocast on CUDA (ignored on the CPU)
 channels_last = True  # NHWC memory layout
 torch_compile = False  # torch.compile the training step (a GPU run of many epochs gains; a short CPU run loses the compilation time)
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 from tqdm import tqdm
@@ -92,7 +102,7 @@ from lib.data import DataUnavailable
 from lib.evaluation import compared, converged, mean_ci, percent_ci, points_ci, short_ci
 from lib.models import FeatureClassifier, FeatureClassifierConfig
 from lib.plotting import band, feature_space_1d, feature_space_2d, feature_space_3d, image_grid
-from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
+from lib.reporting import ChapterResults, show_stronger_profiles
 from lib.soc_experiment import CE, CE_SOFTMAX, LOG_DENSITY, MEAN_OF_POINTS, SOC_SOFTMAX, TRAINED_MEAN, bottleneck, soc
 from lib.training import pick_device
 from lib.verdicts import AtLeast, Between, Scale
@@ -111,7 +121,7 @@ print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_
 # %% [markdown]
 # ## The data
 #
-# CIFAR-10 (Krizhevsky, 2009): 32 × 32 colour images of 10 classes, 50,000 for training and
+# CIFAR-10 {cite:p}`krizhevsky2009cifar`: 32 × 32 colour images of 10 classes, 50,000 for training and
 # 10,000 for testing. The loader takes torchvision's official files when a data root has them (or
 # downloads them when online); otherwise it takes the book's offline copy, in which every image was
 # re-encoded as a JPEG of quality 75. That copy is **lossy**: fine texture and colour edges are
@@ -122,7 +132,7 @@ print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_
 #
 # Every seed draws its own stratified subsets of `n_train` training and `n_test` test images.
 
-# %%
+# %% tags=["hide-input"]
 data, missing = {}, {}
 for name, load in experiment.DATASETS.items():
     if name == "cifar100" and not cifar100_features:
@@ -143,7 +153,7 @@ cifar10 = data["cifar10"]
 splits = {(name, s): experiment.subsets(ds, settings.subsets, seed=s) for name, ds in data.items() for s in seeds}
 print(f"per seed: {min(n_train, 50_000):,} training and {min(n_test, 10_000):,} test images, stratified by class")
 
-# %%
+# %% tags=["hide-input"]
 train0 = splits[("cifar10", seeds[0])][0]
 rows = torch.cat([torch.nonzero(train0.labels == c).flatten()[:8] for c in range(10)])
 fig = image_grid(train0.images[rows], [cifar10.classes[int(c)] for c in train0.labels[rows]], ncols=8, scale=0.8,
@@ -165,10 +175,11 @@ plt.show()
 #
 # All three get the same recipe ({py:func}`lib.soc_experiment.train_model`): batches augmented on
 # the training device (random crop with 4 pixels of padding and a horizontal flip,
-# {py:func}`lib.data.random_crop_flip`), a one-cycle learning rate, the same optimiser and epochs.
+# {py:func}`lib.data.random_crop_flip`), a one-cycle learning rate {cite:p}`smith2019superconvergence`, the same optimiser and
+# epochs.
 # Weight decay, when the recipe has any, never applies to SOC's class means.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 for model in experiment.sweep_models(tuple(cifar10_features)):
     probe = FeatureClassifier(FeatureClassifierConfig(encoder=encoder, width=width, num_classes=10, head=model.head,
@@ -216,7 +227,7 @@ print(f"{sum(len(r.accuracy) for r in sweeps.values())} trainings, {sweep_second
 # run: over the last three epochs it moves by less than half a point, for every seed. Comparisons
 # between models are judged only at the converged scale.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 3.2), squeeze=False)
 for ax, name in zip(axes[0], data):
     for s in seeds:
@@ -242,7 +253,7 @@ display(Markdown(f"Over the last three epochs the test accuracy moved by up to {
 # give; the absolute numbers of another recipe, network or data size cannot match them, and the
 # columns to read are the differences.
 
-# %%
+# %% tags=["hide-input"]
 PAPER = {
     "cifar10": {CE: 0.8690, 1: 0.7180, 2: 0.8344, 3: 0.8647, 4: 0.8670, 5: 0.8703, 10: 0.8721, 15: 0.8707, 20: 0.8715,
                 25: 0.8705, 30: 0.8681},
@@ -275,7 +286,7 @@ for name in PAPER:
 # dimension (our mean and its 95% band over seeds), cross-entropy as a horizontal line, and the
 # paper's values as crosses.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for ax, name in zip(axes, PAPER):
     paper_dims = [k for k in PAPER[name] if k != CE]
@@ -312,7 +323,7 @@ plt.show()
 # - *"One feature for ten classes achieves a non-trivial accuracy"*: SOC with 1 feature on CIFAR-10,
 #   at least twice chance (20%).
 
-# %%
+# %% tags=["hide-input"]
 def average_over_dims(name: str) -> tuple[list[float] | None, float | None, list[int]]:
     """SOC minus cross-entropy averaged over the sweep's d >= 3, per seed, and the paper's average over the same d."""
     used = [d for d in dims.get(name, []) if d >= 3]
@@ -352,9 +363,9 @@ if 1 in cifar10_features:
     results.claim("c2-one-feature", one_claim, 0.7180, values("cifar10", soc(1)), AtLeast(0.2), needs=Scale.CONVERGED)
 else:
     results.not_run("c2-one-feature", one_claim, 0.7180, "not in this profile's sweep (1 feature)", needs=Scale.CONVERGED)
-display(Markdown(claims_markdown(results.claims)))
+results.show_claims()
 
-# %%
+# %% tags=["hide-input"]
 findings = []
 ours10, paper10, used10 = average_over_dims("cifar10")
 if ours10 is not None:
@@ -384,7 +395,7 @@ ax.legend(fontsize=8)
 results.figure(fig, "one_feature_two_classes")
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 test0 = splits[("cifar10", seeds[0])][1]
 pictures = sweeps[("cifar10", seeds[0])].pictures
 for d, draw in ((1, feature_space_1d), (2, feature_space_2d), (3, feature_space_3d)):
@@ -475,7 +486,7 @@ display(Markdown(
 # test images of all ten classes; AUROC is the chance that an image of the unseen class scores lower
 # than an image of a known class (0.5 = no better than chance).
 
-# %%
+# %% tags=["hide-input"]
 score_names = list(beyond[seeds[0]].auroc)
 lines = [f"Unseen class: **{cifar10.classes[held_out_class]}**; AUROC over the test images of all ten classes", "",
          "| certainty score | AUROC |", "|---|---|"]
@@ -486,11 +497,9 @@ results.table("unseen_class_auroc", [{"score": k, "auroc": [beyond[s].auroc[k] f
 fig, axes = plt.subplots(1, len(score_names), figsize=(4 * len(score_names), 3))
 for ax, k in zip(axes, score_names):
     score, unseen = beyond[seeds[0]].scores[k], beyond[seeds[0]].unseen
-    bins = np.linspace(float(score.min()), float(score.max()), 40)
-    ax.hist(score[~unseen].numpy(), bins, density=True, alpha=0.6, label="nine known classes")
-    ax.hist(score[unseen].numpy(), bins, density=True, alpha=0.6, label=f"unseen: {cifar10.classes[held_out_class]}")
-    ax.set(title=f"{k}\nAUROC {beyond[seeds[0]].auroc[k]:.3f} (seed {seeds[0]})", xlabel="score", yticks=[])
-axes[0].legend(fontsize=7)
+    frame = pd.DataFrame({"score": score.numpy(), "images": np.where(unseen.numpy(), f"unseen: {cifar10.classes[held_out_class]}", "nine known classes")})
+    sns.histplot(frame, x="score", hue="images", stat="density", common_norm=False, bins=40, element="step", ax=ax, legend=ax is axes[0])
+    ax.set(title=f"{k}\nAUROC {beyond[seeds[0]].auroc[k]:.3f} (seed {seeds[0]})", xlabel="score", yticks=[], ylabel="")
 fig.tight_layout()
 results.figure(fig, "certainty_histograms")
 plt.show()
@@ -511,7 +520,7 @@ display(Markdown(
 # ({py:func}`lib.training.fit_classifier`). `benchmarks/cifar_augmentation.py` (`make benchmark`) compares it with a
 # torchvision `DataLoader` pipeline.
 
-# %%
+# %% tags=["hide-input"]
 for name in data:
     lines = [f"**{TITLE[name]}** on {torch_device} (mean over seeds)", "", "| model | seconds | training images/s |", "|---|---|---|"]
     for model in sweeps[(name, seeds[0])].accuracy:
@@ -524,7 +533,7 @@ print(f"the whole sweep: {sweep_seconds / 60:.1f} min of training")
 # ## The paper's claims, judged
 
 # %%
-display(Markdown(claims_markdown(results.claims)))
+results.show_claims()
 
 # %% [markdown]
 # ### At larger scales
@@ -532,11 +541,12 @@ display(Markdown(claims_markdown(results.claims)))
 # The **cpu** profile (`chapters/profiles/02_self_organizing_class_embeddings.cpu.yaml`) trains a
 # CPU-sized encoder on all 50,000 training images to convergence and tests on all 10,000; the
 # **full** profile (`….full.yaml`) is the paper's ResNet-18 with a standard strong recipe (SGD with
-# Nesterov momentum, weight decay, one-cycle), on a GPU. Their committed results are shown here as
+# Nesterov momentum, weight decay, one-cycle, label smoothing {cite:p}`szegedy2016rethinking`; after
+# airbench {cite:p}`jordan2024airbench`), on a GPU. Their committed results are shown here as
 # saved, with their run cards; each executed notebook, this page made from that run, is in
 # `results/<profile>/02_self_organizing_class_embeddings/`.
 
-# %%
+# %% tags=["hide-input"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile,
                                   ["accuracy_vs_features", "convergence", "feature_space_2d", "feature_space_3d", "certainty_histograms"])
 
@@ -545,7 +555,7 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile,
 # A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
 # well above chance (a tenth on CIFAR-10) and below what this chapter's quick profile reaches.
 
-# %%
+# %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
     for name in data:
         chance = 1 / len(data[name].classes)
@@ -563,7 +573,7 @@ results.save(
            "training_images_per_s": round(images_per_s, 1), "sweep_training_seconds": round(sweep_seconds, 1),
            "unavailable_data": missing},
 )
-print(f"results written to {results.dir}")
+results.show_saved()
 
 # %% [markdown]
 # ## Recap
@@ -571,7 +581,7 @@ print(f"results written to {results.dir}")
 # What this run found (every number from the run above; the claims table says which its scale can
 # test):
 
-# %%
+# %% tags=["hide-input"]
 verdicts = {c["id"]: c["verdict"] for c in results.claims}
 recap = [
     "- **The SOC head is a few lines**: a table of class means, the Gaussian log-density as logits, and the paper's two-term loss.",
@@ -602,10 +612,75 @@ display(Markdown("\n".join(recap)))
 #
 # **Exercises**
 #
-# 1. Set `means_lr_scale = 1`. Which feature dimensions suffer, and why does the regulariser matter
-#    more when the means learn slowly?
-# 2. Set `pair_classes = [3, 5]` (cat and dog, the paper's "catness" and "dogness"). How far apart do
-#    the two means end up on the single feature, compared with automobile and frog?
-# 3. Train an SOC model with `learn_scale=True` ({py:class}`lib.models.FeatureClassifierConfig`) at
-#    2 features and compare its picture with the unit-scale one. What does the paper mean by "less
-#    stable"?
+# ````{exercise}
+# :label: ch2-ex-means-lr
+#
+# Set `means_lr_scale = 1`. Which feature dimensions suffer, and why does the regulariser matter
+# more when the means learn slowly?
+# ````
+#
+# ````{solution} ch2-ex-means-lr
+# :class: dropdown
+#
+# Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p means_lr_scale 1` and
+# compare the sweep table with this page's. The class means start where `nn.Embedding` puts them,
+# random and close together; the images' cross-entropy moves each mean towards its class's points,
+# and the regulariser (the means classifying themselves, {py:func}`lib.soc.soc_loss`) pushes the
+# means apart so that unit Gaussians around them overlap less. With one learning rate for everything
+# the means move as slowly as any encoder weight, so during the one-cycle schedule's short high-rate
+# phase they are still crowded, and the encoder has to map images onto wherever they happen to be.
+# In ten dimensions there is room enough and little changes; with one or two features, ten classes
+# must share a line or a plane, the crowded means overlap most, and those models lose the most
+# accuracy.
+# ````
+#
+# ````{exercise}
+# :label: ch2-ex-pair
+#
+# Set `pair_classes = [3, 5]` (cat and dog, the paper's "catness" and "dogness"). How far apart do
+# the two means end up on the single feature, compared with automobile and frog?
+# ````
+#
+# ````{solution} ch2-ex-pair
+# :class: dropdown
+#
+# Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p pair_classes "[3, 5]"`
+# and read the one-feature picture (the cpu and full profiles use this pair, so their committed
+# pictures show it too). Each class is a unit Gaussian, so the distance between the two means, in
+# units of that Gaussian's standard deviation, says how separable the model found the pair. Cats
+# and dogs share pose, texture and background; an encoder cannot pull their points as far apart as
+# automobile and frog, whose images differ in colour and shape. Expect the means closer together
+# and the two histograms overlapping much more, which is the paper's "gradient of rising catness".
+# ````
+#
+# ````{exercise}
+# :label: ch2-ex-scale
+#
+# Train an SOC model with `learn_scale=True` ({py:class}`lib.models.FeatureClassifierConfig`) at
+# 2 features and compare its picture with the unit-scale one. What does the paper mean by "less
+# stable"?
+# ````
+#
+# ````{solution} ch2-ex-scale
+# :class: dropdown
+#
+# In a new cell after the sweep:
+#
+# ```python
+# from lib.soc_experiment import points, train_model
+# train, test = splits[("cifar10", seeds[0])]
+# net, report = train_model(train, settings.encoder, settings.recipe, soc(2), 10, seed=seeds[0], device=torch_device,
+#                           checkpoint=None, desc="learned scales", learn_scale=True)
+# fig, ax = plt.subplots(figsize=(5, 5))
+# feature_space_2d(ax, points(net, test.images), test.labels, net.head.means.weight.detach().cpu(), cifar10.classes)
+# plt.show()
+# print(report.losses)
+# ```
+#
+# With a learned scale, each class can also lower its loss by shrinking its Gaussian instead of
+# moving its points: the log-density of a point near its mean grows without bound as the scale
+# shrinks. The gradients with respect to the points grow as one over the squared scale, so the
+# same learning rate takes larger and larger steps: the loss curve becomes jumpy, and the picture
+# shows tight, uneven clusters whose sizes no longer compare. That is what "less stable" refers
+# to; the unit scale removes the shortcut and leaves only the means to learn.
+# ````

@@ -16,9 +16,17 @@
 # # Chapter 3 — Super-class and sub-class heads with transfer learning
 #
 # **Paper.** Z. Huang, *Leveraging Transfer Learning Techniques for Enhanced Multi-Class Image
-# Categorization* (NYU course report; `shared/papers/3-hierarchical-transfer-learning.txt`).
-#
-# **The claim.** A backbone pretrained on ImageNet, its classifier removed, gets **two heads**: one
+# Categorization* (NYU course report; `shared/papers/3-hierarchical-transfer-learning.txt`)
+# {cite:p}`huang_transfer_learning`.
+
+# %% tags=["remove-input"]
+from lib import hierarchy_experiment
+from lib.reporting import run_this_chapter
+
+run_this_chapter("03_hierarchical_transfer_learning", hierarchy_experiment)
+
+# %% [markdown]
+# **The claim.** A backbone pretrained on ImageNet {cite:p}`deng2009imagenet`, its classifier removed, gets **two heads**: one
 # for the super-class (bird, dog, unseen animal) and one for the sub-class (a species or a breed),
 # whose last layer has one extra output for a **novel sub-class** that appears only at test time.
 # On an imbalanced Flickr dataset of about 8,800 images, ResNet-50 reaches a super-class F1 of
@@ -27,14 +35,14 @@
 #
 # The two recipes:
 #
-# - **ResNet-50**: each head Linear(2048 → 512) → ReLU → Dropout → Linear; class weights from
-#   scikit-learn's `compute_class_weight('balanced')`, the novel sub-class given the average weight;
+# - **ResNet-50** {cite:p}`he2016resnet`: each head Linear(2048 → 512) → ReLU → Dropout → Linear; class weights from
+#   scikit-learn's `compute_class_weight('balanced')` (after {cite:t}`king2001rare`), the novel sub-class given the average weight;
 #   class-weighted cross-entropy per level (Eq. 1), the two levels summed (Eq. 2); Adam; early
 #   stopping on the validation loss, the best weights kept:
 #
 # $$ L = -\frac1N\sum_{i=1}^N w_{y_i}\log\frac{e^{s_{y_i}}}{\sum_j e^{s_j}} \quad (1) \qquad\qquad L_{total} = L_{super} + L_{sub} \quad (2) $$
 #
-# - **ConvNeXt**: each head a fully connected layer with ReLU, then the output layer; unweighted
+# - **ConvNeXt** {cite:p}`liu2022convnext`: each head a fully connected layer with ReLU, then the output layer; unweighted
 #   cross-entropy per level (Eqs. 3–4), combined with level weights (Eq. 5, values not given; 1 and
 #   1 here); Adam at lr 0.001 for 20 epochs, "the learning rate adjusted if needed":
 #
@@ -84,7 +92,7 @@ keep_known = 0.95  # novelty threshold: keep this share of the known validation 
 amp = False  # bfloat16 autocast on CUDA (ignored on the CPU)
 channels_last = True  # NHWC memory layout
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 import matplotlib.pyplot as plt
 import numpy as np
@@ -108,8 +116,8 @@ from lib.hierarchy_experiment import (
     SUPER,
     VARIANTS,
 )
-from lib.plotting import image_grid
-from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
+from lib.plotting import confusion, image_grid
+from lib.reporting import ChapterResults, show_stronger_profiles
 from lib.training import pick_device
 from lib.verdicts import AtLeast, Above, Scale
 
@@ -129,8 +137,8 @@ print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_
 # %% [markdown]
 # ## The data: a stand-in for the paper's Flickr set
 #
-# Tiny-ImageNet (Stanford CS231n; 64 × 64 images derived from ImageNet) has 59 animal classes,
-# each with 500 training and 50 validation images; WordNet places 4 of them under *bird* and 6
+# Tiny-ImageNet {cite:p}`le2015tiny` (Stanford CS231n; 64 × 64 images derived from ImageNet) has 59 animal classes,
+# each with 500 training and 50 validation images; WordNet {cite:p}`miller1995wordnet` places 4 of them under *bird* and 6
 # under *dog*. The stand-in takes those 10 and `unseen_subclasses` of the other 49 animals as the
 # *unseen* super-class, holds `novel_subclass` out of training, and thins the training
 # sub-classes to the imbalance profile. There are two test sets, both from Tiny-ImageNet's
@@ -140,12 +148,14 @@ print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_
 # learnt the training's class frequencies is not penalised for it. With 500 + 50 images for each of
 # 16 sub-classes, no imbalance gives the paper's 8,800 images; an imbalance profile keeps fewer.
 
-# %%
-# NBVAL_CHECK_OUTPUT
-tiny = load_tiny_imagenet_animals()
+# %% tags=["hide-input"]
+tiny = load_tiny_imagenet_animals()  # decoded once (a progress bar), then read from data/cache/
 print(f"{tiny.name}: {tiny.provenance['format']}, {len(tiny.train.labels):,} training and {len(tiny.test.labels):,} validation images")
 for path, digest in sorted(tiny.provenance["files"].items()):
     print(f"  {path.split('/')[-1]}: {digest[:23]}…")
+
+# %%
+# NBVAL_CHECK_OUTPUT
 hierarchy = experiment.build_hierarchy(tiny, unseen_subclasses, novel_subclass, hierarchy_seed)
 splits = {s: experiment.make_splits(tiny, hierarchy, settings.data, seed=s) for s in seeds}
 for k, sup in enumerate(SUPER):
@@ -154,7 +164,7 @@ print(f"novel sub-class (test only): {hierarchy.sub_names[hierarchy.novel]!r} un
 print("images (train / validation / test / test as trained): " + ", ".join(f"{len(s.labels):,}" for s in splits[seeds[0]])
       + f", {splits[seeds[0]].train.images.shape[-1]} px; the networks see them at {input_size} px")
 
-# %%
+# %% tags=["hide-input"]
 counts = experiment.counts_table(hierarchy, splits[seeds[0]])
 results.table("counts_per_subclass", counts)
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 1]})
@@ -176,7 +186,7 @@ fig.tight_layout()
 results.figure(fig, "dataset_counts")
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 train0 = splits[seeds[0]].train
 for k, sup in enumerate(SUPER):
     subs = [j for j in range(len(hierarchy.sub_names)) if int(hierarchy.sub_to_super[j]) == k and j != hierarchy.novel]
@@ -204,7 +214,6 @@ plt.show()
 # buys.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 init = {}
 for family in ("ResNet", "ConvNeXt"):
     init[family] = experiment.initialise(family, settings, tiny, hierarchy, torch_device, results.units)
@@ -257,7 +266,7 @@ print(f"{len(variants) * len(seeds)} trainings; training images/s on {torch_devi
 # Seed 0: the loss and the accuracy of each level per epoch, on the training images (augmented,
 # in training mode) and the validation images; the dotted line is the epoch whose weights are kept.
 
-# %%
+# %% tags=["hide-input"]
 PAPER_MODELS = [RESNET_PAPER, CONVNEXT_PAPER]
 fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex="col")
 for col, v in enumerate(PAPER_MODELS):
@@ -310,7 +319,7 @@ display(Markdown("Trainings that converged by the criterion below: "
 # multi-class reports most often use; the paper gives no detail that settles it. The balanced
 # test set includes the novel sub-class, so a model that never predicts it loses that class's F1.
 
-# %%
+# %% tags=["hide-input"]
 PAPER_F1 = {(RESNET_PAPER, "super"): 0.9339, (RESNET_PAPER, "sub"): 0.3821, (CONVNEXT_PAPER, "super"): 0.9592, (CONVNEXT_PAPER, "sub"): 0.7785}
 KEYS = ("F1 (weighted)", "F1 (macro)", "accuracy", "precision (weighted)", "precision (macro)")
 lines = ["| model | level | paper F1 | " + " | ".join(KEYS) + " |", "|---" * (3 + len(KEYS)) + "|"]
@@ -335,7 +344,7 @@ results.table("f1_per_level", [{"model": v.name, "level": level, **{k: metric(v,
 #   shift), which favours them almost by construction; the test set with the training's imbalance
 #   has no such shift and asks whether they help the rare sub-classes without hurting the others.
 
-# %%
+# %% tags=["hide-input"]
 stand_in = "the paper's Flickr dataset is not public; the stand-in's absolute scores cannot test it"
 for (v, level), paper in PAPER_F1.items():
     results.claim(f"c3-{v.family.lower()}-{level}", f"{v.family}: {level}-class F1 (weighted) on the test set", paper,
@@ -356,7 +365,7 @@ results.claim("c3-class-weights-help", "class weights help with the imbalance (R
               "> 0", weights_help, Above(0.0), needs=Scale.CONVERGED, unit="F1")
 results.claim("c3-class-weights-help-as-trained", "… on a test set with the training's imbalance (no prior shift)",
               "> 0", weights_help_as_trained, Above(0.0), needs=Scale.CONVERGED, unit="F1")
-display(Markdown(claims_markdown(results.claims)))
+results.show_claims()
 display(Markdown(
     f"In this run, class weights change the ResNet's known sub-classes' macro F1 by {short_ci(weights_help)} on the balanced test set "
     f"({compared(weights_help)} zero) and by {short_ci(weights_help_as_trained)} on the test set with the training's imbalance "
@@ -371,7 +380,7 @@ display(Markdown(
 # two models (seed 0, rows = true, columns = predicted; the last row and column are the novel
 # sub-class and its output).
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(12, 3.8))
 x = np.arange(len(hierarchy.sub_names))
 width = 0.8 / 3
@@ -388,11 +397,8 @@ plt.show()
 fig, axes = plt.subplots(2, 2, figsize=(12, 10), gridspec_kw={"width_ratios": [1, 3.2], "height_ratios": [1, 1]})
 for row, v in enumerate(PAPER_MODELS):
     for ax, level, names in ((axes[row, 0], "super", SUPER), (axes[row, 1], "sub", hierarchy.sub_names)):
-        cm = np.array(getattr(test(v, seeds[0]), level)["confusion"])
-        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), [n[:12] for n in names], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(names)), [n[:12] for n in names], fontsize=7)
-        ax.set_title(f"{v.family}: {level}-class", fontsize=9)
+        confusion(ax, np.array(getattr(test(v, seeds[0]), level)["confusion"]), [n[:12] for n in names], f"{v.family}: {level}-class",
+                  annotate=level == "super")
 fig.tight_layout()
 results.figure(fig, "confusion_matrices")
 plt.show()
@@ -403,7 +409,7 @@ plt.show()
 # The same models from torchvision's random initialisation, against the run's initialisation
 # (named above), weighted F1 on the balanced test set.
 
-# %%
+# %% tags=["hide-input"]
 if initialisation != "scratch":
     lines = ["| family | level | pretrained | from scratch | difference |", "|---|---|---|---|---|"]
     transfer = {}
@@ -426,7 +432,7 @@ if initialisation != "scratch":
 # (novel against known images), and the share flagged at a threshold that keeps `keep_known` of
 # the known validation images. Whether the pretraining had seen the novel sub-class is said above.
 
-# %%
+# %% tags=["hide-input"]
 detectors = [MAX_PROBABILITY, CENTROID_DISTANCE]
 lines = ["| model | novel output fires | super-class accuracy, novel images | super-class accuracy, known images | " + " | ".join(f"AUROC: {d}" for d in detectors)
          + " | " + " | ".join(f"flagged, novel / known: {d}" for d in detectors) + " |", "|---" * (4 + 2 * len(detectors)) + "|"]
@@ -465,7 +471,7 @@ display(Markdown(
 # than a bird for a dog). The reference is a flat sub-class classifier (same backbone, one head),
 # whose super-class is read off its sub-class: consistent by construction.
 
-# %%
+# %% tags=["hide-input"]
 keys = ["inconsistency", "path_accuracy", "near_misses"]
 lines = ["| model | inconsistency | path accuracy | near misses | super-class F1 (weighted) | sub-class F1 (weighted) |", "|---" * 6 + "|"]
 for v in variants:
@@ -482,7 +488,7 @@ display(Markdown(
 # %% [markdown]
 # ## Training speed
 
-# %%
+# %% tags=["hide-input"]
 lines = [f"| model | training images/s on {torch_device} | seconds of training | epochs run | weights of epoch |", "|---|---|---|---|---|"]
 for v in variants:
     fits = [fit(v, s) for s in seeds]
@@ -493,7 +499,7 @@ display(Markdown("\n".join(lines)))
 # ## The paper's claims, judged
 
 # %%
-display(Markdown(claims_markdown(results.claims)))
+results.show_claims()
 
 # %% [markdown]
 # ### At larger scales
@@ -505,7 +511,7 @@ display(Markdown(claims_markdown(results.claims)))
 # Their committed results are shown here as saved, with their run cards; each executed notebook is
 # in `results/<profile>/03_hierarchical_transfer_learning/`.
 
-# %%
+# %% tags=["hide-input"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile, ["training_curves", "per_class_f1", "confusion_matrices", "novel_predictions"])
 
 # %% [markdown]
@@ -515,7 +521,7 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile, ["trai
 # the balanced test set: 37.5%; a sixteenth of the sub-classes) and below what this chapter's
 # quick profile reaches.
 
-# %%
+# %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
     majority = experiment.super_counts(splits[seeds[0]].test.labels, hierarchy).max() / len(splits[seeds[0]].test.labels)
     for v in (RESNET_PAPER, CONVNEXT_PAPER):
@@ -531,7 +537,7 @@ results.save(
     extra={"trainings": len(variants) * len(seeds), "training_images_per_s": {v.name: round(x, 1) for v, x in images_per_s.items()}, "hierarchy": hierarchy.sub_names,
            "novel_seen_by_pretraining": {family: init[family].novel_seen for family in init}},
 )
-print(f"results written to {results.dir}")
+results.show_saved()
 
 # %% [markdown]
 # ## Recap
@@ -539,7 +545,7 @@ print(f"results written to {results.dir}")
 # What this run found (every number from the run above; the claims table says which its scale can
 # test):
 
-# %%
+# %% tags=["hide-input"]
 verdicts = {c["id"]: c["verdict"] for c in results.claims}
 recap = [
     "- **The paper's two recipes run as described** on a public stand-in with the same hierarchy: the ResNet with class "
@@ -578,9 +584,64 @@ display(Markdown("\n".join(recap)))
 #
 # **Exercises**
 #
-# 1. Set `imbalance = "none"`. Do class weights still help, and does the gap between the two
-#    families change?
-# 2. Hold out a sub-class far from the others (`novel_subclass = "jellyfish"`, an *unseen*
-#    animal): which detector finds it more easily than a Labrador among golden retrievers?
-# 3. The flat classifier is consistent by construction. Is its super-class F1 better or worse than
-#    the super-class head's, and why might a dedicated super-class head help?
+# ````{exercise}
+# :label: ch3-ex-balanced
+#
+# Set `imbalance = "none"`. Do class weights still help, and does the gap between the two families
+# change?
+# ````
+#
+# ````{solution} ch3-ex-balanced
+# :class: dropdown
+#
+# Run `python -m lib.run chapters/03_hierarchical_transfer_learning.py -p imbalance none`. Eq. (2)
+# gives each sub-class the weight n / (k · n_c) ({py:func}`lib.hierarchy.class_weights`); with every
+# sub-class equally large, every sub-class weight is one and the sub-class loss is the plain one.
+# The super-class weights are not all one: the super-classes hold different numbers of sub-classes
+# (count them in the data section), so the super-class loss stays weighted. Any difference left
+# between "ResNet, class weights" and "ResNet, no class weights" comes from the super-class weights
+# alone, and should be small beside the seed-to-seed spread. The gap between the families comes
+# from the backbones and their recipes, not from the weights, so it should stay about where it was.
+# ````
+#
+# ````{exercise}
+# :label: ch3-ex-jellyfish
+#
+# Hold out a sub-class far from the others (`novel_subclass = "jellyfish"`, an *unseen* animal):
+# which detector finds it more easily than a Labrador among golden retrievers?
+# ````
+#
+# ````{solution} ch3-ex-jellyfish
+# :class: dropdown
+#
+# Run `python -m lib.run chapters/03_hierarchical_transfer_learning.py -p novel_subclass jellyfish`
+# and read the novel sub-class table. A Labrador shares a golden retriever's shape, size and often
+# colour: its features land near the retriever's centroid, and the network is confidently wrong, so
+# both the maximum probability and the distance to the nearest centroid barely tell it apart. A
+# jellyfish shares little with any training animal: its features fall far from every centroid, which
+# the centroid distance sees directly. The maximum probability sees it only if the softmax happens to
+# spread its mass, and a softmax can be confident far from all training data; expect the centroid
+# distance to gain more.
+# ````
+#
+# ````{exercise}
+# :label: ch3-ex-flat
+#
+# The flat classifier is consistent by construction. Is its super-class F1 better or worse than the
+# super-class head's, and why might a dedicated super-class head help?
+# ````
+#
+# ````{solution} ch3-ex-flat
+# :class: dropdown
+#
+# Compare the rows "ResNet, flat sub-class classifier" and "ResNet, class weights, Eq. (2) (paper)"
+# at the super-class level in Tables 5–6 on this page. The flat model reads its super-class off the
+# sub-class probabilities summed per super-class, so it is always consistent, but it learns the
+# super-classes only through the sub-classes: when it is unsure which of two sibling sub-classes it
+# sees, the sum still lands in the right super-class, but when its best sub-class guess belongs to
+# another super-class it takes the super-class down with it. A dedicated head gets a loss on the
+# super-class directly, can learn features that separate birds from dogs even where breeds are
+# confusable, and learns from the many images of every super-class rather than the few of a rare
+# sub-class. Whether that shows in this run's numbers is in the table; the price is the
+# inconsistency counted in the section on the two heads.
+# ````

@@ -16,11 +16,19 @@
 # # Chapter 4 — Labelling a VAE's latent clusters through their decoded centres
 #
 # **Paper.** *Image Classification using Unlabelled Data — A Semisupervised Approach using
-# Variational Autoencoder and Topdown Hierarchical Clustering* (`shared/papers/4-vae-cluster-labelling.txt`).
-#
-# **The claim.** A variational autoencoder (VAE) with a softmax head on its latent vector `z`
-# learns to classify MNIST digits without the dataset's labels. After each epoch the training
-# latents are clustered with k-means (k by the elbow method), each cluster centre is decoded to an
+# Variational Autoencoder and Topdown Hierarchical Clustering* (`shared/papers/4-vae-cluster-labelling.txt`)
+# {cite:p}`vae_topdown_clustering`.
+
+# %% tags=["remove-input"]
+from lib import vae_experiment
+from lib.reporting import run_this_chapter
+
+run_this_chapter("04_vae_cluster_labelling", vae_experiment)
+
+# %% [markdown]
+# **The claim.** A variational autoencoder (VAE) {cite:p}`kingma2014vae` with a softmax head on its latent vector `z`
+# learns to classify MNIST {cite:p}`lecun1998mnist` digits without the dataset's labels. After each epoch the training
+# latents are clustered with k-means {cite:p}`arthur2007kmeanspp` (k by the elbow method), each cluster centre is decoded to an
 # image, and a person labels that image with a digit and a confidence `p_c`. A centre that is not a
 # valid digit has its cluster split again. Every image of a cluster inherits its centre's label with
 # the confidence
@@ -31,7 +39,7 @@
 #
 # $$ L = \underbrace{-\sum_{ij}\big(x_{ij}\ln\hat x_{ij} + (1-x_{ij})\ln(1-\hat x_{ij})\big) + \beta\,\mathrm{KL}\big(q(z\mid x)\,\|\,\mathcal N(0, I)\big)}_{L_{VAE},\ (1)} \;-\; \gamma \sum_n w_n\, y_n \ln \hat y_n \qquad (3)$$
 #
-# with β = 5 and γ = 150. The paper reports **75% test accuracy after 5 epochs, labelling only
+# with β = 5 (a β-VAE's weight {cite:p}`higgins2017betavae`) and γ = 150. The paper reports **75% test accuracy after 5 epochs, labelling only
 # 10–16 images an epoch**, a **6–10 point gain in "reconstruction accuracy"** from the
 # classification term, and reconstruction accuracy that grows with `z_dim` up to 10 and **little
 # beyond it** (its Fig. 5).
@@ -82,7 +90,7 @@ a = 1.0  # distance decay of Eq. (2), per unit of latent distance (not given in 
 z_dims = [2, 10]  # latent dimensions swept with gamma 0, the paper's Fig. 5 (full: [2, 5, 10, 20])
 budget_ks = []  # beyond the paper: clusters per round forced to these k, for accuracy against labels spent (full: [40])
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 import time
 from dataclasses import replace
@@ -97,7 +105,7 @@ from lib import vae_experiment as experiment
 from lib.data import load_mnist
 from lib.evaluation import compared, converged, mean_ci, percent_ci, points_ci, short_ci
 from lib.plotting import band, image_grid, paper_line
-from lib.reporting import ChapterResults, claims_markdown, show_stronger_profiles
+from lib.reporting import ChapterResults, show_stronger_profiles
 from lib.training import pick_device
 from lib.vae_experiment import CLUSTER_CENTRES, LABELS_ALONE, PIXEL_KMEANS, RANDOM_IMAGES
 from lib.verdicts import AtLeast, Above, Between, Scale
@@ -119,19 +127,21 @@ print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_
 # judge's images, the validation images and the VAE's training images. The VAE never sees a
 # training label; they are used only to report how many propagated labels are right ("label purity").
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["hide-input"]
 mnist = load_mnist()
 splits = experiment.make_splits(mnist, settings.data)
-print(f"{mnist.name}: {mnist.provenance['format']}, lossy: {mnist.provenance['lossy']}")
+print(f"{mnist.name}: {mnist.provenance['format']}, lossy: {mnist.provenance['lossy']}")  # which copy this machine read
 for path, digest in sorted(mnist.provenance["files"].items()):
     print(f"  {path.split('/')[-1]}: {digest[:23]}…")
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
 for name in ("annotator", "judge", "val", "train", "test"):
     split = getattr(splits, name)
     counts = torch.bincount(split.labels, minlength=10).tolist()
     print(f"{name:>9}: {len(split.labels):6d} images, per digit {counts}")
 
-# %%
+# %% tags=["hide-input"]
 fig = image_grid(splits.train.images[:40], ncols=20, title="VAE training images (their labels are never used)", scale=0.6)
 plt.show()
 
@@ -178,7 +188,7 @@ print(f"trained {len(semi) + len(plain)} VAEs in {time.time() - started:.0f} s")
 # first centres are depends on how far the VAE has come in one epoch: with β = 5 it can stay close
 # to posterior collapse, every centre then the same blurred mean digit, until its KL term grows.
 
-# %%
+# %% tags=["hide-input"]
 def show_centres(epoch: int, seed: int):
     c = semi[seed]["centres"][epoch]
     titles = [
@@ -201,7 +211,7 @@ display(Markdown(f"In this run the KL term after the first epoch is {kl1.mean:.2
 # %% [markdown]
 # ## Labels spent, and how good the propagated labels are
 
-# %%
+# %% tags=["hide-input"]
 rows = []
 for s in seeds:
     for r in semi[s]["history"]:
@@ -225,7 +235,7 @@ display(Markdown(
 # %% [markdown]
 # ## Test accuracy per epoch (the paper's Fig. 4)
 
-# %%
+# %% tags=["hide-input"]
 epoch_axis = list(range(1, epochs + 1))
 test_curves = [[r["test_accuracy"] for r in semi[s]["history"]] for s in seeds]
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -249,7 +259,7 @@ display(Markdown(f"Test accuracy after {epochs} epochs: **{percent_ci(final_accu
 # Both judged by the judge on the validation images; how many images, and so how fine a difference
 # they resolve, is printed under the figure.
 
-# %%
+# %% tags=["hide-input"]
 fig, (ax5, ax6) = plt.subplots(1, 2, figsize=(11, 3.8))
 recon_by_z = [[plain[(z, s)]["history"][-1]["reconstruction_accuracy"] for z in z_dims] for s in seeds]
 band(ax5, z_dims, recon_by_z, "γ = 0")
@@ -313,7 +323,7 @@ findings = [f"- against {m}: the method's test accuracy is {compared([y - x for 
             for m in (RANDOM_IMAGES, LABELS_ALONE, PIXEL_KMEANS)]
 display(Markdown("Cluster centres (the paper's method) against each alternative, in this run:\n\n" + "\n".join(findings)))
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 3.8))
 points = {"cluster centres": [(labels_spent[i], final_accuracy[i]) for i in range(len(seeds))],
           "random images": [(labels_spent[i], comparison[RANDOM_IMAGES][0][i]) for i in range(len(seeds))]}
@@ -338,7 +348,7 @@ results.table("labels_spent", [{"method": n, "labels": x, "test_accuracy": y} fo
 # the paper's setting; the quick profile's few hundred steps test none of them. A rule's "CI" is
 # our 95% interval over seeds.
 
-# %%
+# %% tags=["hide-input"]
 results.claim("c4-accuracy", "75% test accuracy after 5 epochs", 0.75, final_accuracy, AtLeast(0.75, tolerance=0.02), needs=Scale.PAPER)
 results.claim("c4-labels", "10–16 labels an epoch", "10–16", labels_per_round, Between(10, 16), needs=Scale.PAPER)
 results.claim("c4-recon-gain", "the classification loss raises reconstruction accuracy", "+0.06 to +0.10", recon_gain, Above(0.0),
@@ -358,7 +368,7 @@ if z_dim in z_dims and larger:
                   needs=Scale.CONVERGED, unit="accuracy points")
 else:
     results.not_run("c4-zdim-flat", flat_claim, "flat after 10", f"this profile's z_dims {z_dims} stop at z_dim = {z_dim}", needs=Scale.CONVERGED)
-display(Markdown(claims_markdown(results.claims)))
+results.show_claims()
 
 # %% [markdown]
 # ### At the paper's scale
@@ -369,7 +379,7 @@ display(Markdown(claims_markdown(results.claims)))
 # own executed notebook, with every table and figure of this page from that run, is
 # `results/full/04_vae_cluster_labelling/04_vae_cluster_labelling.ipynb`.
 
-# %%
+# %% tags=["hide-input"]
 figures = ["fig2_centres_epoch1", "fig3_centres_epoch5", "fig4_test_accuracy", "fig5_fig6_reconstruction_accuracy", "labels_spent"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile, figures)
 
@@ -378,7 +388,7 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile, figure
 # A broken method fails here (and therefore in CI), whatever the verdicts above: each check sits
 # well above chance (a tenth for a digit) and below what this chapter's quick profile reaches.
 
-# %%
+# %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
     chance = 0.1
     assert mean_ci(final_accuracy).mean > 0.2, f"test accuracy {final_accuracy} is barely above chance ({chance})"
@@ -390,7 +400,7 @@ results.save(
     device=torch_device, data=[mnist.provenance], initialisation="random (PyTorch defaults), seeded per run",
     extra={"trainings": len(trainings), "annotator_test_accuracy": annotator_accuracy, "judge_test_accuracy": judge_accuracy},
 )
-print(f"results written to {results.dir}")
+results.show_saved()
 
 # %% [markdown]
 # ## Recap
@@ -398,7 +408,7 @@ print(f"results written to {results.dir}")
 # What this run found (every number from the run above; the scorecard says which claims its
 # scale can test):
 
-# %%
+# %% tags=["hide-input"]
 verdicts = {c["id"]: c["verdict"] for c in results.claims}
 display(Markdown("\n".join([
     f"- **The method runs as described**: an unsupervised first epoch, then each epoch k-means on the latents, an annotator "
@@ -431,9 +441,60 @@ display(Markdown("\n".join([
 #
 # **Exercises**
 #
-# 1. Make the annotator worse (fewer `n_annotator` images, one epoch). How fast does the method
-#    degrade compared with the random-image baseline?
-# 2. Set `valid_confidence = 0.9`. More second-level centres are labelled: does accuracy follow the
-#    labels spent?
-# 3. The paper's γ = 150 weighs one image's cross-entropy like 150 nats of reconstruction. Sweep γ
-#    and watch the trade-off between Fig. 4 and Fig. 6.
+# ````{exercise}
+# :label: ch4-ex-annotator
+#
+# Make the annotator worse (fewer `n_annotator` images, one epoch). How fast does the method
+# degrade compared with the random-image baseline?
+# ````
+#
+# ````{solution} ch4-ex-annotator
+# :class: dropdown
+#
+# Run, for instance, `python -m lib.run chapters/04_vae_cluster_labelling.py -p n_annotator 500 -p annotator_epochs 1`
+# and compare the annotator's accuracy line and the baselines table with this page's. The method
+# asks the annotator about *decoded cluster centres*: blurred, averaged digits that are harder to
+# read than real images; the random-image baseline asks about real MNIST images. A weaker annotator
+# therefore loses more on the centres: more of them fall below the validity threshold (fewer labels
+# reach the VAE) and more of those that pass are misread, and a wrong centre label is propagated to
+# its whole cluster. Expect the method's accuracy to fall faster than the baseline's as the
+# annotator weakens.
+# ````
+#
+# ````{exercise}
+# :label: ch4-ex-threshold
+#
+# Set `valid_confidence = 0.9`. More second-level centres are labelled: does accuracy follow the
+# labels spent?
+# ````
+#
+# ````{solution} ch4-ex-threshold
+# :class: dropdown
+#
+# Run `python -m lib.run chapters/04_vae_cluster_labelling.py -p valid_confidence 0.9` and read the
+# labelling-rounds table and the labels-spent figure. A higher threshold rejects more first-level
+# centres, so more clusters are split again and their second-level centres are shown to the
+# annotator: the labels spent per round rise. The labels that survive are more often right (label
+# purity rises), but fewer images receive one; whether accuracy follows depends on which effect wins,
+# and the labels-spent figure puts it beside the random-image baseline at the same number of labels,
+# which is the comparison that decides whether the extra labels were worth asking for.
+# ````
+#
+# ````{exercise}
+# :label: ch4-ex-gamma
+#
+# The paper's γ = 150 weighs one image's cross-entropy like 150 nats of reconstruction. Sweep γ
+# and watch the trade-off between Fig. 4 and Fig. 6.
+# ````
+#
+# ````{solution} ch4-ex-gamma
+# :class: dropdown
+#
+# Run the chapter with `-p gamma 0`, `-p gamma 30`, `-p gamma 150` and `-p gamma 600` (each a
+# separate run; keep the seeds) and collect the final test accuracy (Fig. 4) and the reconstruction
+# accuracy (Fig. 6). γ = 0 is the plain VAE: the classifier head learns nothing and the test
+# accuracy stays at chance. As γ grows, the encoder arranges the latent space for the classifier:
+# test accuracy rises while the reconstruction term's share of the loss shrinks, and the judge
+# reads fewer reconstructions correctly. Plot one against the other: the paper's γ = 150 is one
+# point on that curve.
+# ````

@@ -1,4 +1,5 @@
-"""The book's figures: image grids and curves with their 95% band over seeds."""
+"""The book's figures: image grids, curves with their 95% band over seeds, per-seed points with their
+interval, confusion matrices (the statistical ones drawn with seaborn)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
 
 from .evaluation import mean_ci
@@ -91,4 +94,36 @@ def feature_space_3d(ax, z: torch.Tensor, labels: torch.Tensor, means: torch.Ten
         ax.scatter(*m, s=80, color=colours(k), edgecolor="black", label=name, depthshade=False)
         ax.plot_wireframe(m[0] + np.cos(u) * np.sin(v), m[1] + np.sin(u) * np.sin(v), m[2] + np.cos(v), color=colours(k), linewidth=0.3, alpha=0.5)
     ax.set(xlabel="feature 1", ylabel="feature 2", zlabel="feature 3")
+    return ax
+
+
+def seed_points(ax, values: dict[str, dict[str, Sequence[float]]], ylabel: str):
+    """Every seed's value as a point, and the mean with its 95% t-interval (:func:`lib.evaluation.mean_ci`,
+    the interval every verdict uses) as a bar: ``values[group][series]`` is one value per seed."""
+    frame = pd.DataFrame([{"group": g, "series": k, "value": v} for g, series in values.items() for k, vs in series.items() for v in vs])
+    order, hues = list(values), list(dict.fromkeys(k for series in values.values() for k in series))
+    sns.stripplot(frame, x="group", y="value", hue="series", order=order, hue_order=hues, dodge=True, jitter=0.08, size=4, alpha=0.6, ax=ax)
+    width = 0.8 / len(hues)
+    for j, key in enumerate(hues):
+        for i, group in enumerate(order):
+            if key in values[group] and len(values[group][key]) > 1:
+                ci = mean_ci(values[group][key])
+                ax.errorbar(i - 0.4 + width * (j + 0.5), ci.mean, yerr=[[ci.mean - ci.low], [ci.high - ci.mean]], fmt="_", color="black",
+                            markersize=12, capsize=3, linewidth=1)
+    ax.set(xlabel="", ylabel=ylabel)
+    ax.legend(title=None)
+    return ax
+
+
+def confusion(ax, counts: np.ndarray, names: Sequence[str], title: str, annotate: bool = True):
+    """A confusion matrix (rows: true class, columns: predicted), shaded by the share of each row and
+    annotated with the counts."""
+    counts = np.asarray(counts)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    sns.heatmap(share, annot=counts if annotate else False, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar=False, square=True,
+                xticklabels=names, yticklabels=names, annot_kws={"fontsize": 7}, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(labelsize=7)
+    ax.tick_params(axis="y", labelrotation=0)
+    ax.tick_params(axis="x", labelrotation=90 if len(names) > 4 else 30)
     return ax

@@ -11,8 +11,25 @@ import torch
 
 from .training import code_digest
 
+THREADS_ENV = "BOOK_THREADS"  # how many CPU threads a chapter run uses, whatever its profile
+QUICK_THREADS = 2  # the quick profile's: its checked outputs and regression guard must agree on every machine
 GIT_ENV = "BOOK_GIT_COMMIT"  # the commit a run card names when the tree is not a git checkout (a copied tree on a GPU machine)
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pin_threads(profile: str) -> int:
+    """Fix the CPU threads of a chapter run and return how many: $BOOK_THREADS if set, else 2 for the
+    quick profile (a CPU's reductions, and so the last digits of a result, depend on the thread
+    count), else all that torch would use. The run card records the number."""
+    named = os.environ.get(THREADS_ENV)
+    if named is not None:
+        if not named.isdigit() or int(named) < 1:
+            raise ValueError(f"${THREADS_ENV}={named!r} must be a whole number of threads, at least 1 (or unset)")
+        threads = int(named)
+    else:
+        threads = QUICK_THREADS if profile == "quick" else torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def device_description(device: torch.device) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,10 +21,25 @@ from pathlib import Path
 import torch
 
 from .evaluation import mean_ci
-from .provenance import device_description, library_versions, this_machine
+from .provenance import ROOT, device_description, library_versions, pin_threads, this_machine
+from .settings import PROFILES
 from .training import plain
 from .units import Records
 from .verdicts import NOT_RUN, PROFILE_SCALE, Rule, Scale, judge
+
+GUARD_KEY = "book_claims"  # the output metadata that carries a claims table's values (see ChapterResults.show_claims)
+GUARD_DATA_KEY = "book_data"  # ... and the data files a run read (see ChapterResults.show_saved)
+RESULTS_ENV = "BOOK_RESULTS_ROOT"  # when set, where every chapter run writes instead of its results_root (the test suite sets it)
+
+
+def results_dir(results_root: str | Path, profile: str, chapter: str) -> Path:
+    """Where a run of ``chapter`` writes its results, units and checkpoints: ``<results_root>/<profile>/<chapter>``,
+    or the same under ``$BOOK_RESULTS_ROOT`` when it is set, so that a test run neither reads nor rewrites the
+    book's own results and checkpoints."""
+    elsewhere = os.environ.get(RESULTS_ENV)
+    if elsewhere and not Path(elsewhere).is_absolute():
+        raise ValueError(f"${RESULTS_ENV}={elsewhere!r} must be an absolute path (a chapter's kernel runs in chapters/)")
+    return Path(elsewhere or results_root) / profile / chapter
 
 class ChapterResults:
     """Collects one chapter run's claims, tables and figures, and writes them with the run card."""
@@ -34,7 +50,8 @@ class ChapterResults:
         run = settings.run
         self.chapter, self.profile = chapter, run.profile
         self.scale = PROFILE_SCALE[run.profile]
-        self.dir = Path(run.results_root) / run.profile / chapter
+        self.threads = pin_threads(run.profile)  # before any training: the run card records them
+        self.dir = results_dir(run.results_root, run.profile, chapter)
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
         self.settings, self.seeds = plain(settings), list(run.seeds)
         self.claims: list[dict] = []
@@ -59,9 +76,11 @@ class ChapterResults:
             self.scale = Scale.TOY
 
     def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Rule, *, needs: Scale, unit: str = "",
-              untestable: str | None = None) -> dict:
+              untestable: str | None = None, timing: bool = False) -> dict:
         """Record one claim of the paper: our values over seeds against the paper's, judged by ``rule``
-        when this run is at the scale the claim ``needs`` (see :func:`lib.verdicts.judge`)."""
+        when this run is at the scale the claim ``needs`` (see :func:`lib.verdicts.judge`). ``timing``:
+        the values are measured times (or their ratios), which differ between machines; the regression
+        guard leaves them out."""
         values = [float(v) for v in ours]
         if not values or any(not math.isfinite(v) for v in values):
             raise ValueError(f"claim {id!r}: no valid values to judge ({values})")
@@ -70,7 +89,7 @@ class ChapterResults:
         row = {
             "id": id, "claim": claim, "paper": paper, "ours": values, "mean": interval.mean, "low": interval.low, "high": interval.high,
             "n": interval.n, "unit": unit, "rule": rule.short(), "why": why, "needs": needs.name, "scale": self.scale.name,
-            "profile": self.profile, "verdict": verdict,
+            "profile": self.profile, "verdict": verdict, "timing": timing,
         }
         self._add(row)
         return row
@@ -84,6 +103,24 @@ class ChapterResults:
 
     def _add(self, row: dict) -> None:
         self.claims = [c for c in self.claims if c["id"] != row["id"]] + [row]
+
+    def show_claims(self, claims: list[dict] | None = None) -> None:
+        """In a notebook: the claims table (all of this run's claims, or ``claims``). The output also
+        carries the claims' values as metadata, which the test suite's regression guard compares with
+        the next execution of the committed notebook."""
+        from IPython.display import Markdown, display
+
+        claims = self.claims if claims is None else claims
+        guard = [{"id": c["id"], "ours": c["ours"], "timing": c.get("timing", False)} for c in claims]
+        display(Markdown(claims_markdown(claims)), metadata={GUARD_KEY: guard})
+
+    def show_saved(self) -> None:
+        """In a notebook, after :meth:`save`: where the results went. The output also carries which data
+        files the run read (their digests), so that the regression guard compares a later execution
+        with this one only when both read the same data."""
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"Results, figures and unit records written to `{self.dir}`."), metadata={GUARD_DATA_KEY: self.data_read})
 
     def table(self, name: str, rows: list[dict]) -> None:
         self.tables[name] = rows
@@ -102,7 +139,8 @@ class ChapterResults:
             "settings": self.settings,
             "seeds": self.seeds,
             "device": device_description(device),
-            "threads": torch.get_num_threads(),
+            "threads": self.threads,
+            "results_dir": str(self.dir),
             "versions": self.versions,
             "experiment": self.experiment,
             "data": data,
@@ -113,11 +151,19 @@ class ChapterResults:
             "wall_time_s": round(time.time() - self.started, 1),
             **(extra or {}),
         }
+        self.data_read = data_read(data)
         path = self.dir / "results.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_card": card, "claims": self.claims, "tables": self.tables}, indent=1, default=str))
         tmp.replace(path)
         return path
+
+
+def data_read(data: list[dict]) -> list[dict]:
+    """The datasets of a run card's ``data`` as (dataset, sorted file digests): what two runs must share
+    to be compared value for value (the folders they were read from may differ)."""
+    return sorted(({"dataset": d.get("dataset", "?"), "digests": sorted(d.get("files", {}).values())} for d in data),
+                  key=lambda d: d["dataset"])
 
 
 def load_results(results_root: str | Path, profile: str, chapter: str) -> dict | None:
@@ -186,3 +232,33 @@ def show_stronger_profiles(results_root: str | Path, chapter: str, profile: str,
             if path.is_file():
                 display(Image(filename=str(path), width=760))
     return shown
+
+
+def run_this_chapter(chapter: str, experiment) -> None:
+    """In a notebook, at the top of a chapter: how to run it in each profile, with lib.run and with
+    papermill directly, and how long each takes: the quick profile's measured minutes
+    (``experiment.QUICK_MINUTES``), the cpu and full profiles' wall time from their committed run
+    cards, or that they have not been run."""
+    from IPython.display import Markdown, display
+
+    profiles = [p for p in PROFILES if p == "quick" or (ROOT / "chapters" / "profiles" / f"{chapter}.{p}.yaml").is_file()]
+    parts = []
+    for profile in profiles:
+        saved = load_results(ROOT / "results", profile, chapter) if profile != "quick" else None
+        if profile == "quick":
+            when = f"about {experiment.QUICK_MINUTES:g} min on a 2-core CPU"
+        elif saved:
+            card = saved["run_card"]
+            when = f"its committed run took {card['wall_time_s'] / 60:.0f} min on {card['device']}"
+        else:
+            when = "not run yet" + ("; `--plan` estimates its GPU minutes" if profile == "full" else "")
+        flag = "" if profile == "quick" else f" --profile {profile}"
+        option = "" if profile == "quick" else f" \\\n    -f chapters/profiles/{chapter}.{profile}.yaml"
+        parts.append(f"**{profile}**, {PROFILES[profile]}: {when}.\n\n```bash\npython -m lib.run chapters/{chapter}.py{flag}\n"
+                     f"mkdir -p results/{profile}/{chapter} && papermill chapters/{chapter}.ipynb \\\n"
+                     f"    results/{profile}/{chapter}/{chapter}.ipynb --cwd chapters{option}\n```")
+    display(Markdown(
+        "````{admonition} Run this chapter\n:class: tip dropdown\n\n"
+        "From the repository's root, with the datasets in `$BOOK_DATA_DIR` (see `data/README.md`), with the book's "
+        "runner or with papermill directly (a profile file sets every parameter it changes, `profile` included; add "
+        "`-p name value`, or `-y 'name: [a, b]'` for a list, to change one more):\n\n" + "\n\n".join(parts) + "\n````"))

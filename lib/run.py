@@ -15,7 +15,8 @@ settings with ``make_settings`` of the module the chapter imports as
 Each run writes ``results/<profile>/<chapter>/`` (under the chapter's ``results_root``): the executed notebook,
 ``figures/``, ``units/`` (a record per training, see ``lib.units``) and ``results.json`` with the run
 card. A quick run with the defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book
-shows. With ``BOOK_DEADLINE`` set (a Unix time), no unit starts that its estimate says would not end
+shows. With ``BOOK_RESULTS_ROOT`` set (an absolute path), everything goes there instead and no
+chapter notebook is refreshed: the test suite runs chapters so. With ``BOOK_DEADLINE`` set (a Unix time), no unit starts that its estimate says would not end
 before it: the run stops with exit status 3, and the same command later goes on from the records.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import ast
 import difflib
 import importlib
+import os
 import shutil
 import sys
 import tempfile
@@ -135,12 +137,13 @@ def resolve_parameters(chapter: Path, profile: str, seeds: list[int] | None, ove
 
 def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int]:
     """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units, done."""
+    from .reporting import results_dir
     from .training import code_digest
     from .units import Records, plan_lines
 
     experiment = experiment_module(chapter)
     settings = check_settings(chapter, params)
-    results = (chapter.parent / params.get("results_root", "../results")).resolve() / profile / chapter.stem
+    results = results_dir(chapter.parent / params.get("results_root", "../results"), profile, chapter.stem).resolve()
     records = Records(results / "units", code_digest(experiment.__name__.removeprefix("lib.")), None)
     units = experiment.plan(settings, records)
     lines = plan_lines(units, records)
@@ -152,7 +155,9 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
     import jupytext
     import papermill
 
-    out_dir = (chapter.parent / params.get("results_root", "../results")).resolve() / profile / chapter.stem  # as the chapter resolves it
+    from .reporting import RESULTS_ENV, results_dir
+
+    out_dir = results_dir(chapter.parent / params.get("results_root", "../results"), profile, chapter.stem).resolve()  # as the chapter resolves it
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{chapter.stem}.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +177,7 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
                 f"\n{chapter.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"
                 f"The partly executed notebook is {executed}; nothing else was changed."
             ) from None
-    if profile == "quick" and not changed:
+    if profile == "quick" and not changed and not os.environ.get(RESULTS_ENV):  # a test run leaves the book's notebooks alone
         shutil.copyfile(executed, chapter.with_suffix(".ipynb"))
     return executed
 

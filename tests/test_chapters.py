@@ -59,7 +59,21 @@ def test_environment_yml_matches_pyproject():
     listed = requirement_names(p for p in pip if not p.startswith("-e"))
     assert listed == wanted, f"environment.yml and pyproject.toml differ: only in environment.yml {listed - wanted}, only in pyproject {wanted - listed}"
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
-    assert python.split("=")[-1] >= project["requires-python"].lstrip(">=")
+    pinned, required = version(python.split("=")[-1]), version(project["requires-python"])
+    assert pinned >= required, f"environment.yml pins {python}, below pyproject's requires-python {project['requires-python']}"
+
+
+def version(text: str) -> tuple[int, ...]:
+    """A version's numbers, to compare as numbers: "3.10" is above "3.9", which a string comparison denies."""
+    import re
+
+    return tuple(int(part) for part in re.findall(r"\d+", text))
+
+
+def test_versions_are_compared_as_numbers_not_as_strings():
+    assert version(">=3.10") == (3, 10) and version("3.11") == (3, 11)
+    assert version("3.10") > version("3.9") and not "3.10" > "3.9"  # the string comparison gets this wrong
+    assert version("3.9") < version(">=3.10")
 
 
 def test_toc_lists_every_chapter():

@@ -3,6 +3,7 @@
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,35 @@ def test_show_stronger_profiles_says_how_to_run_them_or_shows_the_saved_results(
     shown = show_stronger_profiles(tmp_path / "results", "04_x", "quick", ["missing-figure"])
     assert list(shown) == ["cpu"] and shown["cpu"]["claims"][0]["id"] == "a"
     assert show_stronger_profiles(tmp_path / "results", "04_x", "full", []) == {}
+
+
+def test_a_test_run_writes_beside_the_books_results_never_into_them(tmp_path, monkeypatch):
+    from lib.reporting import RESULTS_ENV, results_dir
+
+    assert results_dir("../results", "quick", "99_test") == Path("../results/quick/99_test")
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path))
+    assert results_dir("../results", "quick", "99_test") == tmp_path / "quick" / "99_test"
+    results = results_of(tmp_path / "elsewhere")
+    assert results.dir == tmp_path / "quick" / "99_test" and results.dir.is_dir()
+    monkeypatch.setenv(RESULTS_ENV, "relative/path")
+    with pytest.raises(ValueError, match="absolute path"):
+        results_dir("../results", "quick", "99_test")
+
+
+def test_threads_are_pinned_for_the_quick_profile_and_named_by_the_environment(monkeypatch):
+    from lib.provenance import QUICK_THREADS, THREADS_ENV, pin_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(THREADS_ENV, raising=False)
+        torch.set_num_threads(1)
+        assert pin_threads("quick") == QUICK_THREADS == torch.get_num_threads() == 2
+        assert pin_threads("cpu") == 2  # other profiles keep what torch uses
+        monkeypatch.setenv(THREADS_ENV, "1")
+        assert pin_threads("quick") == 1 == torch.get_num_threads()
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv(THREADS_ENV, bad)
+            with pytest.raises(ValueError, match=THREADS_ENV):
+                pin_threads("quick")
+    finally:
+        torch.set_num_threads(before)

@@ -113,15 +113,18 @@ def test_fit_classifier_with_sgd_onecycle_a_loss_and_augmentation_resumes_bit_id
 def test_fit_classifier_finished_is_not_trained_again(small, tmp_path, monkeypatch):
     _, tr, _, _ = small
     recipe = Recipe(epochs=1, lr=1e-3, batch_size=64)
+    torch.manual_seed(0)
+    straight = SmallCNN(SmallCNNConfig(width=4))
+    fit_classifier(straight, tr, recipe, seed=0, device=CPU)  # the reference: the same seed, no checkpoint at all
     ckpt = Checkpoint(tmp_path, "done", recipe)  # default every_s: the final epoch is saved all the same
     torch.manual_seed(0)
-    first = SmallCNN(SmallCNNConfig(width=4))
-    fit_classifier(first, tr, recipe, seed=0, device=CPU, checkpoint=ckpt)
+    fit_classifier(SmallCNN(SmallCNNConfig(width=4)), tr, recipe, seed=0, device=CPU, checkpoint=ckpt)
     monkeypatch.setattr(torch.optim.Adam, "step", interrupt_on_call(1, torch.optim.Adam.step))  # any step would raise
+    torch.manual_seed(1)  # other initial weights: only the checkpoint can make them the trained ones
     again = SmallCNN(SmallCNNConfig(width=4))
     report = fit_classifier(again, tr, recipe, seed=0, device=CPU, checkpoint=ckpt)
     assert report.resumed
-    assert_same_weights(first, again)
+    assert_same_weights(straight, again)  # the finished training as an uninterrupted run left it, not trained again
 
 
 def test_a_recipe_refuses_unknown_choices():

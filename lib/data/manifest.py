@@ -91,13 +91,17 @@ def data_roots() -> list[Path]:
     return roots
 
 
-_verified: dict[tuple[str, float, int], str] = {}
+_verified: dict[tuple, str] = {}  # digests already computed in this process, by path and file identity
 
 
 def file_digest(path: Path, algorithm: str, hashed: str) -> str:
-    """Digest of a file, or of its uncompressed content when ``hashed == 'content'``."""
+    """Digest of a file, or of its uncompressed content when ``hashed == 'content'``.
+
+    A digest is computed once per process and file version: any write to the file (even one that
+    keeps its size and restores its modification time) changes its inode change time, and so the key.
+    """
     stat = path.stat()
-    key = (f"{path}:{algorithm}:{hashed}", stat.st_mtime, stat.st_size)
+    key = (f"{path}:{algorithm}:{hashed}", stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _verified:
         h = hashlib.new(algorithm)
         opener = gzip.open if hashed == "content" else open

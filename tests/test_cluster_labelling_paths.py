@@ -1,0 +1,149 @@
+"""Chapter 4's random-image baseline and reconstruction accuracy against naive re-computations, with
+scripted annotators and judges whose every answer the test knows."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lib.cluster_labelling import Annotator, LabellingConfig, random_labelling, reconstruction_accuracy, train_labelling_vae
+from lib.data import Split
+
+
+class IdReader(nn.Module):
+    """A scripted annotator for images whose first pixel is an id v (0..255): it says ``v % 3`` (right or
+    wrong, whatever the image's true label) with logits ``[0, 0, 0]`` raised by ``1 + (v % 5) / 10`` at
+    that label; it records every batch it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.shown = []
+
+    def forward(self, images):
+        self.shown.append(images.clone())
+        v = torch.round(images.flatten(1)[:, 0] * 255).long()
+        logits = torch.zeros(len(v), 3) + self.dummy
+        logits[torch.arange(len(v)), v % 3] += 1 + (v % 5).float() / 10
+        return logits
+
+
+def id_answer(v: int) -> tuple[int, float]:
+    """What :class:`IdReader` says about image v, by hand: its label and its softmax maximum."""
+    a = 1 + (v % 5) / 10
+    return v % 3, math.exp(a) / (math.exp(a) + 2)
+
+
+def id_images(n: int, shape=(1, 1, 2)) -> torch.Tensor:
+    images = torch.zeros(n, *shape, dtype=torch.uint8)
+    images.view(n, -1)[:, 0] = torch.arange(n, dtype=torch.uint8)
+    return images
+
+
+def test_random_labelling_labels_the_naively_drawn_images_with_the_annotators_answers():
+    n, k, seed = 40, 7, 5
+    reader = IdReader()
+    annotator = Annotator(reader)
+    annotator.labels_given = 3  # labels spent earlier in the run
+    out = random_labelling(n, id_images(n), annotator, k, seed)
+    pick = np.random.default_rng(seed).permutation(n)[:k].tolist()  # the naive draw
+    assert len(set(pick)) == k and annotator.labels_given == 3 + k and out.labels_given == k
+    shown = torch.cat(reader.shown)
+    assert torch.round(shown[:, 0, 0, 0] * 255).long().tolist() == pick  # those images, in that order, in [0, 1]
+    assert shown.max() <= 1 and torch.equal(out.centre_images, shown)
+    for i in range(n):
+        if i in pick:
+            label, confidence = id_answer(i)
+            assert int(out.targets[i]) == label and float(out.weights[i]) == pytest.approx(confidence, rel=1e-6)
+        else:
+            assert int(out.targets[i]) == -1 and float(out.weights[i]) == 0.0
+    assert out.k == 0 and out.centre_level.tolist() == [1] * k and len(out.centres) == 0
+
+
+def test_random_labelling_with_another_seed_draws_other_images_but_as_many():
+    n = 50
+    a = random_labelling(n, id_images(n), Annotator(IdReader()), 10, seed=0)
+    b = random_labelling(n, id_images(n), Annotator(IdReader()), 10, seed=1)
+    pa, pb = (set(torch.nonzero(x.targets >= 0).flatten().tolist()) for x in (a, b))
+    assert pa == set(np.random.default_rng(0).permutation(n)[:10].tolist()) and pb == set(np.random.default_rng(1).permutation(n)[:10].tolist())
+    assert len(pa) == len(pb) == 10 and pa != pb
+
+
+class Reader28(nn.Module):
+    """:class:`IdReader` for 28 x 28 images (the labelling VAE's size); spends nothing by itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = IdReader()
+
+    def forward(self, images):
+        return self.inner(images)
+
+
+def test_the_random_baseline_spends_its_labels_once_over_a_whole_training():
+    n, k = 48, 9
+    g = torch.Generator().manual_seed(0)
+    images = id_images(n, (1, 28, 28))
+    images.view(n, -1)[:, 1:] = torch.randint(0, 256, (n, 783), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % 3
+    data = Split(images, labels)
+    config = LabellingConfig(z_dim=2, hidden=(16, 8, 4), epochs=3, unsupervised_epochs=1, batch_size=16, gamma=1.0,
+                             label_source="random", random_labels=k)
+    annotator = Annotator(Reader28())
+    out = train_labelling_vae(config, data, data, data, annotator, Annotator(Reader28()), seed=4, device=torch.device("cpu"), checkpoint=None)
+    assert annotator.labels_given == k and out["labels_spent"] == k  # labelled once, after the first epoch, not every epoch
+    rows = [r for r in out["history"] if "labels_given" in r]
+    assert [r["epoch"] for r in rows] == [1] and rows[0]["labels_given"] == k
+    # the images labelled are the naive draw for the run's seed; their purity is the reader's hit rate on them
+    pick = np.random.default_rng(4).permutation(n)[:k].tolist()
+    assert rows[0]["labelled_fraction"] == pytest.approx(k / n)
+    assert rows[0]["label_purity"] == pytest.approx(sum(id_answer(i)[0] == i % 3 for i in pick) / k)
+
+
+class NearestLevelJudge(nn.Module):
+    """A scripted judge: reads the first pixel v in [0, 1] as the digit whose level k / 9 is nearest."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        v = images.flatten(1)[:, :1]
+        return -((v - torch.arange(10) / 9) ** 2) + self.dummy
+
+
+class ShiftVAE(nn.Module):
+    """A stand-in VAE: the latent mean is the image, the log-variance a decoy that a reconstruction
+    must not use, and the decoder adds ``shift`` to the first pixel."""
+
+    def __init__(self, shift: float):
+        super().__init__()
+        self.dummy, self.shift = nn.Parameter(torch.zeros(1)), shift
+
+    def encode(self, x):
+        return x.flatten(1), 1 - x.flatten(1)
+
+    def decode(self, z):
+        out = z.clone()
+        out[:, 0] += self.shift
+        return out.view(-1, 1, 1, 2)
+
+
+def test_reconstruction_accuracy_is_the_share_the_judge_reads_right_by_a_naive_loop():
+    digits = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 3]
+    labels = [0, 1, 2, 3, 9, 5, 0, 7, 8, 1, 3, 4]  # some labels disagree with the image
+    images = torch.tensor([[round(255 * d / 9), 200] for d in digits], dtype=torch.uint8).view(-1, 1, 1, 2)
+    val = Split(images, torch.tensor(labels))
+    # by hand: faithful, the judge reads every digit and agrees with 8 labels; brightened by one level
+    # (9 stays 9), it reads d + 1 and agrees only with the image of a 3 labelled 4
+    for shift, by_hand in ((0.0, 8 / 12), (1 / 9, 1 / 12)):
+        naive = 0
+        for d, y in zip(digits, labels):
+            v = round(255 * d / 9) / 255 + shift
+            naive += min(range(10), key=lambda k: abs(v - k / 9)) == y
+        judge = Annotator(NearestLevelJudge())
+        assert naive / len(digits) == pytest.approx(by_hand)
+        assert reconstruction_accuracy(ShiftVAE(shift), judge, val) == pytest.approx(by_hand)
+        assert judge.labels_given == 0  # judging spends no label
