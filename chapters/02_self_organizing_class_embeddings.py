@@ -548,7 +548,8 @@ results.show_claims()
 
 # %% tags=["hide-input"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile,
-                                  ["accuracy_vs_features", "convergence", "feature_space_2d", "feature_space_3d", "certainty_histograms"])
+                                  ["accuracy_vs_features", "convergence", "one_feature_two_classes", "feature_space_2d", "feature_space_3d",
+                                   "certainty_histograms"])
 
 # %% [markdown]
 # ### Sanity checks
@@ -612,6 +613,10 @@ display(Markdown("\n".join(recap)))
 #
 # **Exercises**
 #
+# Each solution's command files its results under `../exercises/` (`-p results_root ../exercises`),
+# beside the book's own `results/`, so the book's quick results and its scorecard stay those of the
+# chapter as published.
+#
 # ````{exercise}
 # :label: ch2-ex-means-lr
 #
@@ -622,7 +627,7 @@ display(Markdown("\n".join(recap)))
 # ````{solution} ch2-ex-means-lr
 # :class: dropdown
 #
-# Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p means_lr_scale 1` and
+# Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p means_lr_scale 1 -p results_root ../exercises` and
 # compare the sweep table with this page's. The class means start where `nn.Embedding` puts them,
 # random and close together; the images' cross-entropy moves each mean towards its class's points,
 # and the regulariser (the means classifying themselves, {py:func}`lib.soc.soc_loss`) pushes the
@@ -637,20 +642,21 @@ display(Markdown("\n".join(recap)))
 # ````{exercise}
 # :label: ch2-ex-pair
 #
-# Set `pair_classes = [3, 5]` (cat and dog, the paper's "catness" and "dogness"). How far apart do
+# Set `pair_classes = [3, 5]` (cat and dog, the paper's "catness" and "dogness" features). How far apart do
 # the two means end up on the single feature, compared with automobile and frog?
 # ````
 #
 # ````{solution} ch2-ex-pair
 # :class: dropdown
 #
-# Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p pair_classes "[3, 5]"`
-# and read the one-feature picture (the cpu and full profiles use this pair, so their committed
-# pictures show it too). Each class is a unit Gaussian, so the distance between the two means, in
+# Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p pair_classes "[3, 5]" -p results_root ../exercises`
+# and read the one-feature picture (the cpu and full profiles use this pair: once their results are
+# committed, their pictures appear under "At larger scales"). Each class is a unit Gaussian, so the distance between the two means, in
 # units of that Gaussian's standard deviation, says how separable the model found the pair. Cats
 # and dogs share pose, texture and background; an encoder cannot pull their points as far apart as
 # automobile and frog, whose images differ in colour and shape. Expect the means closer together
-# and the two histograms overlapping much more, which is the paper's "gradient of rising catness".
+# and the two histograms overlapping much more: what the paper calls "a gradient of rising certainty
+# towards one of them".
 # ````
 #
 # ````{exercise}
@@ -671,16 +677,22 @@ display(Markdown("\n".join(recap)))
 # train, test = splits[("cifar10", seeds[0])]
 # net, report = train_model(train, settings.encoder, settings.recipe, soc(2), 10, seed=seeds[0], device=torch_device,
 #                           checkpoint=None, desc="learned scales", learn_scale=True)
+# from matplotlib.patches import Ellipse
+# means, scales = net.head.means.weight.detach().cpu(), net.head.log_scales.exp().detach().cpu()
 # fig, ax = plt.subplots(figsize=(5, 5))
-# feature_space_2d(ax, points(net, test.images), test.labels, net.head.means.weight.detach().cpu(), cifar10.classes)
+# feature_space_2d(ax, points(net, test.images), test.labels, means, cifar10.classes)  # its circles assume unit scales
+# for k in range(10):  # the learned one-sigma ellipses
+#     ax.add_patch(Ellipse(means[k].tolist(), 2 * float(scales[k, 0]), 2 * float(scales[k, 1]), fill=False, linestyle="--"))
 # plt.show()
-# print(report.losses)
+# print(report.losses, scales)
 # ```
 #
 # With a learned scale, each class can also lower its loss by shrinking its Gaussian instead of
 # moving its points: the log-density of a point near its mean grows without bound as the scale
 # shrinks. The gradients with respect to the points grow as one over the squared scale, so the
-# same learning rate takes larger and larger steps: the loss curve becomes jumpy, and the picture
-# shows tight, uneven clusters whose sizes no longer compare. That is what "less stable" refers
-# to; the unit scale removes the shortcut and leaves only the means to learn.
+# same learning rate takes larger and larger steps as the scales shrink. Compare `report.losses`
+# (one mean per epoch) and the dashed ellipses with the unit-scale model's: expect uneven scales,
+# some classes drawn tight, and a less regular loss. That is a likely reading of the paper's "less
+# stable" (it does not explain it); the unit scale removes the shortcut and leaves only the means to
+# learn.
 # ````

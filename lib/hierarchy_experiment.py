@@ -373,7 +373,9 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
     stateful = {"model": model, "optimiser": opt, "generator": generator}
     early = recipe.stopping == "early"
     if not early:
-        stateful["plateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=recipe.patience)
+        # cut after `patience` epochs without a lower validation loss, as the ResNet stops after as many
+        # (PyTorch's scheduler counts one more: it cuts after more than its `patience`)
+        stateful["plateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=recipe.patience - 1)
     loop = (checkpoint.resume(**stateful) if checkpoint else None) or {
         "history": {}, "best_epoch": 0, "seconds": 0.0, "bad": 0, "best": copy.deepcopy(model.state_dict()) if early else {}}
     result = FitResult(loop["history"], loop["best_epoch"], loop["seconds"], resumed=bool(loop["history"]))
@@ -414,6 +416,7 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
             loop["best"], loop["bad"], loop["best_epoch"] = copy.deepcopy(model.state_dict()), 0, epoch
         else:
             loop["bad"] += 1
+        loop["history"].setdefault("learning rate after", []).append(opt.param_groups[0]["lr"])  # a cut this epoch shows here
         if checkpoint:
             checkpoint.save(loop, final=epoch == recipe.epochs or (early and loop["bad"] >= recipe.patience), **stateful)
         progress.update(1)

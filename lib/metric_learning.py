@@ -73,13 +73,13 @@ class HeadSchedule:
     margin: float = 0.1  # m of Eq. (3), on the scaled similarities (not given in the paper)
     lr: float = 1e-3  # NAdam's starting learning rate (paper: 1e-3)
     factor: float = 0.1  # learning-rate cut on a plateau (Keras' default)
-    patience: int = 2  # epochs without improvement before a cut
+    patience: int = 2  # epochs without improvement that bring a cut, counted as Keras counts them (the paper's framework)
     min_lr: float = 5e-5  # stop once the learning rate is below this
     max_epochs: int = 30  # stop here in any case
 
     def __post_init__(self):
-        if self.batch_class_repeats < 1 or self.patience < 0 or self.max_epochs < 1:
-            raise ValueError("batch_class_repeats and max_epochs must be at least 1, patience at least 0")
+        if self.batch_class_repeats < 1 or self.patience < 1 or self.max_epochs < 1:
+            raise ValueError("batch_class_repeats, patience and max_epochs must be at least 1")
         if not (0 < self.factor < 1) or self.lr <= 0 or self.min_lr <= 0 or self.scale <= 0 or self.margin < 0:
             raise ValueError("factor must lie in (0, 1); lr, min_lr and scale must be positive; margin non-negative")
 
@@ -115,7 +115,9 @@ def fit_embedding_head(
     device = next(head.parameters()).device if encode is not None else inputs.device
     head.to(device).train()
     opt = torch.optim.NAdam(head.parameters(), lr=schedule.lr)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience)
+    # Keras' ReduceLROnPlateau cuts once `patience` epochs in a row bring no improvement; PyTorch's
+    # cuts only after more than `patience`: one less here keeps the Keras count.
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience - 1)
     steps = math.ceil(len(labels) / ((int(labels.max()) + 1) * schedule.batch_class_repeats))
     stateful = {"head": head, "optimiser": opt, "plateau": plateau, "generator": generator}
     loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "lrs": [], "seconds": 0.0, "clock": 0.0}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -221,6 +222,8 @@ def show_stronger_profiles(results_root: str | Path, chapter: str, profile: str,
     order = list(PROFILE_SCALE)
     for stronger in order[order.index(profile) + 1:]:
         saved = load_results(results_root, stronger, chapter)
+        if saved is None and not (ROOT / "chapters" / "profiles" / f"{chapter}.{stronger}.yaml").is_file():
+            continue  # the chapter has no such profile
         if saved is None:
             display(Markdown(f"**{stronger} profile**: no results yet. Run `python -m lib.run chapters/{chapter}.py --profile {stronger}`."))
             continue
@@ -234,11 +237,22 @@ def show_stronger_profiles(results_root: str | Path, chapter: str, profile: str,
     return shown
 
 
+def profile_summary(chapter: str, profile: str) -> str:
+    """What a profile of a chapter runs: the first sentence of its profile file's header (after
+    "<profile> profile:"), or the book-wide description for the quick profile."""
+    path = ROOT / "chapters" / "profiles" / f"{chapter}.{profile}.yaml"
+    if profile == "quick" or not path.is_file():
+        return PROFILES[profile]
+    header = " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#"))
+    header = header.split("profile:", 1)[-1].strip()
+    return re.split(r"\.\s+(?=[A-Z])", header, maxsplit=1)[0].rstrip(".")  # "Fig. 5" ends no sentence
+
+
 def run_this_chapter(chapter: str, experiment) -> None:
     """In a notebook, at the top of a chapter: how to run it in each profile, with lib.run and with
-    papermill directly, and how long each takes: the quick profile's measured minutes
-    (``experiment.QUICK_MINUTES``), the cpu and full profiles' wall time from their committed run
-    cards, or that they have not been run."""
+    papermill directly, what each profile runs (its profile file's header) and how long it takes: the
+    quick profile's measured minutes (``experiment.QUICK_MINUTES``), the cpu and full profiles'
+    training time from their committed run cards, or that they have not been run."""
     from IPython.display import Markdown, display
 
     profiles = [p for p in PROFILES if p == "quick" or (ROOT / "chapters" / "profiles" / f"{chapter}.{p}.yaml").is_file()]
@@ -249,16 +263,21 @@ def run_this_chapter(chapter: str, experiment) -> None:
             when = f"about {experiment.QUICK_MINUTES:g} min on a 2-core CPU"
         elif saved:
             card = saved["run_card"]
-            when = f"its committed run took {card['wall_time_s'] / 60:.0f} min on {card['device']}"
+            minutes = card.get("units_wall_time_s", card["wall_time_s"]) / 60
+            machines = "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
+            when = f"its committed run trained for {minutes:.0f} min on {machines}"
         else:
-            when = "not run yet" + ("; `--plan` estimates its GPU minutes" if profile == "full" else "")
+            when = "not run yet; `--plan` lists its units and estimates their minutes on one H100"
         flag = "" if profile == "quick" else f" --profile {profile}"
         option = "" if profile == "quick" else f" \\\n    -f chapters/profiles/{chapter}.{profile}.yaml"
-        parts.append(f"**{profile}**, {PROFILES[profile]}: {when}.\n\n```bash\npython -m lib.run chapters/{chapter}.py{flag}\n"
+        parts.append(f"**{profile}**: {profile_summary(chapter, profile)}. {when[0].upper() + when[1:]}.\n\n"
+                     f"```bash\npython -m lib.run chapters/{chapter}.py{flag}\n"
                      f"mkdir -p results/{profile}/{chapter} && papermill chapters/{chapter}.ipynb \\\n"
                      f"    results/{profile}/{chapter}/{chapter}.ipynb --cwd chapters{option}\n```")
     display(Markdown(
         "````{admonition} Run this chapter\n:class: tip dropdown\n\n"
-        "From the repository's root, with the datasets in `$BOOK_DATA_DIR` (see `data/README.md`), with the book's "
-        "runner or with papermill directly (a profile file sets every parameter it changes, `profile` included; add "
-        "`-p name value`, or `-y 'name: [a, b]'` for a list, to change one more):\n\n" + "\n\n".join(parts) + "\n````"))
+        "From the repository's root, with the datasets in `$BOOK_DATA_DIR` (an absolute path, e.g. "
+        "`export BOOK_DATA_DIR=$HOME/datasets`; `data/README.md` lists what it holds). With the book's runner, "
+        "`-p name value` changes one more parameter (the value is YAML: `-p seeds '[0, 1]'`, `-p smoke true`); "
+        "with papermill, `-p name value` for a number or a string, `-y 'name: value'` for a list or a boolean "
+        "(a profile file sets every parameter it changes, `profile` included).\n\n" + "\n\n".join(parts) + "\n````"))

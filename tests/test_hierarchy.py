@@ -118,17 +118,20 @@ def test_fixed_stopping_trains_every_epoch_cuts_the_rate_on_a_plateau_and_keeps_
     result = experiment.fit_two_heads(model, train, val, h, recipe, weighted=False, seed=0, device=torch.device("cpu"), checkpoint=None, desc="t")
     losses, rates = result.history["validation loss"], result.history["learning rate"]
     assert len(losses) == 6 and result.best_epoch == 6
-    # by hand: ReduceLROnPlateau(patience=1) cuts after two epochs in a row without a new lowest loss
-    expected, rate, best, bad = [], 3e-2, float("inf"), 0
+    # by hand: with patience 1, the rate is cut after every epoch without a new lowest loss (the ResNet
+    # would stop there), and the cut shows in that epoch's "learning rate after"
+    expected, after, rate, best, bad = [], [], 3e-2, float("inf"), 0
     for loss in losses:
         expected.append(rate)
         if loss < best * (1 - 1e-4):
             best, bad = loss, 0
         else:
             bad += 1
-            if bad > 1:
+            if bad >= recipe.patience:
                 rate, bad = rate * 0.1, 0
-    assert rates == pytest.approx(expected)
+        after.append(rate)
+    assert rates == pytest.approx(expected) and result.history["learning rate after"] == pytest.approx(after)
+    assert min(after) < after[0] or min(losses) == losses[-1]  # this run plateaus at least once (else the check above is weak)
     out = experiment.outputs(model, val.images, h)
     assert float(two_level_loss(out["super"], out["sub"], h.sub_to_super[val.labels], val.labels)) == pytest.approx(losses[-1], rel=1e-4)
 

@@ -64,3 +64,17 @@ def test_the_head_learns_separable_classes_and_stops_by_the_learning_rate():
     xt, yt = blobs(seed=0)[0] + 0.1 * torch.randn_like(x), y
     knn = KNeighborsClassifier(3).fit(e.numpy(), y.numpy())
     assert knn.score(embed(head, xt).numpy(), yt.numpy()) > 0.95
+
+
+def test_the_rate_is_cut_after_patience_epochs_without_improvement_as_keras_counts():
+    """Identical inputs give identical embeddings: the triplet loss is flat and its gradient zero, so
+    no epoch improves on the first. Keras' ReduceLROnPlateau(patience=2) cuts after epoch 3 (two
+    epochs without improvement), and again after epoch 5; the rate then falls below min_lr."""
+    x, y = torch.ones(60, 4), torch.arange(60) % 3
+    head = torch.nn.Linear(4, 8)
+    report = fit_embedding_head(head, x, y, HeadSchedule(patience=2, lr=1e-3, factor=0.1, min_lr=5e-5, max_epochs=20), seed=0)
+    assert len(set(report.losses)) == 1  # flat, as intended
+    assert report.lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4])
+    assert report.stopped.startswith("learning rate below")
+    with pytest.raises(ValueError, match="patience"):
+        HeadSchedule(patience=0)

@@ -168,3 +168,8 @@ def test_threads_are_pinned_for_the_quick_profile_and_named_by_the_environment(m
                 pin_threads("quick")
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_profile_the_chapter_does_not_have_is_not_offered(tmp_path):
+    shown = show_stronger_profiles(tmp_path / "results", "99_no_such_chapter", "quick", [])
+    assert shown == {}  # no results and no profile file: nothing to show and no command that would fail
