@@ -17,10 +17,13 @@ GUARD_MODULE = "test_regression_guard.py"
 
 
 def pytest_configure(config):
+    """``config.results_root``: where this session's chapter runs write (the guard reads it there: the
+    unit tests' fixture in tests/conftest.py hides the variable from every test)."""
     config.book_results_root = None
     if not os.environ.get(RESULTS_ENV):
         config.book_results_root = tempfile.mkdtemp(prefix="book-test-results-")
         os.environ[RESULTS_ENV] = config.book_results_root
+    config.results_root = os.environ[RESULTS_ENV]
 
 
 def pytest_unconfigure(config):

@@ -11,7 +11,6 @@ agree on), so a re-run on another machine passes and a broken method does not.
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def test_the_quick_claims_are_those_of_the_committed_notebook(notebook, request)
         pytest.skip("nbval did not execute this chapter in this session (make test does)")
     committed, committed_data = committed_claims(notebook)
     assert committed and committed_data is not None, f"{notebook.name} carries no claims or data record: re-execute it with `make book` and commit it"
-    fresh = load_results(os.environ[RESULTS_ENV], "quick", notebook.stem)
+    fresh = load_results(request.config.results_root, "quick", notebook.stem)
     assert fresh is not None, f"nbval's run of {notebook.name} left no results.json under ${RESULTS_ENV}"
     if data_read(fresh["run_card"]["data"]) != committed_data:
         pytest.skip(f"this machine read other data files than the committed run of {notebook.name} (another copy, or a dataset "
