@@ -8,7 +8,8 @@
 * ``_generated/scorecard_by_profile.md``: every profile's claims in full, with run cards.
 
 A claim whose strongest run was made by other code than the current library's (its code digest
-differs) is marked, so a stale result is never mistaken for a current one.
+differs) is marked, so a stale result is never mistaken for a current one; so is a run whose main
+models did not meet the chapter's convergence criterion (a cpu run then counts at toy scale).
 """
 
 from __future__ import annotations
@@ -69,13 +70,19 @@ def _stale(card: dict) -> bool:
     return not experiment or card["versions"].get("lib") != code_digest(experiment)
 
 
+def _unconverged(card: dict) -> bool:
+    """Whether the run recorded that its main models did not meet the chapter's convergence criterion."""
+    conv = card.get("convergence")
+    return bool(conv) and not conv["converged"]
+
+
 def render(root: Path = ROOT) -> str:
     """The first page's scorecard: verdict counts per chapter, then the headline table."""
     chapters = sorted((root / "chapters").glob("[0-9]*.py"))
     results = load_all(root)
     counts = ["| chapter | " + " | ".join(VERDICTS) + " |", "|---" * (1 + len(VERDICTS)) + "|"]
     table = ["| chapter | claim | paper | ours (mean ± 95% CI) | profile | n | verdict | rule |", "|---" * 8 + "|"]
-    stale_note = False
+    stale_note = unconverged_note = False
     for py in chapters:
         rows = strongest(results.get(py.stem, {}))
         if not rows:
@@ -88,6 +95,8 @@ def render(root: Path = ROOT) -> str:
             mark = ""
             if _stale(card):
                 mark, stale_note = " †", True
+            if _unconverged(card):
+                mark, unconverged_note = mark + " ‡", True
             rule = c.get("rule") or c.get("why", "")
             table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{mark} | {c['n']} | **{c['verdict']}** | {rule} |")
     out = ["<!-- written by `python -m lib.scorecard` from results/*/*/results.json; do not edit -->", "",
@@ -95,6 +104,10 @@ def render(root: Path = ROOT) -> str:
            "**Every claim at its strongest scale**", "", *table, ""]
     if stale_note:
         out += ["† made by an earlier version of the chapter's code (its code digest differs from the current one): re-run that profile.", ""]
+    if unconverged_note:
+        out += ["‡ the run's main models did not meet the chapter's convergence criterion (its page shows the criterion and the "
+                "curves). A full run is still judged, at the paper's own schedule; a cpu run that did not converge counts at toy "
+                "scale: it tests no claim, and its numbers are shown unjudged.", ""]
     return "\n".join(out)
 
 

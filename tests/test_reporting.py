@@ -131,6 +131,20 @@ def test_a_result_made_by_other_code_is_marked(tmp_path):
     assert "| cpu † |" in scorecard.render(tmp_path).replace(" † ", " † ") and "earlier version" in scorecard.render(tmp_path)
 
 
+def test_a_run_that_did_not_converge_is_marked_and_tests_nothing(tmp_path):
+    make_book(tmp_path)
+    assert "‡" not in scorecard.render(tmp_path)  # the cards record no convergence: nothing to mark
+    root = tmp_path / "results"
+    cpu = results_of(root, profile="cpu", seeds=(0, 1, 2), chapter="04_x")
+    cpu.converged(False, "the curve moved")
+    cpu.claim("b", "a gain", "> 0", [0.1, 0.11, 0.12], Between(0, 1), needs=Scale.CONVERGED)
+    cpu.save(device=torch.device("cpu"), data=[], initialisation="random")
+    text = scorecard.render(tmp_path)
+    row = next(line for line in text.splitlines() if "| a gain |" in line)
+    assert "| cpu ‡ | 3 |" in row and f"**{UNTESTED}**" in row  # inside the rule's region, yet untested: not converged
+    assert "did not meet the chapter's convergence criterion" in text
+
+
 def test_show_stronger_profiles_says_how_to_run_them_or_shows_the_saved_results(tmp_path):
     make_book(tmp_path)
     shown = show_stronger_profiles(tmp_path / "results", "04_x", "quick", ["missing-figure"])
