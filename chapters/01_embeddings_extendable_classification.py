@@ -93,6 +93,7 @@ fpn_channels = 16  # channels of each pyramid level (the FPN paper: 256)
 hidden = 64  # width of the straight classifier's dense layer (not given in the paper)
 mnist_epochs = 4  # straight classifier's epochs on MNIST (paper: 4)
 fashion_epochs = 8  # ... on Fashion-MNIST (paper: 8)
+straight_schedule = "constant"  # its learning rate: "constant" (paper) or "onecycle" (up to lr, then annealed to nearly 0)
 lr = 0.001  # NAdam learning rate of the straight classifier (paper: 1e-4; 1e-3 here for 1/20 of its images)
 batch_size = 32  # images per step of the straight classifier (not given; Keras' default)
 embedding_dim = 64  # size of an embedding (paper: 64)
@@ -152,6 +153,7 @@ settings = experiment.make_settings(
     profile=profile, seeds=seeds, device=device, results_root=results_root, smoke=smoke, datasets=datasets, classes=classes,
     added_class=added_class, train_per_class=train_per_class, test_per_class=test_per_class, backbone=backbone,
     input_size=input_size, fpn_channels=fpn_channels, hidden=hidden, mnist_epochs=mnist_epochs, fashion_epochs=fashion_epochs,
+    straight_schedule=straight_schedule,
     lr=lr, batch_size=batch_size, embedding_dim=embedding_dim, batch_class_repeats=batch_class_repeats,
     similarity_scale=similarity_scale, margin=margin, head_lr=head_lr, lr_factor=lr_factor, lr_patience=lr_patience,
     min_lr=min_lr, max_head_epochs=max_head_epochs, knn_k=knn_k, search_k=search_k, tsne_points=tsne_points, amp=amp,
@@ -580,7 +582,9 @@ results.show_claims()
 #
 # The **cpu** profile (`chapters/profiles/01_embeddings_extendable_classification.cpu.yaml`) uses
 # all training and test images of the four classes, a CPU-sized pre-activation ResNet and FPN at
-# native resolution and the paper's epochs; the **full** profile (`….full.yaml`) is the paper's
+# native resolution, and trains the straight network for twice the paper's epochs on MNIST (8) and
+# 1.5 times on Fashion-MNIST (12) under a one-cycle learning rate, since at the paper's epochs and
+# constant rate the small network's test accuracy was still swinging by more than half a point; the **full** profile (`….full.yaml`) is the paper's
 # setting, ResNet50V2 + FPN at 128 × 128 with lr 1e-4, on a GPU. Their committed results are shown
 # here as saved, with their run cards; each executed notebook is in
 # `results/<profile>/01_embeddings_extendable_classification/`.
@@ -639,8 +643,8 @@ display(Markdown("\n".join(recap)))
 #   judged against the paper's words, with a 5-point threshold that is ours, and against a new
 #   4-class network rather than against the 3-class task.
 # - The quick profile uses a small pre-activation ResNet at 28 × 28 with a 16-channel pyramid,
-#   a subset of images per class and lr 1e-3; the cpu profile all images; the full profile is the
-#   paper's setting.
+#   a subset of images per class and lr 1e-3; the cpu profile all images, more epochs and a
+#   one-cycle rate so that its small network converges; the full profile is the paper's setting.
 # - The backbone is pre-activation (v2) like Keras' ResNet50V2, with the stride in the first block
 #   of a stage as He et al. place it (Keras puts it in the last). The paper does not say whether
 #   the backbone started from ImageNet weights; here it starts from random weights.

@@ -47,7 +47,7 @@ from .metric_learning import HeadReport, HeadSchedule, embed, fit_embedding_head
 from .models import EmbeddingNet, PyramidConfig, StraightClassifier
 from .settings import RunSettings, positive, run_settings, within_quick_budget
 from .similarity_search import VectorIndex, precision_at_k
-from .training import Checkpoint, Recipe, clock, fit_classifier, predict, seed_everything
+from .training import SCHEDULES, Checkpoint, Recipe, clock, fit_classifier, predict, seed_everything
 from .units import Records, Unit, Work, forward_flops
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
@@ -117,13 +117,17 @@ class Straight:
     batch_size: int = 32  # not given; Keras' default
     amp: bool = False
     channels_last: bool = True
+    schedule: str = "constant"  # paper: a constant rate; "onecycle" anneals it, so that the last epochs settle
 
     def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"straight_schedule={self.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
         self.recipe("mnist"), self.recipe("fashion-mnist")  # the recipe's own checks
 
     def recipe(self, dataset: str) -> Recipe:
         epochs = self.mnist_epochs if dataset == "mnist" else self.fashion_epochs
-        return Recipe(epochs=epochs, lr=self.lr, batch_size=self.batch_size, optimiser="nadam", amp=self.amp, channels_last=self.channels_last)
+        return Recipe(epochs=epochs, lr=self.lr, batch_size=self.batch_size, optimiser="nadam", schedule=self.schedule, amp=self.amp,
+                      channels_last=self.channels_last)
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ QUICK_MINUTES = 2.5  # their wall time on a 2-core CPU, measured
 
 
 def make_settings(*, profile, seeds, device, results_root, smoke, datasets, classes, added_class, train_per_class, test_per_class, backbone,
-                  input_size, fpn_channels, hidden, mnist_epochs, fashion_epochs, lr, batch_size, embedding_dim, batch_class_repeats,
+                  input_size, fpn_channels, hidden, mnist_epochs, fashion_epochs, straight_schedule, lr, batch_size, embedding_dim, batch_class_repeats,
                   similarity_scale, margin, head_lr, lr_factor, lr_patience, min_lr, max_head_epochs, knn_k, search_k, tsne_points,
                   amp, channels_last) -> Settings:
     """Chapter 1's settings from its parameters; a value out of range raises ValueError naming it."""
@@ -185,7 +189,7 @@ def make_settings(*, profile, seeds, device, results_root, smoke, datasets, clas
         run=run_settings(profile, seeds, device, results_root, smoke),
         task=Task(tuple(datasets), tuple(classes), added_class, train_per_class, test_per_class),
         pyramid=Pyramid(backbone, input_size, fpn_channels, hidden, embedding_dim),
-        straight=Straight(mnist_epochs, fashion_epochs, lr, batch_size, amp, channels_last),
+        straight=Straight(mnist_epochs, fashion_epochs, lr, batch_size, amp, channels_last, straight_schedule),
         head=HeadSchedule(batch_class_repeats=batch_class_repeats, scale=similarity_scale, margin=margin, lr=head_lr, factor=lr_factor,
                           patience=lr_patience, min_lr=min_lr, max_epochs=max_head_epochs),
         evaluation=Evaluation(knn_k, search_k, tsne_points),

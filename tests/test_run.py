@@ -98,6 +98,7 @@ CHAPTER1 = CHAPTER.parent / "01_embeddings_extendable_classification.py"
         ({"datasets": ["cifar10"]}, "must be distinct names among"),
         ({"backbone": "resnet18"}, "backbone 'resnet18' is unknown"),
         ({"input_size": 16}, "input_size=16 must be at least"),
+        ({"straight_schedule": "cosine"}, "straight_schedule='cosine' is unknown"),
         ({"lr_factor": 1.0}, "factor must lie in"),
         ({"classes": [0, "1", 2]}, "should be of the type"),
     ],
@@ -112,6 +113,16 @@ def test_chapter1_full_profile_is_the_papers_setting():
     assert params["backbone"] == "resnet50" and params["input_size"] == 128 and params["lr"] == 1e-4
     assert params["mnist_epochs"] == 4 and params["fashion_epochs"] == 8
     assert params["train_per_class"] == 1700  # cut to the GPU budget: the chapter marks the absolute claim untested
+
+
+def test_chapter1_cpu_profile_anneals_its_straight_network_on_every_image():
+    from lib.run import check_settings
+
+    params, _ = resolve_parameters(CHAPTER1, "cpu", None, {})
+    settings = check_settings(CHAPTER1, params)
+    assert settings.task.train_per_class >= 6742 and settings.task.test_per_class >= 1135  # MNIST's largest classes: all images
+    recipes = {d: settings.straight.recipe(d) for d in ("mnist", "fashion-mnist")}
+    assert {r.schedule for r in recipes.values()} == {"onecycle"} and recipes["mnist"].epochs > 4 and recipes["fashion-mnist"].epochs > 8
 
 
 def test_the_runner_finds_every_chapters_experiment_without_a_table():
