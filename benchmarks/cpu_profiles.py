@@ -64,7 +64,7 @@ def main() -> None:
         model = StraightClassifier(config)
         rows.append(("1", f"small pre-act ResNet + FPN {fpn}, 28 px, batch 32, train", training_rate(model, (1, 28, 28), 4, 32, args.steps)))
         rows.append(("1", f"  its trunk, forward only, batch 45 (15 triplets x 3)", forward_rate(model.trunk, (1, 28, 28), 45, args.steps)))
-    for width in (16, 24, 32):
+    for width in (8, 16, 24, 32):
         config = FeatureClassifierConfig(encoder="small", width=width, num_classes=10, head="soc", num_features=10)
         rows.append(("2", f"small CNN width {width}, SOC d=10, 32 px, batch 128", training_rate(FeatureClassifier(config), (3, 32, 32), 10, 128, args.steps)))
     for backbone in ("resnet_mini", "convnext_mini"):

@@ -125,6 +125,19 @@ def test_chapter1_cpu_profile_anneals_its_straight_network_on_every_image():
     assert {r.schedule for r in recipes.values()} == {"onecycle"} and recipes["mnist"].epochs > 4 and recipes["fashion-mnist"].epochs > 8
 
 
+def test_chapter2_cpu_profile_trains_every_model_of_the_sweep_on_all_of_cifar10():
+    from lib.run import check_settings
+    from lib.soc_experiment import sweep_models
+
+    chapter2 = CHAPTER.parent / "02_self_organizing_class_embeddings.py"
+    params, _ = resolve_parameters(chapter2, "cpu", None, {})
+    settings = check_settings(chapter2, params)
+    assert (settings.subsets.n_train, settings.subsets.n_test) == (50_000, 10_000)
+    assert len(settings.run.seeds) >= 2 and settings.recipe.schedule == "onecycle"
+    heads = {(m.head, m.features) for m in sweep_models(settings.sweep.cifar10_features)}
+    assert {(h, d) for h in ("soc", "bottleneck") for d in (1, 2, 3, 10)} <= heads
+
+
 def test_the_runner_finds_every_chapters_experiment_without_a_table():
     from lib.run import check_settings, experiment_module
 
