@@ -210,6 +210,15 @@ def claims_markdown(claims: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_scale(card: dict, profile: str) -> str:
+    """What a saved run could test, in words: its profile's scale, or, for a run whose main models
+    missed the chapter's convergence criterion, the toy scale it fell to (see ``converged``)."""
+    scale = Scale[card["scale"]] if "scale" in card else PROFILE_SCALE[profile]
+    if scale < PROFILE_SCALE[profile] and not (card.get("convergence") or {}).get("converged", True):
+        return f"{scale.label}: its main models did not converge, so its claims are shown unjudged"
+    return scale.label
+
+
 def show_stronger_profiles(results_root: str | Path, chapter: str, profile: str, figures: list[str]) -> dict[str, dict]:
     """In a notebook: the committed results of every profile stronger than ``profile`` (cpu, then
     full): their claims, run card and ``figures``, or the command that would make them.
@@ -228,7 +237,7 @@ def show_stronger_profiles(results_root: str | Path, chapter: str, profile: str,
             display(Markdown(f"**{stronger} profile**: no results yet. Run `python -m lib.run chapters/{chapter}.py --profile {stronger}`."))
             continue
         shown[stronger] = saved
-        display(Markdown(f"**{stronger} profile** ({PROFILE_SCALE[stronger].label})\n\n" + claims_markdown(saved["claims"])
+        display(Markdown(f"**{stronger} profile** ({run_scale(saved['run_card'], stronger)})\n\n" + claims_markdown(saved["claims"])
                          + "\n\n**Run card**\n\n" + run_card_markdown(saved["run_card"])))
         for name in figures:
             path = Path(results_root) / stronger / chapter / "figures" / f"{name}.png"

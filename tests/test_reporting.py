@@ -11,7 +11,7 @@ import torch
 from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci, short_ci
 from lib.provenance import git_commit
-from lib.reporting import ChapterResults, load_results, run_card_markdown, show_stronger_profiles
+from lib.reporting import ChapterResults, load_results, run_card_markdown, run_scale, show_stronger_profiles
 from lib.settings import RunSettings
 from lib.verdicts import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTED, AtLeast, Between, Scale
 
@@ -143,6 +143,19 @@ def test_a_run_that_did_not_converge_is_marked_and_tests_nothing(tmp_path):
     row = next(line for line in text.splitlines() if "| a gain |" in line)
     assert "| cpu ‡ | 3 |" in row and f"**{UNTESTED}**" in row  # inside the rule's region, yet untested: not converged
     assert "did not meet the chapter's convergence criterion" in text
+
+
+def test_a_chapter_labels_a_stronger_run_by_the_scale_it_reached_not_by_its_profile(tmp_path):
+    root = tmp_path / "results"
+    for converged in (True, False):
+        cpu = results_of(root, profile="cpu", chapter=f"04_{converged}")
+        cpu.converged(converged, "the curve moved")
+        cpu.save(device=torch.device("cpu"), data=[], initialisation="random")
+        card = load_results(root, "cpu", f"04_{converged}")["run_card"]
+        label = run_scale(card, "cpu")
+        assert label.startswith(Scale.CONVERGED.label if converged else Scale.TOY.label)
+        assert ("did not converge" in label) is not converged
+    assert run_scale({}, "full") == Scale.PAPER.label  # a card of an older format: its profile's scale
 
 
 def test_show_stronger_profiles_says_how_to_run_them_or_shows_the_saved_results(tmp_path):
