@@ -30,6 +30,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/cifar_augmentation.py
 	$(BIN)/python benchmarks/cpu_profiles.py
+	$(BIN)/python benchmarks/quick_book.py
 
 clean:
 	rm -rf _build _generated results/quick

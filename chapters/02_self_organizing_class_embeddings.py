@@ -67,10 +67,10 @@ device = "auto"  # "auto": CUDA when available, else the CPU
 results_root = "../results"  # results/<profile>/<chapter>/ receives results.json, figures/ and checkpoints/
 smoke = False  # True: a plumbing test with tiny settings, which skips the sanity checks that such settings cannot pass
 encoder = "small"  # "small": the book's 4-layer CNN (CPU-sized); "resnet18": the paper's ResNet-18, CIFAR variant
-width = 16  # the small encoder's first width (ignored by resnet18)
-n_train = 2000  # training images, a stratified seeded subset (paper: all 50,000)
+width = 8  # the small encoder's first width (ignored by resnet18)
+n_train = 1400  # training images, a stratified seeded subset (paper: all 50,000)
 n_test = 1000  # test images, a stratified seeded subset (paper: all 10,000)
-cifar10_features = [1, 2, 10]  # feature dimensions on CIFAR-10, for SOC and the bottleneck (paper: 1, 2, 3, 4, 5, 10, 15, 20, 25, 30)
+cifar10_features = [1, 3, 10]  # feature dimensions on CIFAR-10, for SOC and the bottleneck (paper: 1, 2, 3, 4, 5, 10, 15, 20, 25, 30)
 cifar100_features = [1, 10, 25]  # ... on CIFAR-100 (paper: 1, 5, 10, 25, 50, 75, 100, 125, 150, 200); [] skips CIFAR-100
 epochs = 5  # training epochs of every model (paper: not given)
 batch_size = 128  # images per step (paper: not given)
@@ -604,7 +604,7 @@ display(Markdown("\n".join(recap)))
 #   full profile SGD with Nesterov momentum and weight decay (never on the class means). The class
 #   means may learn faster than the encoder (`means_lr_scale`): with few steps they otherwise barely
 #   move from their random start.
-# - The quick profile trains the book's small CNN (width 16) on a subset of CIFAR-10 for a few
+# - The quick profile trains the book's small CNN (width 8) on a subset of CIFAR-10 for a few
 #   epochs; it tests none of the paper's claims, and the cpu profile is the scale that can.
 # - The bottleneck control is ours: the paper compares SOC only with one output per class.
 # - The offline CIFAR-10 is a JPEG (quality 75) copy; CIFAR-100 is used when torchvision's files

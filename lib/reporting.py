@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .budget import check_quick_budget, quick_cost
 from .evaluation import mean_ci
 from .provenance import ROOT, device_description, library_versions, pin_threads, this_machine
 from .settings import PROFILES
@@ -49,6 +50,7 @@ class ChapterResults:
         """``settings``: the chapter's settings (their ``run`` field says profile, seeds and results root);
         ``experiment``: the chapter's experiment module, whose code the run card's digest covers."""
         run = settings.run
+        check_quick_budget(experiment, settings)  # before any training, for a run through papermill directly
         self.chapter, self.profile = chapter, run.profile
         self.scale = PROFILE_SCALE[run.profile]
         self.threads = pin_threads(run.profile)  # before any training: the run card records them
@@ -260,7 +262,7 @@ def profile_summary(chapter: str, profile: str) -> str:
 def run_this_chapter(chapter: str, experiment) -> None:
     """In a notebook, at the top of a chapter: how to run it in each profile, with lib.run and with
     papermill directly, what each profile runs (its profile file's header) and how long it takes: the
-    quick profile's measured minutes (``experiment.QUICK_MINUTES``), the cpu and full profiles'
+    quick profile's measured minutes (``lib.budget``), the cpu and full profiles'
     training time from their committed run cards, or that they have not been run."""
     from IPython.display import Markdown, display
 
@@ -269,7 +271,7 @@ def run_this_chapter(chapter: str, experiment) -> None:
     for profile in profiles:
         saved = load_results(ROOT / "results", profile, chapter) if profile != "quick" else None
         if profile == "quick":
-            when = f"about {experiment.QUICK_MINUTES:g} min on a 2-core CPU"
+            when = f"about {quick_cost(experiment).minutes:g} min on a 2-core CPU"
         elif saved:
             card = saved["run_card"]
             minutes = card.get("units_wall_time_s", card["wall_time_s"]) / 60

@@ -35,6 +35,7 @@ from types import ModuleType
 
 import yaml
 
+from .budget import check_quick_budget
 from .settings import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,9 @@ def check_settings(chapter: Path, params: dict):
     if experiment is None:
         return None
     try:
-        return experiment.make_settings(**params)
+        settings = experiment.make_settings(**params)
+        check_quick_budget(experiment, settings)
+        return settings
     except ValueError as err:
         raise ParameterError(f"{chapter.name}: {err}") from err
     except TypeError as err:  # the parameters cell and make_settings disagree: a defect of the chapter, not of the input

@@ -89,9 +89,11 @@ def test_every_page_loads_offline_without_errors(book, browser, name):
 def test_the_front_page_shows_the_scorecard(book, browser):
     seen = visit(browser, book / "index.html")
     try:
-        text = seen["page"].inner_text("main")
-        assert "profile" in text and any(v in text for v in ("reproduced", "untested", "inconclusive"))
-        assert seen["page"].locator("main table").count() >= 2  # the chapters and the scorecard
+        page = seen["page"]
+        page.wait_for_function("() => document.querySelectorAll('main table').length >= 2", timeout=30_000)  # a loaded machine is slow
+        text = page.inner_text("main")
+        assert "profile" in text and any(v in text for v in ("reproduced", "untested", "inconclusive")), f"no scorecard on the front page: {text[:800]}"
+        assert page.locator("main table").count() >= 2  # the chapters and the scorecard
     finally:
         seen["context"].close()
 

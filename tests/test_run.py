@@ -1,11 +1,14 @@
 """The runner refuses bad profiles, names and values before anything runs, and a failing chapter fails."""
 
+import math
 from pathlib import Path
 
 import pytest
 
 from lib import run
+from lib.budget import QUICK_BOOK_LIMIT_MINUTES, QUICK_DEFAULTS, quick_cost
 from lib.run import ParameterError, read_defaults, resolve_parameters
+from lib.settings import QUICK_LIMIT_MINUTES
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "04_vae_cluster_labelling.py"
 
@@ -160,15 +163,46 @@ def test_a_float_in_e_notation_is_read_as_a_float():
     assert run._parse_value("1e-5") == 1e-5 and run._parse_value("[1, 2]") == [1, 2] and run._parse_value("small") == "small"
 
 
+def test_the_quick_defaults_fit_the_book_s_budget_as_measured():
+    assert set(QUICK_DEFAULTS) == {"embedding_experiment", "soc_experiment", "hierarchy_experiment", "vae_experiment"}
+    assert all(0 < c.minutes <= QUICK_LIMIT_MINUTES and c.work > 0 for c in QUICK_DEFAULTS.values())
+    assert sum(c.minutes for c in QUICK_DEFAULTS.values()) <= QUICK_BOOK_LIMIT_MINUTES
+
+
+def test_a_chapter_run_through_papermill_refuses_settings_over_the_quick_budget(tmp_path):
+    from lib.reporting import ChapterResults
+    from lib.run import experiment_module
+
+    experiment, defaults = experiment_module(CHAPTER), read_defaults(CHAPTER)
+    cost, n = quick_cost(experiment), 1
+    while experiment.work(experiment.make_settings(**{**defaults, "seeds": list(range(n))})) / cost.work <= QUICK_LIMIT_MINUTES / cost.minutes:
+        n += 1  # the fewest seeds over the budget
+    settings = experiment.make_settings(**{**defaults, "seeds": list(range(n)), "results_root": str(tmp_path)})
+    with pytest.raises(ValueError, match="more than the .* that fits the quick profile's 3 minutes"):
+        ChapterResults(CHAPTER.stem, settings, experiment)
+    assert not any(tmp_path.iterdir())  # refused before it wrote anything
+
+
 @pytest.mark.parametrize("chapter", sorted(CHAPTER.parent.glob("[0-9]*.py")), ids=lambda p: p.stem[:2])
 def test_the_quick_profile_is_bounded_whatever_a_reader_picks(chapter):
     from lib.run import experiment_module
 
     experiment, defaults = experiment_module(chapter), read_defaults(chapter)
-    assert experiment.work(experiment.make_settings(**defaults)) == pytest.approx(experiment.QUICK_WORK, rel=1e-3), (
-        "the chapter's quick defaults changed: update QUICK_WORK (and re-measure QUICK_MINUTES)")
+    cost = quick_cost(experiment)
+    assert experiment.work(experiment.make_settings(**defaults)) == pytest.approx(cost.work, rel=1e-3), (
+        "the chapter's quick defaults changed: update lib.budget.QUICK_DEFAULTS (python benchmarks/quick_book.py)")
     with pytest.raises(ParameterError, match="more than the .* that fits the quick profile's 3 minutes"):
         resolve_parameters(chapter, "quick", list(range(10)), {})  # ten seeds
+    for n in range(1, 8):  # refused exactly when the seeds' work over the defaults' exceeds 3 minutes over the defaults' minutes
+        try:
+            work = experiment.work(experiment.make_settings(**{**defaults, "seeds": list(range(n))}))
+        except ValueError:  # the experiment's own, older and looser bound (see lib.budget) refuses it already
+            work = math.inf
+        if work / cost.work > QUICK_LIMIT_MINUTES / cost.minutes:
+            with pytest.raises(ParameterError, match="that fits the quick profile's 3 minutes"):
+                resolve_parameters(chapter, "quick", list(range(n)), {})
+        else:
+            resolve_parameters(chapter, "quick", list(range(n)), {})
     for profile_file in (chapter.parent / "profiles").glob(f"{chapter.stem}.*.yaml"):  # other profiles are not bounded here
         resolve_parameters(chapter, profile_file.suffixes[0][1:], list(range(10)), {})
 
@@ -185,3 +219,19 @@ def test_papermill_reads_every_parameter_with_its_help(chapter, caplog):
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     assert [p.name for p in found] == list(read_defaults(chapter))
     assert all(p.help for p in found), [p.name for p in found if not p.help]
+
+
+@pytest.mark.parametrize("saved", sorted(CHAPTER.parents[1].glob("results/[cf]*/*/results.json")), ids=lambda p: f"{p.parts[-3]}-{p.parts[-2][:2]}")
+def test_every_committed_run_has_the_settings_its_profile_gives_today(saved):
+    """A profile that leaves a parameter to the chapter's quick default follows it when the default
+    changes: a committed cpu or full run would then no longer be what its profile runs."""
+    import json
+
+    from lib.run import experiment_module
+    from lib.training import plain
+
+    profile, chapter = saved.parts[-3], CHAPTER.parent / f"{saved.parts[-2]}.py"
+    params, _ = resolve_parameters(chapter, profile, None, {})
+    card = json.loads(saved.read_text())["run_card"]
+    assert card["settings"] == plain(experiment_module(chapter).make_settings(**params)), (
+        f"{saved} was made with other settings than chapters/profiles/{chapter.stem}.{profile}.yaml now gives: pin them in the profile")
