@@ -85,7 +85,7 @@ def main() -> None:
         print(message)
     if failed:
         raise SystemExit(1)
-    if len(chapters) > 1 and not failed:
+    if len(chapters) > 1:
         print(f"\nall {len(chapters)} chapters: {total:.0f} s (budget {BOOK_BUDGET_S:.0f} s: {'within' if total <= BOOK_BUDGET_S else 'OVER'})")
 
 

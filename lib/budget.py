@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from .settings import QUICK_LIMIT_MINUTES
+from .settings import within_quick_budget
 
 QUICK_BOOK_LIMIT_MINUTES = 10.0  # the four chapters' quick profiles together (CI executes them)
 
@@ -53,16 +53,10 @@ def quick_cost(experiment: ModuleType) -> QuickCost:
 
 
 def check_quick_budget(experiment: ModuleType, settings) -> None:
-    """Refuse quick-profile ``settings`` that ask more work than fits ``QUICK_LIMIT_MINUTES``; a
-    ValueError says by how much and what to change. Settings of other profiles pass, and so do
-    settings that are not ``experiment.Settings`` (a test's stand-in has no work to estimate)."""
-    if settings.run.profile != "quick" or not isinstance(settings, experiment.Settings):
-        return
-    cost = quick_cost(experiment)
-    allowed = QUICK_LIMIT_MINUTES / cost.minutes
-    asked = experiment.work(settings) / cost.work
-    if asked > allowed:
-        raise ValueError(
-            f"these settings ask {asked:.1f}× the work of the quick profile's defaults (about {cost.minutes:g} min on a 2-core CPU), "
-            f"more than the {allowed:.2f}× that fits the quick profile's {QUICK_LIMIT_MINUTES:g} minutes: use fewer seeds, fewer or "
-            "smaller models or images, or another profile (--profile cpu)")
+    """Refuse quick-profile ``settings`` that ask more work than fits the quick profile's three minutes
+    (:func:`lib.settings.within_quick_budget`, with the measured cost); a ValueError says by how much
+    and what to change. Settings of other profiles pass, and so do settings that are not
+    ``experiment.Settings`` (a test's stand-in has no work to estimate)."""
+    if isinstance(settings, experiment.Settings):
+        cost = quick_cost(experiment)
+        within_quick_budget(settings.run, experiment.work(settings), cost.work, cost.minutes)
