@@ -241,7 +241,7 @@ plt.show()
 is_converged = all(converged(sweeps[(n, s)].curve) for n in data for s in seeds)
 results.converged(is_converged, "cross-entropy's test accuracy moves by less than 0.5 points over the last 3 epochs, every seed")
 moves = [max(sweeps[(n, s)].curve[-3:]) - min(sweeps[(n, s)].curve[-3:]) for n in data for s in seeds]
-display(Markdown(f"Over the last three epochs the test accuracy moved by up to {100 * max(moves):.1f} points: "
+display(Markdown(f"Over the last three epochs the test accuracy moved by up to {100 * max(moves):.2f} points: "
                  f"{'converged' if is_converged else 'not converged'} by the book's criterion."))
 
 # %% [markdown]
@@ -591,7 +591,7 @@ recap = [
     f"classes change by {points_ci(old_cost)} (verdicts: {verdicts['c2-new-class']}, {verdicts['c2-new-class-old']}).",
     f"- **Certainty**: SOC's log-density flags the unseen class with AUROC {short_ci(auroc[LOG_DENSITY])}, against "
     f"{short_ci(auroc[CE_SOFTMAX])} for cross-entropy's softmax maximum.",
-    f"- **Convergence**: {'converged' if is_converged else 'not converged'} by the book's criterion (up to {100 * max(moves):.1f} points "
+    f"- **Convergence**: {'converged' if is_converged else 'not converged'} by the book's criterion (up to {100 * max(moves):.2f} points "
     "over the last three epochs).",
 ]
 display(Markdown("\n".join(recap)))
