@@ -276,7 +276,8 @@ def run_this_chapter(chapter: str, experiment) -> None:
             card = saved["run_card"]
             minutes = card.get("units_wall_time_s", card["wall_time_s"]) / 60
             machines = "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
-            when = f"its committed run trained for {minutes:.0f} min on {machines}"
+            when = (f"its committed run's trainings took {minutes:.0f} min in all on {machines} (trainings run side by side "
+                    "each counted; the profile file gives the wall time)")
         else:
             when = "not run yet; `--plan` lists its units and estimates their minutes on one H100"
         flag = "" if profile == "quick" else f" --profile {profile}"
