@@ -92,7 +92,6 @@ budget_ks = []  # beyond the paper: clusters per round forced to these k, for ac
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-import time
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
@@ -173,12 +172,12 @@ def run(tag: str, seed: int, keep_centres=(), **changes):
                                 device=torch_device, records=results.units, keep_centres=keep_centres)
 
 
-started = time.time()
+trained_before = results.units.wall_time_s  # the units' own training time, also when read from their records
 semi = {s: run("semi", s, keep_centres=(1, epochs)) for s in tqdm(seeds, desc="γ = 150 (labels from centres)")}
 plain = {(z, s): run(f"plain-z{z}", s, z_dim=z, gamma=0.0) for z in tqdm(z_dims, desc="γ = 0 per z_dim") for s in seeds}
 if z_dim not in z_dims:
     plain.update({(z_dim, s): run(f"plain-z{z_dim}", s, gamma=0.0) for s in seeds})
-print(f"trained {len(semi) + len(plain)} VAEs in {time.time() - started:.0f} s")
+print(f"{len(semi) + len(plain)} VAEs, {results.units.wall_time_s - trained_before:.0f} s of training in all")
 
 # %% [markdown]
 # ## Decoded cluster centres after the first and the last epoch (the paper's Figs. 2 and 3)
