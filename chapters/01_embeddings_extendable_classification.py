@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -595,20 +596,30 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile,
 
 # %% [markdown]
 # ### Sanity checks
-# A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
-# well above chance (a third with three classes, a quarter with four) and below what this
-# chapter's quick profile reaches.
+# Code health, not results: each check says that the code ran as intended (a classifier, and the
+# classic classifier on the embeddings before and after the added class, beat chance), with a bound
+# that holds for any seed and any valid choice of classes. Each bound sits halfway between chance (a
+# third with three classes, a quarter with four) and the worst value measured over seeds 0–20 and the
+# other class choices of `benchmarks/any_choice.py` (a safety factor of 2). A failed check still
+# saves this run's results, then stops the run.
 
 # %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
     chance3, chance4 = 1 / len(classes), 1 / (len(classes) + 1)
+    grid = "seeds 0-20 and three other class choices, benchmarks/any_choice.py"
     for name in datasets:
-        assert mean_ci(values(name, STRAIGHT3)).mean > chance3 + 0.4, f"{name}: the straight classifier did not learn"
-        assert mean_ci(values(name, on_embeddings(KNN, MODEL3))).mean > chance3 + 0.4, f"{name}: the embeddings carry no class"
-        assert mean_ci(values(name, on_embeddings(KNN, MODEL4))).mean > chance4 + 0.4, f"{name}: the extended embeddings carry no class"
-        assert all(r.head_reports[MODEL4].losses[-1] < r.head_reports[MODEL4].losses[0] for (n, _), r in runs.items() if n == name), "further training did not lower the loss"
-        assert all(0 <= v <= 1 for s in seeds for v in runs[(name, s)].search.values())
-        assert all(r.seconds[EQ5_KERAS.name] > r.seconds[EQ4.name] for (n, _), r in runs.items() if n == name), "Eq. 5 contains Eq. 4: it cannot cost less"
+        results.check(f"{name}: straight classifier's accuracy", values(name, STRAIGHT3), above=chance3 + 0.24, reference=chance3,
+                      measured=f"{grid}: worst 0.83, chance + 0.50 (MNIST, seeds 18-20); bound halfway")
+        results.check(f"{name}: kNN on the embeddings", values(name, on_embeddings(KNN, MODEL3)), above=chance3 + 0.28, reference=chance3,
+                      measured=f"{grid}: worst 0.90, chance + 0.57 (Fashion-MNIST, seeds 18-20); bound halfway")
+        results.check(f"{name}: kNN on the extended embeddings", values(name, on_embeddings(KNN, MODEL4)), above=chance4 + 0.29,
+                      reference=chance4, measured=f"{grid}: worst 0.85, chance + 0.60 (Fashion-MNIST, seeds 15-17); bound halfway")
+    # Not checked: whether further training lowers the triplet loss. The loss is near zero from the first
+    # epoch, and on a hard added class (Pullover beside Coat) it rose in 1 of the grid's 30 trainings
+    # (last over first 1.19): an outcome, not code health. The extended embeddings' kNN check covers it.
+    # identities, not measurements: a share lies in [0, 1], and Eq. 5's steps include Eq. 4's
+    assert all(0 <= v <= 1 for name in datasets for s in seeds for v in runs[(name, s)].search.values())
+    assert all(r.seconds[EQ5_KERAS.name] > r.seconds[EQ4.name] for r in runs.values()), "Eq. 5 contains Eq. 4: it cannot cost less"
 results.save(
     device=torch_device, data=[data[n].provenance for n in datasets],
     initialisation="random (He normal for convolutions, PyTorch defaults elsewhere), seeded per run; no pretrained weights",
@@ -616,6 +627,7 @@ results.save(
            "straight_classifier_images_per_s": round(float(images_per_s), 1), "clock": clock_name},
 )
 results.show_saved()
+results.stop_on_failed_checks()
 
 # %% [markdown]
 # ## Recap

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -553,20 +554,30 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile,
 
 # %% [markdown]
 # ### Sanity checks
-# A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
-# well above chance (a tenth on CIFAR-10) and below what this chapter's quick profile reaches.
+# Code health, not results: each check says that the code ran as intended (every head beats chance,
+# every training lowered its loss), with a bound that holds for any seed and any valid choice of
+# classes. Each bound sits halfway between chance (a tenth on CIFAR-10; no change for a loss) and the
+# worst value measured over seeds 0–20 and the other class choices of `benchmarks/any_choice.py` (a
+# safety factor of 2). How many images the added class's trained mean wins is a result, reported
+# above, not a check: at this scale some seeds place it badly. A failed check still saves this run's
+# results, then stops the run.
 
 # %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
+    grid = "seeds 0-20 and three other class choices, benchmarks/any_choice.py"
     for name in data:
         chance = 1 / len(data[name].classes)
-        assert mean_ci(values(name, CE)).mean > chance + 0.2, f"{name}: cross-entropy did not learn"
         best = max(dims[name])
-        assert mean_ci(values(name, soc(best))).mean > chance + 0.15, f"{name}: SOC with {best} features did not learn"
-        assert mean_ci(values(name, bottleneck(best))).mean > chance + 0.15, f"{name}: the bottleneck with {best} features did not learn"
-        assert all(r.losses[m][-1] < r.losses[m][0] for (n, _), r in sweeps.items() if n == name for m in r.losses), "a training did not lower its loss"
-    assert all(beyond[s].placements[TRAINED_MEAN].added > 0.1 for s in seeds), "the trained new-class mean wins almost none of its images"
-    assert all(0 <= v <= 1 for s in seeds for v in beyond[s].auroc.values())
+        results.check(f"{name}: cross-entropy's accuracy", values(name, CE), above=chance + 0.10, reference=chance,
+                      measured=f"{grid}: worst 0.313, chance + 0.21 (seeds 18-20); bound halfway")
+        results.check(f"{name}: SOC's accuracy with {best} features", values(name, soc(best)), above=chance + 0.09, reference=chance,
+                      measured=f"{grid}: worst 0.280, chance + 0.18 (seeds 12-14); bound halfway")
+        results.check(f"{name}: the bottleneck's accuracy with {best} features", values(name, bottleneck(best)), above=chance + 0.10,
+                      reference=chance, measured=f"{grid}: worst 0.306, chance + 0.21 (seeds 12-14); bound halfway")
+        results.check(f"{name}: every training's loss, last epoch over first",
+                      [r.losses[m][-1] / r.losses[m][0] for (n, _), r in sweeps.items() if n == name for m in r.losses], below=0.975,
+                      reference=1.0, measured=f"{grid}: worst 0.951, 0.049 below no change (seeds 15-17); bound halfway")
+    assert all(0 <= v <= 1 for s in seeds for v in beyond[s].auroc.values())  # an identity: an AUROC lies in [0, 1]
 results.save(
     device=torch_device, data=[ds.provenance for ds in data.values()],
     initialisation="random (PyTorch defaults; torchvision's for ResNet-18), seeded per run; no pretrained weights",
@@ -575,6 +586,7 @@ results.save(
            "unavailable_data": missing},
 )
 results.show_saved()
+results.stop_on_failed_checks()
 
 # %% [markdown]
 # ## Recap

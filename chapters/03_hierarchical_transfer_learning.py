@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -516,19 +517,33 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile, ["trai
 
 # %% [markdown]
 # ### Sanity checks
-# A broken pipeline fails here (and therefore in CI), whatever the verdicts above: each check sits
-# well above what a model that ignores the image reaches (always the most frequent super-class of
-# the balanced test set: 37.5%; a sixteenth of the sub-classes) and below what this chapter's
-# quick profile reaches.
+# Code health, not results: each check says that the code ran as intended (each head beats a model
+# that ignores the image), with a bound that holds for any seed and any valid choice of novel
+# sub-class, hierarchy and imbalance. Each bound sits halfway between what a model that ignores the
+# image reaches (always the most frequent super-class of the balanced test set; one sub-class of the
+# training's) and the worst value measured over seeds 0–19 and the other choices of
+# `benchmarks/any_choice.py` (a safety factor of 2). The quick ResNet's margins are thin: on some
+# seeds it is barely better than the most frequent super-class. A failed check still saves this run's
+# results, then stops the run.
 
 # %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
-    majority = experiment.super_counts(splits[seeds[0]].test.labels, hierarchy).max() / len(splits[seeds[0]].test.labels)
-    for v in (RESNET_PAPER, CONVNEXT_PAPER):
-        assert mean_ci(metric(v, "super", "accuracy")).mean > majority + 0.075, f"{v.name}: the super-class head did not learn"
-        assert mean_ci(metric(v, "sub", "accuracy")).mean > 2 / len(hierarchy.sub_names), f"{v.name}: the sub-class head did not learn"
-    for v in variants:
-        assert all(fit(v, s).best_epoch >= 1 for s in seeds)
+    majority = float(experiment.super_counts(splits[seeds[0]].test.labels, hierarchy).max() / len(splits[seeds[0]].test.labels))
+    one_sub = 1 / len(hierarchy.sub_names)
+    grid = "seeds 0-19 and three other choices, benchmarks/any_choice.py"
+    bounds = {  # variant: (super-class margin, sub-class margin, where the worst values were measured)
+        RESNET_PAPER: (0.023, 0.025, "worst 0.421, majority + 0.046; 0.113, one sub-class + 0.050 (seeds 12-13)"),
+        CONVNEXT_PAPER: (0.031, 0.051, "worst 0.438, majority + 0.063 (king penguin novel, hierarchy seed 1); 0.166, one sub-class + 0.104 "
+                                       "(seeds 10-11)"),
+    }
+    for v, (above_majority, above_one, worst) in bounds.items():
+        results.check(f"{v.name}: super-class accuracy", metric(v, "super", "accuracy"), above=majority + above_majority,
+                      reference=majority, measured=f"{grid}: {worst}; bounds halfway")
+        results.check(f"{v.name}: sub-class accuracy", metric(v, "sub", "accuracy"), above=one_sub + above_one, reference=one_sub,
+                      measured=f"{grid}: {worst}; bounds halfway")
+    # identities, not measurements: the kept epoch is one that ran, a flat model is consistent by
+    # construction, an AUROC lies in [0, 1]
+    assert all(fit(v, s).best_epoch >= 1 for v in variants for s in seeds)
     assert all(i == 0 for i in value(RESNET_FLAT, "inconsistency")), "a flat model is consistent by construction"
     assert all(0 <= a <= 1 for v in variants for s in seeds for a in test(v, s).auroc.values())
 results.save(
@@ -538,6 +553,7 @@ results.save(
            "novel_seen_by_pretraining": {family: init[family].novel_seen for family in init}},
 )
 results.show_saved()
+results.stop_on_failed_checks()
 
 # %% [markdown]
 # ## Recap

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -151,7 +152,12 @@ plt.show()
 annotator, annotator_accuracy = experiment.train_reader(splits, settings, "annotator", mnist.fingerprint, device=torch_device, records=results.units)
 judge, judge_accuracy = experiment.train_reader(splits, settings, "judge", mnist.fingerprint, device=torch_device, records=results.units)
 print(f"annotator: accuracy {annotator_accuracy:.3f}, judge: accuracy {judge_accuracy:.3f}, on {len(splits.test.labels):,} MNIST test images")
-assert smoke or (annotator_accuracy > 0.9 and judge_accuracy > 0.9), "the annotator and the judge must read real digits reliably"
+if not smoke:  # code health (see the sanity checks at the end): both must read real digits reliably
+    grid = "seeds 0-19 and two other choices of latent sizes, benchmarks/any_choice.py"
+    results.check("the annotator's test accuracy", [annotator_accuracy], above=0.52, reference=0.1,
+                  measured=f"{grid}: worst 0.944, chance + 0.84; bound halfway")
+    results.check("the judge's test accuracy", [judge_accuracy], above=0.52, reference=0.1,
+                  measured=f"{grid}: worst 0.945, chance + 0.85; bound halfway")
 
 # %% [markdown]
 # ## The method
@@ -384,22 +390,31 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile, figure
 
 # %% [markdown]
 # ### Sanity checks
-# A broken method fails here (and therefore in CI), whatever the verdicts above: each check sits
-# well above chance (a tenth for a digit) and below what this chapter's quick profile reaches.
+# Code health, not results: each check says that the code ran as intended (the annotator and the
+# judge read digits, the labelled VAE and its propagated labels beat chance, the decoder
+# reconstructs), with a bound that holds for any seed and any valid choice of latent sizes. Each bound
+# sits halfway between chance (a tenth for a digit) and the worst value measured over seeds 0–19 and
+# the other choices of `benchmarks/any_choice.py` (a safety factor of 2). A failed check still saves
+# this run's results, then stops the run.
 
 # %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
     chance = 0.1
-    assert mean_ci(final_accuracy).mean > 0.2, f"test accuracy {final_accuracy} is barely above chance ({chance})"
-    assert all(3 <= n <= 60 for n in labels_per_round), f"labels per round {labels_per_round} outside any plausible range"
-    assert mean_ci(purity).mean > 0.15, f"label purity {purity}: the propagated labels are no better than chance"
-    assert mean_ci([r[-1] for r in recon_plain]).mean > 0.25, "the plain VAE's reconstructions are unreadable"
+    results.check("test accuracy of the labelled VAE", final_accuracy, above=0.165, reference=chance,
+                  measured=f"{grid}: worst 0.231, chance + 0.131 (z_dim 5); bound halfway")
+    results.check("purity of the propagated labels", purity, above=0.133, reference=chance,
+                  measured=f"{grid}: worst 0.167, chance + 0.067 (seeds 0-1); bound halfway")
+    results.check("the plain VAE's reconstruction accuracy", [r[-1] for r in recon_plain], above=0.191, reference=chance,
+                  measured=f"{grid}: worst 0.282, chance + 0.182 (seeds 8-9); bound halfway")
+    # an identity, not a measurement: a round shows the k first-level centres (k_min <= k <= k_max), and more when it splits
+    assert all(k_min <= r["k"] <= k_max and r["labels_given"] >= r["k"] for r in rows), "a labelling round outside its k range"
 trainings = [*semi.values(), *plain.values(), *random_images.values(), *budget.values(), *budget_random.values()]
 results.save(
     device=torch_device, data=[mnist.provenance], initialisation="random (PyTorch defaults), seeded per run",
     extra={"trainings": len(trainings), "annotator_test_accuracy": annotator_accuracy, "judge_test_accuracy": judge_accuracy},
 )
 results.show_saved()
+results.stop_on_failed_checks()
 
 # %% [markdown]
 # ## Recap

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import time
 from collections.abc import Callable
@@ -76,6 +77,14 @@ class StandIn:
             raise ValueError(f"imbalance_ratio={self.imbalance_ratio} must be at least 1 (largest over smallest sub-class)")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction={self.val_fraction} must lie in (0, 0.5)")
+        try:
+            names = tiny_imagenet_classes()[0]
+        except DataError:  # no copy here: the loader says so before anything trains
+            names = None
+        if names is not None and self.novel_subclass not in names:
+            near = difflib.get_close_matches(self.novel_subclass, names, n=1, cutoff=0.3)
+            raise ValueError(f"novel_subclass {self.novel_subclass!r} is not one of Tiny-ImageNet's {len(names)} animal classes"
+                             + (f" (did you mean {near[0]!r}?)" if near else f"; e.g. {names[:3]}"))
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,72 @@ def pin_threads(profile: str) -> int:
     return threads
 
 
+# oneDNN's instruction sets, weakest first (the names ONEDNN_MAX_CPU_ISA takes, lower-cased)
+ONEDNN_ISAS = ("sse41", "avx", "avx2", "avx2_vnni", "avx512_core", "avx512_core_vnni", "avx512_core_bf16", "avx512_core_fp16",
+               "avx512_core_amx")
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def onednn_isa(cap: str | None = None) -> str:
+    """The instruction set oneDNN (PyTorch's convolutions) uses here: the best this CPU has, as torch
+    detects it, lowered to ``$ONEDNN_MAX_CPU_ISA`` when that caps it."""
+    cpu = torch.cpu
+    if cpu._is_amx_tile_supported():
+        best = "avx512_core_amx"
+    elif cpu._is_avx512_bf16_supported():
+        best = "avx512_core_bf16"
+    elif cpu._is_avx512_supported():
+        best = "avx512_core_vnni" if cpu._is_vnni_supported() else "avx512_core"
+    elif cpu._is_avx2_supported():
+        best = "avx2_vnni" if cpu._is_vnni_supported() else "avx2"
+    else:
+        best = "sse41"
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") if cap is None else cap) or ""
+    if cap.lower() in ONEDNN_ISAS and ONEDNN_ISAS.index(cap.lower()) < ONEDNN_ISAS.index(best):
+        return f"{cap.lower()} (capped by ONEDNN_MAX_CPU_ISA; the CPU has {best})"
+    return best
+
+
+def cpu_description(threads: int | None = None) -> str:
+    """The CPU as its numbers depend on it: model, ATen's vector capability, oneDNN's instruction set,
+    MKL's cap when one is set, and the threads."""
+    threads = torch.get_num_threads() if threads is None else threads
+    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS")
+    return (f"{cpu_model()} ({platform.machine()}), ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn_isa()}"
+            + (f", MKL capped at {mkl}" if mkl else "") + f", {threads} threads")
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu_description()}"
+
+
+def numeric_path(device: torch.device, settings: dict) -> str:
+    """The arithmetic a run's training used, from its device and its settings as the run card holds
+    them: bfloat16 autocast where a recipe asks ``amp`` and the device is CUDA (the library's
+    autocast is CUDA-only), else fp32; channels-last where a recipe asks it."""
+
+    def values(node, key: str) -> set:
+        if isinstance(node, dict):
+            found = {node[key]} if isinstance(node.get(key), bool) else set()
+            return found.union(*(values(v, key) for v in node.values()))
+        return set()
+
+    amp, layout = values(settings, "amp"), values(settings, "channels_last")
+    dtype = "bf16 autocast" if device.type == "cuda" and True in amp else "fp32"
+    return dtype + (", channels-last" if layout == {True} else ", contiguous" if layout == {False} else ", channels-last and contiguous"
+                    if layout else "")
 
 
 def this_machine() -> str:

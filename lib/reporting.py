@@ -23,7 +23,7 @@ import torch
 
 from .budget import check_quick_budget, quick_cost
 from .evaluation import mean_ci
-from .provenance import ROOT, device_description, library_versions, pin_threads, this_machine
+from .provenance import ROOT, device_description, library_versions, numeric_path, pin_threads, this_machine
 from .settings import PROFILES
 from .training import plain
 from .units import Records
@@ -60,6 +60,7 @@ class ChapterResults:
         self.claims: list[dict] = []
         self.tables: dict[str, list[dict]] = {}
         self.convergence: dict | None = None
+        self.checks: list[dict] = []
         self.started = time.time()
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.experiment = experiment.__name__.removeprefix("lib.")
@@ -104,6 +105,36 @@ class ChapterResults:
         self._add(row)
         return row
 
+    def check(self, name: str, values, *, above: float | None = None, below: float | None = None, reference: float | None = None,
+              measured: str) -> dict:
+        """A code-health check: every one of ``values`` (one a seed, or one a run) must lie above
+        ``above`` and below ``below``. It says that the code ran as intended (a model beats chance, a
+        loss fell), never what the method achieved: those are claims and reported numbers.
+
+        ``reference`` is what code that does nothing reaches (chance; 1 for a ratio of losses), from
+        which ``benchmarks/any_choice.py`` measures each value's distance; ``measured`` says where the
+        bound comes from, e.g. "seeds 0-19 and the choices of benchmarks/any_choice.py: worst 0.91;
+        bound halfway from chance". Nothing is raised here:
+        :meth:`save` writes every check's values with the results, and :meth:`stop_on_failed_checks`
+        then fails the run, so a failing run still leaves its evidence."""
+        values = [float(v) for v in values]
+        if not values or (above is None and below is None):
+            raise ValueError(f"check {name!r} needs values and a bound (above= or below=)")
+        ok = all(math.isfinite(v) and (above is None or v > above) and (below is None or v < below) for v in values)
+        row = {"name": name, "values": values, "above": above, "below": below, "reference": reference, "ok": ok, "measured": measured}
+        self.checks = [c for c in self.checks if c["name"] != name] + [row]
+        return row
+
+    def stop_on_failed_checks(self) -> None:
+        """Raise an AssertionError naming every failed check (after :meth:`save`, which keeps their values)."""
+        failed = [c for c in self.checks if not c["ok"]]
+        if failed:
+            raise AssertionError("code-health checks failed:\n" + "\n".join(
+                f"- {c['name']}: {[round(v, 4) for v in c['values']]} not "
+                + " and ".join(t for t in (f"above {c['above']:.4g}" if c["above"] is not None else "",
+                                            f"below {c['below']:.4g}" if c["below"] is not None else "") if t)
+                + f" ({c['measured']})" for c in failed))
+
     def _add(self, row: dict) -> None:
         self.claims = [c for c in self.claims if c["id"] != row["id"]] + [row]
 
@@ -143,6 +174,7 @@ class ChapterResults:
             "seeds": self.seeds,
             "device": device_description(device),
             "threads": self.threads,
+            "numerics": numeric_path(device, self.settings),
             "results_dir": str(self.dir),
             "versions": self.versions,
             "experiment": self.experiment,
@@ -157,7 +189,7 @@ class ChapterResults:
         self.data_read = data_read(data)
         path = self.dir / "results.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_card": card, "claims": self.claims, "tables": self.tables}, indent=1, default=str))
+        tmp.write_text(json.dumps({"run_card": card, "claims": self.claims, "checks": self.checks, "tables": self.tables}, indent=1, default=str))
         tmp.replace(path)
         return path
 
@@ -180,7 +212,8 @@ def run_card_markdown(card: dict) -> str:
     data = "; ".join(f"{d['dataset']} ({d.get('format', 'format not recorded')})" for d in card["data"]) or "none recorded"
     conv = card.get("convergence")
     lines = [
-        f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}",
+        f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}"
+        + (f", {card['numerics']}" if "numerics" in card else ""),
         f"- torch {card['versions']['torch']}, torchvision {card['versions']['torchvision']}, python {card['versions']['python']}, "
         f"commit {card['versions'].get('git', '?')}, code digest {card['versions'].get('lib', '?')}",
         f"- data: {data}; initialisation: {card['initialisation']}",

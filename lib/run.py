@@ -14,9 +14,10 @@ settings with ``make_settings`` of the module the chapter imports as
 ``experiment``, exactly as the chapter's first cell does.
 Each run writes ``results/<profile>/<chapter>/`` (under the chapter's ``results_root``): the executed notebook,
 ``figures/``, ``units/`` (a record per training, see ``lib.units``) and ``results.json`` with the run
-card. A quick run with the defaults also refreshes ``chapters/<chapter>.ipynb``, the notebook the book
-shows. With ``BOOK_RESULTS_ROOT`` set (an absolute path), everything goes there instead and no
-chapter notebook is refreshed: the test suite runs chapters so. With ``BOOK_DEADLINE`` set (a Unix time), no unit starts that its estimate says would not end
+card. The committed ``chapters/<chapter>.ipynb`` (the quick run the regression guard compares with) is
+left alone unless ``--refresh-notebooks`` asks for it on a quick run with the defaults (``make
+notebooks``). With ``BOOK_RESULTS_ROOT`` set (an absolute path), everything goes there instead: the
+test suite runs chapters so. With ``BOOK_DEADLINE`` set (a Unix time), no unit starts that its estimate says would not end
 before it: the run stops with exit status 3, and the same command later goes on from the records.
 """
 
@@ -153,8 +154,24 @@ def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, i
     return lines[:-1], sum(u.work.h100_minutes() for u in units), len(units), sum(records.done(u) for u in units)
 
 
-def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
-    """Execute one chapter with papermill; return the executed notebook's path."""
+class RefreshError(ValueError):
+    """A run whose notebook cannot replace the committed one."""
+
+
+def check_refresh(profile: str, changed: dict) -> None:
+    """Refuse ``--refresh-notebooks`` for any run but the quick profile's defaults into the book's own results."""
+    from .reporting import RESULTS_ENV
+
+    if profile != "quick" or changed:
+        raise RefreshError(f"--refresh-notebooks replaces the committed quick run: it takes the quick profile with its defaults, "
+                           f"not --profile {profile}" + (f" with {changed}" if changed else ""))
+    if os.environ.get(RESULTS_ENV):
+        raise RefreshError(f"--refresh-notebooks with ${RESULTS_ENV} set: unset it, so the run is the book's own")
+
+
+def execute(chapter: Path, profile: str, params: dict, changed: dict, refresh: bool = False) -> Path:
+    """Execute one chapter with papermill; return the executed notebook's path. ``refresh``: copy it over
+    the committed ``chapters/<chapter>.ipynb`` (see :func:`check_refresh`)."""
     import jupytext
     import papermill
 
@@ -180,8 +197,10 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict) -> Path:
                 f"\n{chapter.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"
                 f"The partly executed notebook is {executed}; nothing else was changed."
             ) from None
-    if profile == "quick" and not changed and not os.environ.get(RESULTS_ENV):  # a test run leaves the book's notebooks alone
+    if refresh:
+        check_refresh(profile, changed)
         shutil.copyfile(executed, chapter.with_suffix(".ipynb"))
+        print(f"   refreshed {chapter.with_suffix('.ipynb').relative_to(ROOT)}: review it and commit it", flush=True)
     return executed
 
 
@@ -204,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
     parser.add_argument("--plan", action="store_true", help="print every unit to train, its estimated minutes on one H100 and whether it "
                                                              "is done; run nothing")
+    parser.add_argument("--refresh-notebooks", action="store_true", help="copy each executed quick run over the committed "
+                        "chapters/<chapter>.ipynb, which the regression guard compares with (make notebooks); defaults only")
     args = parser.parse_args(argv)
     overrides = {name: _parse_value(value) for name, value in args.p}
     runs = []
@@ -212,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
             if chapter.suffix != ".py" or not chapter.is_file():
                 raise ParameterError(f"{chapter} is not a chapter: give the Jupytext .py file under chapters/")
             runs.append((chapter.resolve(), *resolve_parameters(chapter.resolve(), args.profile, args.seeds, overrides)))
-    except ParameterError as err:
+            if args.refresh_notebooks:
+                check_refresh(args.profile, runs[-1][2])
+    except (ParameterError, RefreshError) as err:
         parser.exit(2, f"error: {err}\nNothing was run.\n")
     if args.plan:
         minutes, units, done = 0.0, 0, 0
@@ -225,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     for chapter, params, changed in runs:
         print(f"== {chapter.name} [{args.profile}] " + (f"with {changed}" if changed else "with its defaults"), flush=True)
-        print(f"   executed notebook: {execute(chapter, args.profile, params, changed)}", flush=True)
+        print(f"   executed notebook: {execute(chapter, args.profile, params, changed, args.refresh_notebooks)}", flush=True)
 
 
 if __name__ == "__main__":

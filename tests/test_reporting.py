@@ -10,7 +10,7 @@ import torch
 
 from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci, short_ci
-from lib.provenance import git_commit
+from lib.provenance import ONEDNN_ISAS, cpu_description, git_commit, numeric_path, onednn_isa
 from lib.reporting import ChapterResults, load_results, run_card_markdown, run_scale, show_stronger_profiles
 from lib.settings import RunSettings
 from lib.verdicts import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTED, AtLeast, Between, Scale
@@ -69,8 +69,10 @@ def test_results_file_carries_claims_and_run_card(tmp_path):
     saved = json.loads(path.read_text())
     card = saved["run_card"]
     assert card["settings"] == {"run": {"profile": "full", "seeds": [0, 1], "device": "cpu", "results_root": str(tmp_path), "smoke": False}, "a": 1}
-    for key in ("profile", "scale", "settings", "seeds", "device", "threads", "versions", "data", "initialisation", "convergence", "wall_time_s"):
+    for key in ("profile", "scale", "settings", "seeds", "device", "threads", "numerics", "versions", "data", "initialisation", "convergence",
+                "wall_time_s"):
         assert key in card
+    assert f"ATen {torch.backends.cpu.get_cpu_capability()}" in card["device"] and "oneDNN" in card["device"]
     assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
     assert [c["verdict"] for c in saved["claims"]] == [INCONCLUSIVE, REPRODUCED, NOT_RUN]  # two seeds: [0.4, 0.6] decides nothing
     assert load_results(tmp_path, "full", "99_test") == saved
@@ -200,3 +202,23 @@ def test_threads_are_pinned_for_the_quick_profile_and_named_by_the_environment(m
 def test_a_profile_the_chapter_does_not_have_is_not_offered(tmp_path):
     shown = show_stronger_profiles(tmp_path / "results", "99_no_such_chapter", "quick", [])
     assert shown == {}  # no results and no profile file: nothing to show and no command that would fail
+
+
+def test_the_run_card_names_the_instruction_set_a_cap_leaves(monkeypatch):
+    best = onednn_isa(cap="")
+    assert best in ONEDNN_ISAS
+    assert onednn_isa(cap=ONEDNN_ISAS[-1].upper()) == best  # a cap above the CPU's best changes nothing
+    if best != "sse41":
+        assert onednn_isa(cap="SSE41") == f"sse41 (capped by ONEDNN_MAX_CPU_ISA; the CPU has {best})"
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert cpu_description(threads=3).endswith("MKL capped at AVX2, 3 threads")
+
+
+def test_the_numeric_path_follows_the_device_and_the_recipes():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    recipes = {"run": {"seeds": [0]}, "recipe": {"amp": True, "channels_last": True}}
+    assert numeric_path(cpu, recipes) == "fp32, channels-last"  # the library's autocast is CUDA-only
+    assert numeric_path(cuda, recipes) == "bf16 autocast, channels-last"
+    mixed = {"a": {"amp": False, "channels_last": True}, "b": {"amp": False, "channels_last": False}}
+    assert numeric_path(cuda, mixed) == "fp32, channels-last and contiguous"
+    assert numeric_path(cpu, {"epochs": 3}) == "fp32"

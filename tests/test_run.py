@@ -235,3 +235,50 @@ def test_every_committed_run_has_the_settings_its_profile_gives_today(saved):
     card = json.loads(saved.read_text())["run_card"]
     assert card["settings"] == plain(experiment_module(chapter).make_settings(**params)), (
         f"{saved} was made with other settings than chapters/profiles/{chapter.stem}.{profile}.yaml now gives: pin them in the profile")
+
+
+def test_refreshing_the_committed_notebook_takes_the_quick_defaults_only(capsys, monkeypatch):
+    monkeypatch.delenv("BOOK_RESULTS_ROOT", raising=False)
+    for argv, message in (([str(CHAPTER), "--refresh-notebooks", "-p", "epochs", "3"], "with its defaults|its defaults|quick profile with"),
+                          ([str(CHAPTER), "--refresh-notebooks", "--profile", "full"], "not --profile full")):
+        with pytest.raises(SystemExit) as exit_:
+            run.main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "Nothing was run" in err and __import__("re").search(message, err), err
+    monkeypatch.setenv("BOOK_RESULTS_ROOT", "/tmp/elsewhere")
+    with pytest.raises(SystemExit):
+        run.main([str(CHAPTER), "--refresh-notebooks"])
+    assert "BOOK_RESULTS_ROOT" in capsys.readouterr().err
+
+
+CHAPTERS = {p.stem[:2]: p for p in (Path(__file__).resolve().parents[1] / "chapters").glob("[0-9]*.py")}
+
+
+@pytest.mark.parametrize("chapter, overrides, message", [
+    ("01", {"classes": [0, 1, 1]}, "repeat a class"),
+    ("01", {"added_class": 1}, "already among classes"),
+    ("01", {"classes": [0, 1, 12]}, r"classes \[12\] are unknown"),
+    ("02", {"held_out_class": 12}, "must be a CIFAR-10 label"),
+    ("02", {"pair_classes": [1, 1]}, "two different CIFAR-10 labels"),
+    ("02", {"ood_features": 7}, "must be one of cifar10_features"),
+    ("03", {"imbalance": "heavy"}, "imbalance 'heavy' is unknown"),
+    ("03", {"unseen_subclasses": 60}, "between 2 and 49"),
+    ("04", {"z_dims": [0]}, "distinct integers of at least 1"),
+])
+def test_an_invalid_choice_of_any_chapter_is_refused_before_anything_runs(chapter, overrides, message):
+    with pytest.raises(ParameterError, match=message):
+        resolve_parameters(CHAPTERS[chapter], "quick", None, overrides)
+
+
+def test_a_novel_sub_class_outside_the_stand_in_is_refused_before_anything_runs():
+    from lib.data import DataError
+    from lib.data.loaders import tiny_imagenet_classes
+
+    try:
+        tiny_imagenet_classes()
+    except DataError:
+        pytest.skip("no copy of Tiny-ImageNet's animals here: the name is checked against its classes.tsv")
+    with pytest.raises(ParameterError, match="not one of Tiny-ImageNet's 59 animal classes .did you mean 'Labrador retriever'"):
+        resolve_parameters(CHAPTERS["03"], "quick", None, {"novel_subclass": "labrador"})
+    resolve_parameters(CHAPTERS["03"], "quick", None, {"novel_subclass": "goose"})
