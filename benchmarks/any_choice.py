@@ -172,6 +172,10 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.workers) as pool:
         list(pool.map(one, todo))
+    for chapter in chapters:  # the grid's order, whichever cells were run again
+        runs = saved["chapters"][chapter.stem]["runs"]
+        saved["chapters"][chapter.stem]["runs"] = {c.name: runs[c.name] for c in grid(chapter) if c.name in runs}
+    OUT_JSON.write_text(json.dumps(saved, indent=1) + "\n")
     entries = {c.stem: saved["chapters"][c.stem] for c in chapters}
     text = "\n".join([f"Measured on {saved.get('machine', '?')}.", "", *table(entries), "", *summary(entries)])
     OUT_MD.write_text(text + "\n")
