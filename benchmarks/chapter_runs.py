@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lib.run import experiment_module  # noqa: E402
-from lib.training import code_digest  # noqa: E402
+from lib.keys import code_digest  # noqa: E402
 
 MACHINE_ENV = ("BOOK_THREADS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")  # set only by a run's `env`
 

@@ -35,7 +35,7 @@ def unit_times(results: Path) -> dict[str, float]:
     """Each unit record's training wall time, by unit name."""
     times = {}
     for record in sorted(results.glob("quick/*/units/*.pt")):
-        r = torch.load(record, map_location="cpu", weights_only=False)
+        r = torch.load(record, map_location="cpu", weights_only=True)
         times[r.get("unit", record.stem)] = float(r.get("wall_time_s", 0.0))
     return times
 

@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
-from tqdm import tqdm
 
 from .data import Split, batches, to_unit
 from .evaluation import accuracy
 from .losses import vae_loss, weighted_cross_entropy
 from .models import LabellingVAE, VAEConfig
-from .training import Checkpoint, seed_everything
+from .training import Checkpoint, fit_epochs, seed_everything
 
 
 @dataclass(frozen=True)
@@ -263,16 +262,14 @@ def train_labelling_vae(
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)  # one kernel per step: 2x faster on small MLPs
     images = train.images.to(device)
     stateful = {"model": model, "optimiser": optimiser, "generator": generator}
-    loop = checkpoint.resume(**stateful) if checkpoint else None
-    resumed_at = len(loop["history"]) + 1 if loop else 0
-    loop = loop or {"history": [], "labelling": None, "centres": {}, "labels_given": 0}
-    annotator.labels_given = loop["labels_given"]
-    labelling = Labelling(**loop["labelling"]) if loop["labelling"] else None
     labelled = config.gamma > 0
     n = len(images)
-    start = len(loop["history"]) + 1
-    for epoch in tqdm(range(start, config.epochs + 1), desc=f"seed {seed}", initial=start - 1, total=config.epochs, leave=False):
+    current: dict = {}  # the labelling the next epoch trains with
+
+    def train_epoch(loop: dict) -> None:
+        """One epoch of Eq. (3) (Eq. (1) alone before the first labelling)."""
         model.train()
+        labelling = current.get("labelling")
         targets = (labelling.targets if labelling is not None else torch.full((n,), -1)).to(device)
         weights = (labelling.weights if labelling is not None else torch.zeros(n)).to(device)
         sums = torch.zeros(3, dtype=torch.float64, device=device)
@@ -291,7 +288,11 @@ def train_labelling_vae(
             optimiser.step()
             sums += torch.stack([parts.reconstruction.detach(), parts.kl.detach(), ce.detach()]).double() * len(x)
         sums = (sums / n).tolist()  # one wait for the device per epoch, not three per step
-        record = {"epoch": epoch, "reconstruction_loss": sums[0], "kl": sums[1], "weighted_ce": sums[2]}
+        current["record"] = {"epoch": loop["epoch"] + 1, "reconstruction_loss": sums[0], "kl": sums[1], "weighted_ce": sums[2]}
+
+    def end_epoch(loop: dict) -> None:
+        """The epoch's test and reconstruction accuracy, then a labelling round (the paper's: after every epoch)."""
+        epoch, record, labelling = loop["epoch"], current["record"], current.get("labelling")
         record["test_accuracy"] = test_accuracy(model, test)
         record["reconstruction_accuracy"] = reconstruction_accuracy(model, judge, val)
         if labelled and epoch >= config.unsupervised_epochs and (labelling is None or config.label_source == "clusters"):
@@ -311,11 +312,21 @@ def train_labelling_vae(
             )
             if epoch in keep_centres:
                 loop["centres"][epoch] = {k: v for k, v in asdict(labelling).items() if k not in ("targets", "weights")}
+        current["labelling"] = labelling
         loop["history"].append(record)
         loop["labelling"] = asdict(labelling) if labelling is not None else None
         loop["labels_given"] = annotator.labels_given
-        if checkpoint:
-            checkpoint.save(loop, final=epoch == config.epochs, **stateful)
+
+    def start(loop: dict) -> None:
+        """The annotator's count and the labelling, as they stood (zero and none for a fresh start)."""
+        annotator.labels_given = loop["labels_given"]
+        current["labelling"] = Labelling(**loop["labelling"]) if loop["labelling"] else None
+        current["resumed_at"] = loop["epoch"] + 1 if loop["epoch"] else 0
+
+    fresh = {"history": [], "labelling": None, "centres": {}, "labels_given": 0}
+    loop, _ = fit_epochs(config.epochs, stateful, fresh, train_epoch, end_epoch=end_epoch, start=start, checkpoint=checkpoint,
+                         device=device, desc=f"seed {seed}")
     history, centres = loop["history"], loop["centres"]
     spent = sum(r.get("labels_given", 0) for r in history if r.get("used_for_training"))
-    return {"history": history, "labels_spent": spent, "centres": centres, "model": model, "resumed_at_epoch": resumed_at}
+    return {"history": history, "labels_spent": spent, "centres": centres, "model": model,
+            "resumed_at_epoch": current["resumed_at"]}

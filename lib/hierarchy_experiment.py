@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import difflib
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .data import DataError, Dataset, Split, batches, load_cifar10, locate, network_timeout, select_classes, stratified_split, take
 from .data.loaders import tiny_imagenet_classes
@@ -42,7 +40,7 @@ from .hierarchy import class_weights, flag_rate, inconsistency, level_metrics, n
 from .losses import two_level_loss
 from .models.hierarchical import FAMILY, HierarchicalConfig, HierarchicalNet
 from .settings import RunSettings, positive, run_settings, within_quick_budget
-from .training import Checkpoint, Recipe, fit_classifier, seed_everything
+from .training import Checkpoint, Recipe, fit_classifier, fit_epochs, seed_everything
 from .units import Records, Unit, Work, forward_flops
 
 SUPER = ["bird", "dog", "unseen"]  # the paper's Table 2
@@ -385,14 +383,10 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
         # cut after `patience` epochs without a lower validation loss, as the ResNet stops after as many
         # (PyTorch's scheduler counts one more: it cuts after more than its `patience`)
         stateful["plateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=recipe.patience - 1)
-    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {
-        "history": {}, "best_epoch": 0, "seconds": 0.0, "bad": 0, "best": copy.deepcopy(model.state_dict()) if early else {}}
-    result = FitResult(loop["history"], loop["best_epoch"], loop["seconds"], resumed=bool(loop["history"]))
     use_amp = recipe.amp and device.type == "cuda"
-    epoch = len(loop["history"].get("train loss", []))
-    progress = tqdm(total=recipe.epochs, initial=epoch, desc=desc, leave=False)
-    while epoch < recipe.epochs and (loop["bad"] < recipe.patience or not early):
-        started = time.perf_counter()
+    train_row: dict = {}
+
+    def train_epoch(loop: dict) -> None:
         model.train()
         total, correct_super, correct_sub = torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device)
         for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
@@ -407,8 +401,11 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
             correct_sub += (sub.argmax(1) == y).sum()
             correct_super += ((sup.argmax(1) if sup is not None else to_super[sub.argmax(1)]) == to_super[y]).sum()
         n = len(labels)
-        train_row = {"train loss": float(total) / n, "train super-class accuracy": float(correct_super) / n, "train sub-class accuracy": float(correct_sub) / n}
-        loop["seconds"] += time.perf_counter() - started
+        train_row.update({"train loss": float(total) / n, "train super-class accuracy": float(correct_super) / n,
+                          "train sub-class accuracy": float(correct_sub) / n})
+
+    def end_epoch(loop: dict) -> None:
+        """The validation loss, then the recipe's rule: early stopping's best epoch, or the plateau's cut."""
         out = outputs(model, val.images, h, amp=recipe.amp, channels_last=recipe.channels_last)
         with torch.no_grad():
             val_loss = float(loss_of(out["super"].to(device) if model.super_head is not None else None, out["sub"].to(device), val.labels.to(device)))
@@ -417,22 +414,21 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
                            "validation sub-class accuracy": float((out["sub"].argmax(1) == val.labels).float().mean())}
         for k, v in row.items():
             loop["history"].setdefault(k, []).append(v)
-        epoch += 1
         if not early:
             stateful["plateau"].step(val_loss)
-            loop["best_epoch"] = epoch  # the last weights are kept
+            loop["best_epoch"] = loop["epoch"]  # the last weights are kept
         elif val_loss <= min(loop["history"]["validation loss"]):
-            loop["best"], loop["bad"], loop["best_epoch"] = copy.deepcopy(model.state_dict()), 0, epoch
+            loop["best"], loop["bad"], loop["best_epoch"] = copy.deepcopy(model.state_dict()), 0, loop["epoch"]
         else:
             loop["bad"] += 1
         loop["history"].setdefault("learning rate after", []).append(opt.param_groups[0]["lr"])  # a cut this epoch shows here
-        if checkpoint:
-            checkpoint.save(loop, final=epoch == recipe.epochs or (early and loop["bad"] >= recipe.patience), **stateful)
-        progress.update(1)
-    progress.close()
+
+    fresh = {"history": {}, "best_epoch": 0, "bad": 0, "best": copy.deepcopy(model.state_dict()) if early else {}}
+    loop, resumed = fit_epochs(recipe.epochs, stateful, fresh, train_epoch, end_epoch=end_epoch, device=device, desc=desc,
+                               stop=lambda loop: early and loop["bad"] >= recipe.patience, checkpoint=checkpoint)
     if early:
         model.load_state_dict(loop["best"])
-    result.history, result.best_epoch, result.seconds = loop["history"], loop["best_epoch"], loop["seconds"]
+    result = FitResult(loop["history"], loop["best_epoch"], loop["seconds"], resumed=resumed)
     result.images_per_s = len(labels) * len(result.history["train loss"]) / max(result.seconds, 1e-9)
     return result
 

@@ -16,7 +16,6 @@ lr 1e-3, the learning rate cut by ``factor`` whenever the epoch's loss stops imp
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,10 +23,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .losses import cosine_triplet_loss
-from .training import Checkpoint, clock, seed_everything
+from .training import Checkpoint, fit_epochs, seed_everything
 
 
 def class_members(labels: torch.Tensor) -> list[torch.Tensor]:
@@ -120,12 +118,10 @@ def fit_embedding_head(
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience - 1)
     steps = math.ceil(len(labels) / ((int(labels.max()) + 1) * schedule.batch_class_repeats))
     stateful = {"head": head, "optimiser": opt, "plateau": plateau, "generator": generator}
-    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "lrs": [], "seconds": 0.0, "clock": 0.0}
-    resumed = bool(loop["losses"])
     members = class_members(labels)
-    progress = tqdm(total=schedule.max_epochs, initial=len(loop["losses"]), desc=desc, leave=False)
-    while len(loop["losses"]) < schedule.max_epochs and opt.param_groups[0]["lr"] >= schedule.min_lr:
-        started, ticked, total = time.perf_counter(), clock(device), torch.zeros((), device=device)
+
+    def train_epoch(loop: dict) -> None:
+        total = torch.zeros((), device=device)
         loop["lrs"].append(opt.param_groups[0]["lr"])
         epoch_rows = torch.cat(sample_triplets(members, schedule.batch_class_repeats, generator, batches=steps), 1).to(inputs.device)
         for step in range(steps):
@@ -144,13 +140,9 @@ def fit_embedding_head(
             total += loss.detach()
         loop["losses"].append(float(total) / steps)
         plateau.step(loop["losses"][-1])
-        loop["seconds"] += time.perf_counter() - started
-        loop["clock"] += clock(device) - ticked
-        progress.update(1)
-        if checkpoint:
-            done = len(loop["losses"]) >= schedule.max_epochs or opt.param_groups[0]["lr"] < schedule.min_lr
-            checkpoint.save(loop, final=done, **stateful)
-    progress.close()
+
+    loop, resumed = fit_epochs(schedule.max_epochs, stateful, {"losses": [], "lrs": []}, train_epoch, device=device,
+                               stop=lambda loop: opt.param_groups[0]["lr"] < schedule.min_lr, checkpoint=checkpoint, desc=desc)
     head.eval()
     stopped = f"learning rate below {schedule.min_lr:g}" if opt.param_groups[0]["lr"] < schedule.min_lr else f"max_epochs = {schedule.max_epochs}"
     return HeadReport(loop["losses"], loop["lrs"], stopped, loop["seconds"], resumed, loop["clock"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .training import code_digest
+from .keys import code_digest
 
 THREADS_ENV = "BOOK_THREADS"  # how many CPU threads a chapter run uses, whatever its profile
 QUICK_THREADS = 2  # the quick profile's: its checked outputs and regression guard must agree on every machine

@@ -25,7 +25,7 @@ from .budget import check_quick_budget, quick_cost
 from .evaluation import mean_ci
 from .provenance import ROOT, device_description, library_versions, numeric_path, pin_threads, this_machine
 from .settings import PROFILES
-from .training import plain
+from .keys import plain
 from .units import Records
 from .verdicts import NOT_RUN, PROFILE_SCALE, Rule, Scale, judge
 

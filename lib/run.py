@@ -142,7 +142,7 @@ def resolve_parameters(chapter: Path, profile: str, seeds: list[int] | None, ove
 def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int]:
     """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units, done."""
     from .reporting import results_dir
-    from .training import code_digest
+    from .keys import code_digest
     from .units import Records, plan_lines
 
     experiment = experiment_module(chapter)
@@ -175,7 +175,7 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict, refresh: b
     import jupytext
     import papermill
 
-    from .reporting import RESULTS_ENV, results_dir
+    from .reporting import results_dir
 
     out_dir = results_dir(chapter.parent / params.get("results_root", "../results"), profile, chapter.stem).resolve()  # as the chapter resolves it
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from .reporting import format_ours
-from .training import code_digest
+from .keys import code_digest
 from .verdicts import NOT_RUN, PROFILE_SCALE, VERDICTS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,6 @@ cross-entropy, or with the loss it is given.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import hashlib
-import json
 import random
 import time
 from collections.abc import Callable
@@ -31,8 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import Split, batches
+from .keys import code_digest, settings_digest
 
-LIB_DIR = Path(__file__).resolve().parent
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -65,85 +61,6 @@ def clock(device: torch.device) -> float:
 
 
 CLOCKS = {"cpu": "process CPU time, all threads", "cuda": "wall time, the GPU synchronised"}
-
-
-# ---------------------------------------------------------------- digests
-
-
-def lib_imports(path: Path, lib_dir: Path = LIB_DIR) -> set[Path]:
-    """The files of ``lib`` that the module at ``path`` imports, directly (relative or ``lib.`` imports)."""
-    package = path.parent.relative_to(lib_dir.parent).parts  # e.g. ("lib", "models")
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = list(package[: len(package) - node.level + 1]) if node.level else []
-            names = (node.module or "").split(".") if node.module else []
-            parts = base + names if node.level else names
-            candidates = [parts] + [parts + [alias.name] for alias in node.names]
-        elif isinstance(node, ast.Import):
-            candidates = [alias.name.split(".") for alias in node.names]
-        else:
-            continue
-        for parts in candidates:
-            if not parts or parts[0] != lib_dir.name:
-                continue
-            target = lib_dir.parent.joinpath(*parts)
-            for file in (target.with_suffix(".py"), target / "__init__.py"):
-                if file.is_file():
-                    found.add(file)
-            for i in range(2, len(parts)):  # importing lib.a.b runs lib/a/__init__.py too
-                init = lib_dir.parent.joinpath(*parts[:i], "__init__.py")
-                if init.is_file():
-                    found.add(init)
-    return found
-
-
-def code_digest(module: str | None = None, lib_dir: Path = LIB_DIR) -> str:
-    """SHA-256 over the library code a computation runs: ``module`` (e.g. ``"soc_experiment"``) and
-    every ``lib`` file it imports, transitively; the whole library when ``module`` is None.
-
-    A change to the scorecard or the runner does not touch a chapter's experiment; a change to the
-    training loop does.
-    """
-    if module is None:
-        files = set(lib_dir.rglob("*.py"))
-    else:
-        start = lib_dir.joinpath(*module.split(".")).with_suffix(".py")
-        if not start.is_file():
-            raise ValueError(f"no module {module!r} under {lib_dir}")
-        files, todo = set(), [start]
-        while todo:
-            file = todo.pop()
-            if file not in files:
-                files.add(file)
-                todo.extend(lib_imports(file, lib_dir))
-    h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(path.relative_to(lib_dir).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def plain(value):
-    """``value`` as JSON-ready plain data: dataclasses as dicts, tuples as lists, paths as strings."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"{type(value).__name__} cannot be part of a settings digest; use a frozen dataclass of plain values")
-
-
-def settings_digest(*settings, code: str) -> str:
-    """One digest for the settings a computation runs with and the code it runs: the key of its
-    checkpoint and of its result record. Every field counts: change one, and it is another run."""
-    text = json.dumps({"settings": [plain(s) for s in settings], "code": code}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -348,6 +265,50 @@ def parameter_groups(model: nn.Module, lr: float, lr_scales: dict[str, float], n
     return out
 
 
+# ---------------------------------------------------------------- the one epoch loop
+
+
+def fit_epochs(epochs: int, stateful: dict, state: dict, train_epoch: Callable[[dict], None], *, device: torch.device,
+               end_epoch: Callable[[dict], None] | None = None, stop: Callable[[dict], bool] | None = None,
+               start: Callable[[dict], None] | None = None, checkpoint: Checkpoint | None = None,
+               desc: str = "training") -> tuple[dict, bool]:
+    """The book's one epoch loop; every training plugs its epoch into it.
+
+    ``state`` is the loop's own state for a fresh start (plain containers: histories, counters);
+    the loop adds ``epoch`` (epochs done), ``seconds`` (wall time) and ``clock`` (:func:`clock`
+    time), both summed over ``train_epoch`` only. With a ``checkpoint`` holding this training, the
+    ``stateful`` objects (model, optimiser, schedulers, generators) and the state are resumed from
+    it instead; ``start(state)`` then restores what lives outside the state (an annotator's count of
+    labels). Then, while fewer than ``epochs`` are done and ``stop(state)`` is false:
+
+    1. ``train_epoch(state)``: one pass over the data, timed;
+    2. ``epoch`` counts it; ``end_epoch(state)``: what follows an epoch, untimed (evaluation, a
+       scheduler's step, early stopping's bookkeeping, a labelling round);
+    3. a checkpoint (at most once a minute, and always after the last epoch).
+
+    Returns the state and whether it was resumed. An interrupted training resumes after its last saved
+    epoch and ends bit-identical to an uninterrupted one.
+    """
+    resumed = checkpoint.resume(**stateful) if checkpoint else None
+    state = resumed or {"epoch": 0, "seconds": 0.0, "clock": 0.0, **state}
+    if start is not None:
+        start(state)
+    progress = tqdm(total=epochs, initial=state["epoch"], desc=desc, leave=False)
+    while state["epoch"] < epochs and not (stop and stop(state)):
+        started, ticked = time.perf_counter(), clock(device)
+        train_epoch(state)
+        state["seconds"] += time.perf_counter() - started
+        state["clock"] += clock(device) - ticked
+        state["epoch"] += 1
+        if end_epoch is not None:
+            end_epoch(state)
+        if checkpoint:
+            checkpoint.save(state, final=state["epoch"] >= epochs or bool(stop and stop(state)), **stateful)
+        progress.update(1)
+    progress.close()
+    return state, resumed is not None
+
+
 class FitReport(NamedTuple):
     losses: list[float]  # mean training loss of every epoch
     seconds: float  # training wall time, summed over resumed sessions
@@ -394,8 +355,6 @@ def fit_classifier(
     if recipe.schedule == "onecycle":
         stateful["scheduler"] = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[g["lr"] for g in groups], total_steps=recipe.epochs * steps_per_epoch)
-    loop = (checkpoint.resume(**stateful) if checkpoint else None) or {"losses": [], "seconds": 0.0, "clock": 0.0, "evaluations": []}
-    resumed = bool(loop["losses"])
     use_amp = recipe.amp and device.type == "cuda"
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -403,9 +362,9 @@ def fit_classifier(
             return F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y)
 
     compute_loss = torch.compile(batch_loss) if recipe.compile else batch_loss
-    for epoch in tqdm(range(len(loop["losses"]), recipe.epochs), desc=desc, leave=False, initial=len(loop["losses"]), total=recipe.epochs):
+
+    def train_epoch(loop: dict) -> None:
         model.train()
-        started, ticked = time.perf_counter(), clock(device)
         total = torch.zeros((), device=device)
         for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
             if augment is not None:
@@ -418,12 +377,13 @@ def fit_classifier(
                 stateful["scheduler"].step()
             total += loss.detach() * len(y)
         loop["losses"].append(float(total) / len(labels))  # float() waits for the device: the epoch's time is real
-        loop["seconds"] += time.perf_counter() - started
-        loop["clock"] += clock(device) - ticked
+
+    def end_epoch(loop: dict) -> None:
         if evaluate is not None:
             loop["evaluations"].append(float(evaluate(model)))
-        if checkpoint:
-            checkpoint.save(loop, final=epoch == recipe.epochs - 1, **stateful)
+
+    loop, resumed = fit_epochs(recipe.epochs, stateful, {"losses": [], "evaluations": []}, train_epoch, end_epoch=end_epoch,
+                               checkpoint=checkpoint, device=device, desc=desc)
     model.eval()
     return FitReport(loop["losses"], loop["seconds"], recipe.epochs * len(labels) / max(loop["seconds"], 1e-9), resumed, loop["evaluations"],
                      loop["clock"])

@@ -4,7 +4,7 @@ A unit is one training (or the few that only make sense together) and the settin
 result. When it ends it writes a small record (metrics, curves, the tensors the figures need;
 tensors and plain containers only, well under a megabyte) to
 ``results/<profile>/<chapter>/units/<name>-<digest>.pt``, the digest covering its settings and the
-code that runs it (:func:`lib.training.settings_digest`). A run skips every unit whose record
+code that runs it (:func:`lib.keys.settings_digest`). A run skips every unit whose record
 exists, so a profile can be split over several machines or invocations and merged by copying the
 records into one folder; the chapter renders from the records. While it trains, a unit checkpoints
 (at most once a minute) under ``checkpoints/``, so an interrupted unit resumes where it stopped.
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .training import Checkpoint, check_plain, settings_digest
+from .keys import settings_digest
+from .training import Checkpoint, check_plain
 
 DEADLINE_ENV = "BOOK_DEADLINE"  # a Unix time: no unit is started that its estimate says would not end before it
 

@@ -228,7 +228,7 @@ def test_every_committed_run_has_the_settings_its_profile_gives_today(saved):
     import json
 
     from lib.run import experiment_module
-    from lib.training import plain
+    from lib.keys import plain
 
     profile, chapter = saved.parts[-3], CHAPTER.parent / f"{saved.parts[-2]}.py"
     params, _ = resolve_parameters(chapter, profile, None, {})
