@@ -39,7 +39,7 @@ from chapter_runs import ROOT, chapter_digest, run_chapter
 
 from lib.provenance import cpu_description, git_commit
 from lib.run import read_defaults
-from lib.settings import QUICK_LIMIT_MINUTES
+from lib.budget import QUICK_LIMIT_MINUTES
 
 OUT = ROOT / "benchmarks" / "results" / "any_choice"  # .json (every run) and .md (the tables)
 SEEDS = range(20)  # seeds 0-19

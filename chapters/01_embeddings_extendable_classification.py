@@ -150,16 +150,7 @@ from lib.reporting import ChapterResults, show_stronger_profiles
 from lib.training import CLOCKS, pick_device
 from lib.verdicts import Above, AtLeast, Scale
 
-settings = experiment.make_settings(
-    profile=profile, seeds=seeds, device=device, results_root=results_root, smoke=smoke, datasets=datasets, classes=classes,
-    added_class=added_class, train_per_class=train_per_class, test_per_class=test_per_class, backbone=backbone,
-    input_size=input_size, fpn_channels=fpn_channels, hidden=hidden, mnist_epochs=mnist_epochs, fashion_epochs=fashion_epochs,
-    straight_schedule=straight_schedule,
-    lr=lr, batch_size=batch_size, embedding_dim=embedding_dim, batch_class_repeats=batch_class_repeats,
-    similarity_scale=similarity_scale, margin=margin, head_lr=head_lr, lr_factor=lr_factor, lr_patience=lr_patience,
-    min_lr=min_lr, max_head_epochs=max_head_epochs, knn_k=knn_k, search_k=search_k, tsne_points=tsne_points, amp=amp,
-    channels_last=channels_last,
-)
+settings = experiment.Settings.of(globals())  # the parameters above, each checked by lib's Settings
 torch_device = pick_device(device)
 results = ChapterResults("01_embeddings_extendable_classification", settings, experiment)
 print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, datasets {datasets}")

@@ -108,13 +108,7 @@ from lib.soc_experiment import CE, CE_SOFTMAX, LOG_DENSITY, MEAN_OF_POINTS, SOC_
 from lib.training import pick_device
 from lib.verdicts import AtLeast, Between, Scale
 
-settings = experiment.make_settings(
-    profile=profile, seeds=seeds, device=device, results_root=results_root, smoke=smoke, encoder=encoder, width=width, n_train=n_train,
-    n_test=n_test, cifar10_features=cifar10_features, cifar100_features=cifar100_features, epochs=epochs, batch_size=batch_size,
-    optimiser=optimiser, lr=lr, weight_decay=weight_decay, means_lr_scale=means_lr_scale, label_smoothing=label_smoothing,
-    held_out_class=held_out_class, ood_features=ood_features, new_class_steps=new_class_steps, pair_classes=pair_classes, amp=amp,
-    channels_last=channels_last, torch_compile=torch_compile,
-)
+settings = experiment.Settings.of(globals())  # the parameters above, each checked by lib's Settings
 torch_device = pick_device(device)
 results = ChapterResults("02_self_organizing_class_embeddings", settings, experiment)
 print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, encoder {encoder}")
@@ -687,7 +681,7 @@ display(Markdown("\n".join(recap)))
 # ```python
 # from lib.soc_experiment import points, train_model
 # train, test = splits[("cifar10", seeds[0])]
-# net, report = train_model(train, settings.encoder, settings.recipe, soc(2), 10, seed=seeds[0], device=torch_device,
+# net, report = train_model(train, settings.encoder_config, settings.recipe, soc(2), 10, seed=seeds[0], device=torch_device,
 #                           checkpoint=None, desc="learned scales", learn_scale=True)
 # from matplotlib.patches import Ellipse
 # means, scales = net.head.means.weight.detach().cpu(), net.head.log_scales.exp().detach().cpu()

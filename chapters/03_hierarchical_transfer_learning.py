@@ -122,15 +122,7 @@ from lib.reporting import ChapterResults, show_stronger_profiles
 from lib.training import pick_device
 from lib.verdicts import AtLeast, Above, Scale
 
-settings = experiment.make_settings(
-    profile=profile, seeds=seeds, device=device, results_root=results_root, smoke=smoke, resnet_backbone=resnet_backbone,
-    convnext_backbone=convnext_backbone, initialisation=initialisation, pretrain_images=pretrain_images, pretrain_epochs=pretrain_epochs,
-    input_size=input_size, unseen_subclasses=unseen_subclasses, novel_subclass=novel_subclass, hierarchy_seed=hierarchy_seed,
-    imbalance=imbalance, imbalance_ratio=imbalance_ratio, max_train_per_class=max_train_per_class, val_fraction=val_fraction,
-    resnet_epochs=resnet_epochs, convnext_epochs=convnext_epochs, patience=patience, batch_size=batch_size, lr=lr, hidden=hidden,
-    dropout=dropout, level_weights=level_weights, rotation=rotation, jitter=jitter, augment_groups=augment_groups, keep_known=keep_known,
-    amp=amp, channels_last=channels_last,
-)
+settings = experiment.Settings.of(globals())  # the parameters above, each checked by lib's Settings
 torch_device = pick_device(device)
 results = ChapterResults("03_hierarchical_transfer_learning", settings, experiment)
 print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, backbones {resnet_backbone} and {convnext_backbone}")

@@ -110,12 +110,7 @@ from lib.training import pick_device
 from lib.vae_experiment import CLUSTER_CENTRES, LABELS_ALONE, PIXEL_KMEANS, RANDOM_IMAGES
 from lib.verdicts import AtLeast, Above, Between, Scale
 
-settings = experiment.make_settings(
-    profile=profile, seeds=seeds, device=device, results_root=results_root, smoke=smoke, split_seed=split_seed, n_train=n_train,
-    n_val=n_val, n_annotator=n_annotator, n_judge=n_judge, n_test=n_test, annotator_epochs=annotator_epochs, z_dim=z_dim, hidden=hidden,
-    beta=beta, gamma=gamma, epochs=epochs, unsupervised_epochs=unsupervised_epochs, lr=lr, batch_size=batch_size, k_min=k_min,
-    k_max=k_max, elbow_sample=elbow_sample, valid_confidence=valid_confidence, a=a, z_dims=z_dims, budget_ks=budget_ks,
-)
+settings = experiment.Settings.of(globals())  # the parameters above, each checked by lib's Settings
 torch_device = pick_device(device)
 results = ChapterResults("04_vae_cluster_labelling", settings, experiment)
 print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}")

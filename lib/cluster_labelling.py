@@ -26,7 +26,7 @@ from sklearn.cluster import KMeans
 from .data import Split, batches, to_unit
 from .evaluation import accuracy
 from .losses import vae_loss, weighted_cross_entropy
-from .models import LabellingVAE, VAEConfig
+from .models.vae import LabellingVAE, VAEConfig
 from .training import Checkpoint, fit_epochs, seed_everything
 
 

@@ -44,8 +44,8 @@ from .data import (
 )
 from .evaluation import accuracy
 from .metric_learning import HeadReport, HeadSchedule, embed, fit_embedding_head
-from .models import EmbeddingNet, PyramidConfig, StraightClassifier
-from .settings import RunSettings, positive, run_settings, within_quick_budget
+from .models.pyramid import EmbeddingNet, PyramidConfig, StraightClassifier
+from .settings import ChapterSettings, positive
 from .similarity_search import VectorIndex, precision_at_k
 from .training import SCHEDULES, Checkpoint, Recipe, clock, fit_classifier, predict, seed_everything
 from .units import Records, Unit, Work, forward_flops
@@ -70,13 +70,13 @@ def check_classes(classes, added_class: int) -> None:
 
 @dataclass(frozen=True)
 class Task:
-    """Which datasets and classes, and how many of their images."""
+    """Which datasets and classes, and how many of their images; a group of :class:`Settings`' fields."""
 
-    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")  # paper: both
-    classes: tuple[int, ...] = (0, 1, 2)  # the starting classes (paper: 3, not named)
-    added_class: int = 3  # the class added later
-    train_per_class: int = 200  # training images per class, a seeded random subset (paper: all, 6,000)
-    test_per_class: int = 200  # test images per class (paper: all)
+    datasets: tuple[str, ...]
+    classes: tuple[int, ...]
+    added_class: int
+    train_per_class: int
+    test_per_class: int
 
     def __post_init__(self):
         unknown = [d for d in self.datasets if d not in DATASETS]
@@ -88,13 +88,13 @@ class Task:
 
 @dataclass(frozen=True)
 class Pyramid:
-    """Figs. 3 and 4: the backbone, its feature pyramid and the dense layers on it."""
+    """Figs. 3 and 4: the backbone, its feature pyramid and the dense layers on it; a group of :class:`Settings`' fields."""
 
-    backbone: str = "small"  # "small" (CPU-sized pre-activation ResNet) or "resnet50" (the paper's ResNet50V2)
-    input_size: int = 28  # images are resized to this before the backbone (paper: 128)
-    fpn_channels: int = 16  # channels of each pyramid level (the FPN paper: 256)
-    hidden: int = 64  # width of the straight classifier's dense layer (not given in the paper)
-    embedding_dim: int = 64  # size of an embedding (paper: 64)
+    backbone: str
+    input_size: int
+    fpn_channels: int
+    hidden: int
+    embedding_dim: int
 
     def __post_init__(self):
         positive(embedding_dim=self.embedding_dim)
@@ -109,15 +109,15 @@ class Pyramid:
 
 @dataclass(frozen=True)
 class Straight:
-    """Step 1's recipe: NAdam and cross-entropy, the paper's epochs per dataset."""
+    """Step 1's recipe: NAdam and cross-entropy, the paper's epochs per dataset; a group of :class:`Settings`' fields."""
 
-    mnist_epochs: int = 4  # paper: 4
-    fashion_epochs: int = 8  # paper: 8
-    lr: float = 1e-3  # paper: 1e-4
-    batch_size: int = 32  # not given; Keras' default
-    amp: bool = False
-    channels_last: bool = True
-    schedule: str = "constant"  # paper: a constant rate; "onecycle" anneals it, so that the last epochs settle
+    mnist_epochs: int
+    fashion_epochs: int
+    lr: float
+    batch_size: int
+    amp: bool
+    channels_last: bool
+    schedule: str
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -132,11 +132,11 @@ class Straight:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """How the embeddings are used and shown."""
+    """How the embeddings are used and shown; a group of :class:`Settings`' fields."""
 
-    knn_k: int = 5  # neighbours of the k-nearest-neighbours classifier (scikit-learn's default)
-    search_k: int = 10  # neighbours returned by the similarity search; precision@k uses the same k
-    tsne_points: int = 400  # test images per projection in the 2-D map (0: no map)
+    knn_k: int
+    search_k: int
+    tsne_points: int
 
     def __post_init__(self):
         positive(knn_k=self.knn_k, search_k=self.search_k)
@@ -145,19 +145,65 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class Settings:
-    run: RunSettings
-    task: Task
-    pyramid: Pyramid
-    straight: Straight
-    head: HeadSchedule
-    evaluation: Evaluation
+class Settings(ChapterSettings):
+    """Chapter 1's parameters: its ``parameters`` cell, each value checked here; the defaults are the quick profile."""
+
+    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")  # paper: both
+    classes: tuple[int, ...] = (0, 1, 2)  # the starting classes (paper: 3 classes, not named)
+    added_class: int = 3  # the class added later (paper: "a 4th class")
+    train_per_class: int = 100  # training images per class, a seeded random subset (paper: all, 6,000)
+    test_per_class: int = 100  # test images per class (paper: all, 1,000 or a few fewer)
+    backbone: str = "small"  # "small": pre-activation ResNet, 1 block per stage, widths 8-64; "resnet50": the paper's ResNet50V2
+    input_size: int = 28  # images are resized to this before the backbone (paper: 128)
+    fpn_channels: int = 16  # channels of each pyramid level (the FPN paper: 256)
+    hidden: int = 64  # width of the straight classifier's dense layer (not given in the paper)
+    mnist_epochs: int = 3  # straight classifier's epochs on MNIST (paper: 4)
+    fashion_epochs: int = 4  # ... on Fashion-MNIST (paper: 8)
+    straight_schedule: str = "constant"  # its learning rate: "constant" (paper) or "onecycle"
+    lr: float = 0.001  # NAdam learning rate of the straight classifier (paper: 1e-4)
+    batch_size: int = 16  # images per step of the straight classifier (not given; Keras' default: 32)
+    embedding_dim: int = 64  # size of an embedding (paper: 64)
+    batch_class_repeats: int = 15  # triplets per class per batch (paper: 15)
+    similarity_scale: float = 0.2  # k of Eq. (2) (paper: 0.2)
+    margin: float = 0.1  # m of Eq. (3), on the scaled similarities in [-k, k] (not given in the paper)
+    head_lr: float = 0.001  # NAdam's starting learning rate for the embedding layer (paper: 1e-3)
+    lr_factor: float = 0.1  # learning-rate cut on a plateau of the training loss (Keras' default)
+    lr_patience: int = 2  # epochs without improvement before a cut
+    min_lr: float = 5e-05  # training stops below this learning rate
+    max_head_epochs: int = 5  # ... or after this many epochs
+    knn_k: int = 5  # neighbours of the k-nearest-neighbours classifier (scikit-learn's default)
+    search_k: int = 10  # neighbours returned by the similarity search; precision@k uses the same k
+    tsne_points: int = 400  # test images per projection in the 2-D map (0: no map)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = False  # NHWC memory layout, for tensor cores
 
     def __post_init__(self):
-        need = max(2, self.evaluation.knn_k, self.evaluation.search_k)
-        if self.task.train_per_class < need:
-            raise ValueError(f"train_per_class={self.task.train_per_class} must be at least knn_k, search_k and 2 ({need})")
-        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+        super().__post_init__()
+        self.task, self.pyramid, self.straight, self.head, self.evaluation  # their checks
+        need = max(2, self.knn_k, self.search_k)
+        if self.train_per_class < need:
+            raise ValueError(f"train_per_class={self.train_per_class} must be at least knn_k, search_k and 2 ({need})")
+
+    @property
+    def task(self) -> Task:
+        return Task(tuple(self.datasets), tuple(self.classes), self.added_class, self.train_per_class, self.test_per_class)
+
+    @property
+    def pyramid(self) -> Pyramid:
+        return Pyramid(self.backbone, self.input_size, self.fpn_channels, self.hidden, self.embedding_dim)
+
+    @property
+    def straight(self) -> Straight:
+        return Straight(self.mnist_epochs, self.fashion_epochs, self.lr, self.batch_size, self.amp, self.channels_last, self.straight_schedule)
+
+    @property
+    def head(self) -> HeadSchedule:
+        return HeadSchedule(batch_class_repeats=self.batch_class_repeats, scale=self.similarity_scale, margin=self.margin, lr=self.head_lr,
+                            factor=self.lr_factor, patience=self.lr_patience, min_lr=self.min_lr, max_epochs=self.max_head_epochs)
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return Evaluation(self.knn_k, self.search_k, self.tsne_points)
 
 
 BACKBONE_COST = {"small": 1.0, "resnet50": 60.0}  # a 28-px image through the trunk, relative to the small backbone
@@ -174,26 +220,6 @@ def work(s: Settings) -> float:
         epochs = s.straight.recipe(dataset).epochs
         total += 3 * n * (2 * k + 1) * epochs + 3 * n * (2 * k + 1) * s.head.max_epochs
     return len(s.run.seeds) * total * per_image
-
-
-QUICK_WORK = 529_200  # work() of the chapter's quick defaults (a test keeps the two in step)
-QUICK_MINUTES = 2.5  # their wall time on a 2-core CPU, measured
-
-
-def make_settings(*, profile, seeds, device, results_root, smoke, datasets, classes, added_class, train_per_class, test_per_class, backbone,
-                  input_size, fpn_channels, hidden, mnist_epochs, fashion_epochs, straight_schedule, lr, batch_size, embedding_dim, batch_class_repeats,
-                  similarity_scale, margin, head_lr, lr_factor, lr_patience, min_lr, max_head_epochs, knn_k, search_k, tsne_points,
-                  amp, channels_last) -> Settings:
-    """Chapter 1's settings from its parameters; a value out of range raises ValueError naming it."""
-    return Settings(
-        run=run_settings(profile, seeds, device, results_root, smoke),
-        task=Task(tuple(datasets), tuple(classes), added_class, train_per_class, test_per_class),
-        pyramid=Pyramid(backbone, input_size, fpn_channels, hidden, embedding_dim),
-        straight=Straight(mnist_epochs, fashion_epochs, lr, batch_size, amp, channels_last, straight_schedule),
-        head=HeadSchedule(batch_class_repeats=batch_class_repeats, scale=similarity_scale, margin=margin, lr=head_lr, factor=lr_factor,
-                          patience=lr_patience, min_lr=min_lr, max_epochs=max_head_epochs),
-        evaluation=Evaluation(knn_k, search_k, tsne_points),
-    )
 
 
 # Names of the results (the chapter imports them).

@@ -27,7 +27,6 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -39,29 +38,27 @@ from .data.loaders import tiny_imagenet_classes
 from .hierarchy import class_weights, flag_rate, inconsistency, level_metrics, near_miss_share, novelty_auroc, path_accuracy
 from .losses import two_level_loss
 from .models.hierarchical import FAMILY, HierarchicalConfig, HierarchicalNet
-from .settings import RunSettings, positive, run_settings, within_quick_budget
+from .settings import ChapterSettings, positive
 from .training import Checkpoint, Recipe, fit_classifier, fit_epochs, seed_everything
 from .units import Records, Unit, Work, forward_flops
 
 SUPER = ["bird", "dog", "unseen"]  # the paper's Table 2
-QUICK_WORK = 339_300  # work() of the chapter's quick defaults (a test keeps the two in step)
-QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
 IMBALANCE = ("none", "long-tail", "step")
 INITIALISATIONS = ("auto", "imagenet", "other-animals", "cifar10", "scratch")
 
 
 @dataclass(frozen=True)
 class StandIn:
-    """The stand-in for the paper's Flickr set, built from Tiny-ImageNet's animals."""
+    """The stand-in for the paper's Flickr set, built from Tiny-ImageNet's animals; a group of :class:`Settings`' fields."""
 
-    input_size: int = 32  # images are resized to this (paper: not given; ImageNet models use 224)
-    unseen_subclasses: int = 6  # sub-classes of the "unseen" super-class, drawn from the 49 other animals
-    novel_subclass: str = "Labrador retriever"  # the sub-class held out of training, in the test set only
-    hierarchy_seed: int = 0  # draws the unseen sub-classes and which sub-classes are rare
-    imbalance: str = "long-tail"  # "none", "long-tail" (geometric) or "step" (half the sub-classes rare)
-    imbalance_ratio: float = 10.0  # training images of the largest sub-class over the smallest
-    max_train_per_class: int = 200  # training + validation images of the largest sub-class (at most 500)
-    val_fraction: float = 0.15  # share of those held out for early stopping
+    input_size: int
+    unseen_subclasses: int
+    novel_subclass: str
+    hierarchy_seed: int
+    imbalance: str
+    imbalance_ratio: float
+    max_train_per_class: int
+    val_fraction: float
 
     def __post_init__(self):
         positive(input_size=self.input_size, max_train_per_class=self.max_train_per_class, unseen_subclasses=self.unseen_subclasses)
@@ -87,12 +84,12 @@ class StandIn:
 
 @dataclass(frozen=True)
 class Networks:
-    """The two backbone families and the heads on them."""
+    """The two backbone families and the heads on them; a group of :class:`Settings`' fields."""
 
-    resnet_backbone: str = "resnet_mini"  # "resnet50" (paper) or "resnet_mini" (the same family at a CPU's scale)
-    convnext_backbone: str = "convnext_mini"  # "convnext_tiny" (paper's ConvNeXt) or "convnext_mini"
-    hidden: int = 128  # the heads' hidden width (paper, ResNet-50: 512)
-    dropout: float = 0.5  # the ResNet heads' dropout (paper: rate not given)
+    resnet_backbone: str
+    convnext_backbone: str
+    hidden: int
+    dropout: float
 
     def __post_init__(self):
         for name, family in (("resnet_backbone", "ResNet"), ("convnext_backbone", "ConvNeXt")):
@@ -113,11 +110,12 @@ class Networks:
 
 @dataclass(frozen=True)
 class Pretraining:
-    """Where the backbones start: ImageNet weights when torchvision can get them, else pretraining here."""
+    """Where the backbones start (ImageNet weights when torchvision can get them, else pretraining here); a group of
+    :class:`Settings`' fields."""
 
-    initialisation: str = "auto"  # "auto" (ImageNet, else "other-animals"), "imagenet", "other-animals", "cifar10" or "scratch"
-    images: int = 5000  # source images for the pretraining, a stratified subset (other animals: 21,500 at most)
-    epochs: int = 3
+    initialisation: str
+    images: int
+    epochs: int
 
     def __post_init__(self):
         if self.initialisation not in INITIALISATIONS:
@@ -157,41 +155,75 @@ class HierarchyRecipe(Recipe):
 
 
 @dataclass(frozen=True)
-class Settings:
-    run: RunSettings
-    data: StandIn
-    networks: Networks
-    pretraining: Pretraining
-    resnet: HierarchyRecipe  # the paper's ResNet-50 recipe: early stopping
-    convnext: HierarchyRecipe  # the paper's ConvNeXt recipe: a fixed number of epochs, the rate cut on a plateau
+class Settings(ChapterSettings):
+    """Chapter 3's parameters: its ``parameters`` cell, each value checked here; the defaults are the quick profile."""
+
+    seeds: tuple[int, ...] = (0, 1)  # one run of every model per seed (own data split, own initialisation of the heads)
+    resnet_backbone: str = "resnet_mini"  # "resnet50" (paper) or "resnet_mini" (the same family at a CPU's scale)
+    convnext_backbone: str = "convnext_mini"  # "convnext_tiny" (paper's ConvNeXt) or "convnext_mini"
+    initialisation: str = "auto"  # "auto": ImageNet weights when torchvision can get them, else "other-animals"; or "imagenet",
+    # "other-animals", "cifar10", "scratch"
+    pretrain_images: int = 3000  # source images for the pretraining (other animals: 21,500 at most)
+    pretrain_epochs: int = 2  # epochs of the pretraining
+    input_size: int = 32  # images are resized to this (paper: not given; Tiny-ImageNet's own: 64; ImageNet models: 224)
+    unseen_subclasses: int = 6  # sub-classes of the "unseen" super-class, drawn from Tiny-ImageNet's 49 other animals
+    novel_subclass: str = "Labrador retriever"  # the sub-class held out of training, in the test set only
+    hierarchy_seed: int = 0  # draws the unseen sub-classes and which sub-classes are rare
+    imbalance: str = "long-tail"  # "none", "long-tail" (geometric) or "step" (half the sub-classes rare)
+    imbalance_ratio: float = 10.0  # training images of the largest sub-class over the smallest
+    max_train_per_class: int = 120  # training + validation images of the largest sub-class (Tiny-ImageNet has 500)
+    val_fraction: float = 0.15  # share of those held out for early stopping
+    resnet_epochs: int = 5  # the ResNet trains at most this many epochs, stopping early (paper: 16 run)
+    convnext_epochs: int = 5  # the ConvNeXt trains this many epochs (paper: 20)
+    patience: int = 2  # epochs without a lower validation loss before the ResNet stops and the ConvNeXt's rate is cut
+    batch_size: int = 64  # images per step (paper: not given)
+    lr: float = 0.001  # Adam's learning rate (paper, ConvNeXt: 1e-3; ResNet: not given)
+    hidden: int = 128  # the heads' hidden width (paper, ResNet-50: 512)
+    dropout: float = 0.5  # the ResNet heads' dropout (paper: rate not given)
+    level_weights: tuple[float, float] = (1.0, 1.0)  # w_super, w_sub of Eq. (5)
+    rotation: float = 15.0  # largest random rotation, degrees (paper: "random rotations")
+    jitter: float = 0.2  # brightness, contrast and saturation jitter (paper: "color jittering")
+    augment_groups: int = 8  # each batch is augmented in this many chunks, each with its own random draw
     keep_known: float = 0.95  # novelty threshold: keep this share of the known validation images
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # NHWC memory layout
 
     def __post_init__(self):
+        super().__post_init__()
+        self.data, self.networks, self.pretraining, self.resnet, self.convnext  # their checks
         if not 0.5 <= self.keep_known < 1:
             raise ValueError(f"keep_known={self.keep_known} must lie in [0.5, 1)")
-        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+
+    @property
+    def data(self) -> StandIn:
+        return StandIn(self.input_size, self.unseen_subclasses, self.novel_subclass, self.hierarchy_seed, self.imbalance, self.imbalance_ratio,
+                       self.max_train_per_class, self.val_fraction)
+
+    @property
+    def networks(self) -> Networks:
+        return Networks(self.resnet_backbone, self.convnext_backbone, self.hidden, self.dropout)
+
+    @property
+    def pretraining(self) -> Pretraining:
+        return Pretraining(self.initialisation, self.pretrain_images, self.pretrain_epochs)
+
+    def _recipe(self, epochs: int, stopping: str) -> HierarchyRecipe:
+        return HierarchyRecipe(epochs=epochs, stopping=stopping, lr=self.lr, batch_size=self.batch_size, optimiser="adam", amp=self.amp,
+                               channels_last=self.channels_last, patience=self.patience, rotation=self.rotation, jitter=self.jitter,
+                               augment_groups=self.augment_groups, level_weights=tuple(self.level_weights))
+
+    @property
+    def resnet(self) -> HierarchyRecipe:
+        """The paper's ResNet-50 recipe: early stopping."""
+        return self._recipe(self.resnet_epochs, "early")
+
+    @property
+    def convnext(self) -> HierarchyRecipe:
+        """The paper's ConvNeXt recipe: a fixed number of epochs, the rate cut on a plateau."""
+        return self._recipe(self.convnext_epochs, "fixed")
 
     def recipe(self, family: str) -> HierarchyRecipe:
         return self.resnet if family == "ResNet" else self.convnext
-
-
-def make_settings(*, profile, seeds, device, results_root, smoke, resnet_backbone, convnext_backbone, initialisation, pretrain_images,
-                  pretrain_epochs, input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio,
-                  max_train_per_class, val_fraction, resnet_epochs, convnext_epochs, patience, batch_size, lr, hidden, dropout,
-                  level_weights, rotation, jitter, augment_groups, keep_known, amp, channels_last) -> Settings:
-    """Chapter 3's settings from its parameters; a value out of range raises ValueError naming it."""
-    common = dict(lr=lr, batch_size=batch_size, optimiser="adam", amp=amp, channels_last=channels_last, patience=patience, rotation=rotation,
-                  jitter=jitter, augment_groups=augment_groups, level_weights=tuple(level_weights))
-    return Settings(
-        run=run_settings(profile, seeds, device, results_root, smoke),
-        data=StandIn(input_size, unseen_subclasses, novel_subclass, hierarchy_seed, imbalance, imbalance_ratio, max_train_per_class,
-                     val_fraction),
-        networks=Networks(resnet_backbone, convnext_backbone, hidden, dropout),
-        pretraining=Pretraining(initialisation, pretrain_images, pretrain_epochs),
-        resnet=HierarchyRecipe(epochs=resnet_epochs, stopping="early", **common),
-        convnext=HierarchyRecipe(epochs=convnext_epochs, stopping="fixed", **common),
-        keep_known=keep_known,
-    )
 
 
 BACKBONE_COST = {"resnet_mini": 1.0, "convnext_mini": 0.5, "resnet50": 40.0, "convnext_tiny": 45.0}  # a 32-px image, relative
@@ -442,26 +474,24 @@ def imagenet_weights(backbone: str) -> tuple[str | None, str]:
         with network_timeout():
             HierarchicalNet(HierarchicalConfig(backbone=backbone), weights="DEFAULT")
         return "DEFAULT", f"ImageNet weights (torchvision's {backbone} DEFAULT)"
-    except Exception as err:  # offline, a proxy, a damaged cache
+    except (OSError, RuntimeError, EOFError) as err:  # offline or a proxy (URLError and timeouts are OSErrors), a damaged cache
         return None, f"torchvision's ImageNet weights for {backbone} could not be loaded ({type(err).__name__}: {str(err)[:120]})"
 
 
-def imagenet_cached(backbone: str) -> bool:
-    """Whether torchvision's ImageNet weights for ``backbone`` are in the local cache (nothing is downloaded)."""
-    if backbone.endswith("_mini"):
-        return False
-    from torchvision.models import get_model_weights
-
-    url = get_model_weights(backbone).DEFAULT.url
-    return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
-
-
-def resolved(settings: Settings, family: str, cached: bool) -> str:
-    """What the run's ``initialisation`` becomes for one family: "imagenet", "other-animals", "cifar10" or "scratch"."""
+def resolve_initialisation(settings: Settings, family: str) -> tuple[str, str | None, str]:
+    """What the run's ``initialisation`` becomes for one backbone family, for the plan and the run alike:
+    ("imagenet", torchvision's weights argument, why), or ("other-animals" | "cifar10" | "scratch", None,
+    why). "auto" takes ImageNet's weights when torchvision can get them (from its cache, or a download
+    within a time limit), else the other Tiny-ImageNet animals."""
     how = settings.pretraining.initialisation
-    if how == "auto":
-        return "imagenet" if cached else "other-animals"
-    return how
+    if how not in ("auto", "imagenet"):
+        return how, None, f"initialisation={how!r}"
+    weights, why = imagenet_weights(settings.networks.backbone(family))
+    if weights is not None:
+        return "imagenet", weights, why
+    if how == "imagenet":
+        raise RuntimeError(f"initialisation='imagenet' needs torchvision's weights: {why}. Run online once, or choose 'auto' or 'other-animals'.")
+    return "other-animals", None, f"{why}; pretraining on the other Tiny-ImageNet animals instead"
 
 
 def pretraining_source(how: str, tiny: Dataset, h: Hierarchy) -> tuple[Split, str]:
@@ -533,20 +563,16 @@ class Initialisation(NamedTuple):
 def initialise(family: str, settings: Settings, tiny: Dataset, h: Hierarchy, device: torch.device, records: Records) -> Initialisation:
     """The run's initialisation resolved for one backbone family; a pretraining here is a unit
     (:func:`pretrain_unit`) whose backbone is kept beside its record until the trainings need it."""
-    backbone, novel = settings.networks.backbone(family), h.sub_names[h.novel]
-    how = settings.pretraining.initialisation
+    novel = h.sub_names[h.novel]
+    how, weights, why = resolve_initialisation(settings, family)
     if how == "scratch":
         return Initialisation("scratch", None, lambda: None, "random (torchvision's initialisation), no pretraining", "no pretraining")
-    if how in ("auto", "imagenet"):
-        weights, why = imagenet_weights(backbone)
-        if weights is not None:
-            return Initialisation("imagenet", weights, lambda: None, why,
-                                  f"yes: {novel!r}, like every Tiny-ImageNet class, is one of ImageNet-1k's classes, so with ImageNet "
-                                  "weights no sub-class of the stand-in is new to the backbone")
-        if how == "imagenet":
-            raise RuntimeError(f"initialisation='imagenet' needs torchvision's weights: {why}. Run online once, or choose 'auto' or 'other-animals'.")
-        print(f"{why}; pretraining on the other Tiny-ImageNet animals instead")
-        how = "other-animals"
+    if how == "imagenet":
+        return Initialisation("imagenet", weights, lambda: None, why,
+                              f"yes: {novel!r}, like every Tiny-ImageNet class, is one of ImageNet-1k's classes, so with ImageNet "
+                              "weights no sub-class of the stand-in is new to the backbone")
+    if settings.pretraining.initialisation == "auto":
+        print(why)
     unit = pretrain_unit(settings, family, how, h, tiny.fingerprint)
     artifact = records.artifact(unit)
 
@@ -700,7 +726,7 @@ def plan(settings: Settings, records: Records) -> list[Unit]:
     n_train = n_pool - max(round(settings.data.val_fraction * n_pool), 2 * h.novel)
     units, how = [], {}
     for family in ("ResNet", "ConvNeXt"):
-        how[family] = resolved(settings, family, imagenet_cached(settings.networks.backbone(family)))
+        how[family] = resolve_initialisation(settings, family)[0]
         if how[family] in ("other-animals", "cifar10"):
             units.append(pretrain_unit(settings, family, how[family], h, data))
     variants = [v for v in VARIANTS if v.pretrained or settings.pretraining.initialisation != "scratch"]

@@ -27,7 +27,7 @@ from .provenance import ROOT, device_description, library_versions, numeric_path
 from .settings import PROFILES
 from .keys import plain
 from .units import Records
-from .verdicts import NOT_RUN, PROFILE_SCALE, Rule, Scale, judge
+from .verdicts import NOT_RUN, PROFILE_SCALE, Region, Scale, judge
 
 GUARD_KEY = "book_claims"  # the output metadata that carries a claims table's values (see ChapterResults.show_claims)
 GUARD_DATA_KEY = "book_data"  # ... and the data files a run read (see ChapterResults.show_saved)
@@ -79,7 +79,7 @@ class ChapterResults:
         if self.scale == Scale.CONVERGED and not converged:
             self.scale = Scale.TOY
 
-    def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Rule, *, needs: Scale, unit: str = "",
+    def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Region, *, needs: Scale, unit: str = "",
               untestable: str | None = None, timing: bool = False) -> dict:
         """Record one claim of the paper: our values over seeds against the paper's, judged by ``rule``
         when this run is at the scale the claim ``needs`` (see :func:`lib.verdicts.judge`). ``timing``:
@@ -210,20 +210,17 @@ def load_results(results_root: str | Path, profile: str, chapter: str) -> dict |
 def run_card_markdown(card: dict) -> str:
     """The run card as a short list, for a chapter to show beside results it did not compute itself."""
     data = "; ".join(f"{d['dataset']} ({d.get('format', 'format not recorded')})" for d in card["data"]) or "none recorded"
-    conv = card.get("convergence")
+    conv = card["convergence"]
+    made_by = "; ".join(f"{m['machine']} at commit {m['git']}" for m in card["units_made_by"]) or "none"
     lines = [
-        f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}"
-        + (f", {card['numerics']}" if "numerics" in card else ""),
+        f"- profile **{card['profile']}**, seeds {card['seeds']}, device {card['device']}, {card['numerics']}",
         f"- torch {card['versions']['torch']}, torchvision {card['versions']['torchvision']}, python {card['versions']['python']}, "
-        f"commit {card['versions'].get('git', '?')}, code digest {card['versions'].get('lib', '?')}",
+        f"commit {card['versions']['git']}, code digest {card['versions']['lib']}",
         f"- data: {data}; initialisation: {card['initialisation']}",
-        f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min"
-        + (f"; {card['units_run']} units trained by this run, {card['units_from_records']} read from earlier records, "
-           f"{card['units_resumed']} resumed from checkpoints" if "units_run" in card else ""),
+        f"- started {card['started']}, wall time {card['wall_time_s'] / 60:.1f} min; {card['units_run']} units trained by this run, "
+        f"{card['units_from_records']} read from earlier records, {card['units_resumed']} resumed from checkpoints",
+        f"- training time of all its units {card['units_wall_time_s'] / 60:.1f} min, made on: {made_by}",
     ]
-    if "units_wall_time_s" in card:
-        made_by = "; ".join(f"{m['machine']} at commit {m['git']}" for m in card["units_made_by"]) or "none"
-        lines.append(f"- training time of all its units {card['units_wall_time_s'] / 60:.1f} min, made on: {made_by}")
     if conv:
         lines.append(f"- converged: **{'yes' if conv['converged'] else 'no'}** ({conv['criterion']})")
     return "\n".join(lines)
@@ -248,8 +245,8 @@ def claims_markdown(claims: list[dict]) -> str:
 def run_scale(card: dict, profile: str) -> str:
     """What a saved run could test, in words: its profile's scale, or, for a run whose main models
     missed the chapter's convergence criterion, the toy scale it fell to (see ``converged``)."""
-    scale = Scale[card["scale"]] if "scale" in card else PROFILE_SCALE[profile]
-    if scale < PROFILE_SCALE[profile] and not (card.get("convergence") or {}).get("converged", True):
+    scale = Scale[card["scale"]]
+    if scale < PROFILE_SCALE[profile] and not (card["convergence"] or {}).get("converged", True):
         return f"{scale.label}: its main models did not converge, so its claims are shown unjudged"
     return scale.label
 
@@ -307,8 +304,8 @@ def run_this_chapter(chapter: str, experiment) -> None:
             when = f"about {quick_cost(experiment).minutes:g} min on a 2-core CPU"
         elif saved:
             card = saved["run_card"]
-            minutes = card.get("units_wall_time_s", card["wall_time_s"]) / 60
-            machines = "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
+            minutes = card["units_wall_time_s"] / 60
+            machines = "; ".join(sorted({m["machine"] for m in card["units_made_by"]})) or card["device"]
             when = (f"its committed run's trainings took {minutes:.0f} min in all on {machines} (trainings run side by side "
                     "each counted; the profile file gives the wall time)")
         else:

@@ -10,7 +10,7 @@ others are ``chapters/profiles/<chapter>.<profile>.yaml``. Every parameter is
 checked before a kernel starts: an unknown name, a value of the wrong type
 and a value out of range are refused with a message saying what to change.
 The range checks are the chapter's own: the runner builds the chapter's
-settings with ``make_settings`` of the module the chapter imports as
+settings, the ``Settings`` of the module the chapter imports as
 ``experiment``, exactly as the chapter's first cell does.
 Each run writes ``results/<profile>/<chapter>/`` (under the chapter's ``results_root``): the executed notebook,
 ``figures/``, ``units/`` (a record per training, see ``lib.units``) and ``results.json`` with the run
@@ -27,6 +27,7 @@ import argparse
 import ast
 import difflib
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -89,13 +90,13 @@ def check_settings(chapter: Path, params: dict):
     if experiment is None:
         return None
     try:
-        settings = experiment.make_settings(**params)
+        settings = experiment.Settings(**params)
         check_quick_budget(experiment, settings)
         return settings
     except ValueError as err:
         raise ParameterError(f"{chapter.name}: {err}") from err
-    except TypeError as err:  # the parameters cell and make_settings disagree: a defect of the chapter, not of the input
-        raise ParameterError(f"{chapter.name}'s parameters cell does not match {experiment.__name__}.make_settings: {err}") from err
+    except TypeError as err:  # the parameters cell and the Settings disagree: a defect of the chapter, not of the input
+        raise ParameterError(f"{chapter.name}'s parameters cell does not match {experiment.__name__}.Settings: {err}") from err
 
 
 def _type_ok(default, value) -> bool:
@@ -139,17 +140,34 @@ def resolve_parameters(chapter: Path, profile: str, seeds: list[int] | None, ove
     return params, changed
 
 
-def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int]:
-    """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units, done."""
-    from .reporting import results_dir
+def planned_units(chapter: Path, profile: str, params: dict):
+    """The chapter's units for these parameters (``experiment.plan``), and their records' folder."""
     from .keys import code_digest
-    from .units import Records, plan_lines
+    from .reporting import results_dir
+    from .units import Records
 
     experiment = experiment_module(chapter)
     settings = check_settings(chapter, params)
     results = results_dir(chapter.parent / params.get("results_root", "../results"), profile, chapter.stem).resolve()
     records = Records(results / "units", code_digest(experiment.__name__.removeprefix("lib.")), None)
-    units = experiment.plan(settings, records)
+    return experiment.plan(settings, records), records
+
+
+def check_units(chapter: Path, profile: str, params: dict, results_json: Path) -> None:
+    """Refuse a run whose rendered units (its run card's) are not exactly those its plan lists: the
+    plan and the run derive them from the same unit functions, and this keeps them so."""
+    units, _ = planned_units(chapter, profile, params)
+    planned, rendered = {u.name for u in units}, set(json.loads(results_json.read_text())["run_card"]["units"])
+    if planned != rendered:
+        raise SystemExit(f"\n{chapter.name}: the units it rendered are not those --plan lists (a defect of the chapter or its experiment): "
+                         f"rendered but not planned {sorted(rendered - planned)}, planned but not rendered {sorted(planned - rendered)}")
+
+
+def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int]:
+    """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units, done."""
+    from .units import plan_lines
+
+    units, records = planned_units(chapter, profile, params)
     lines = plan_lines(units, records)
     return lines[:-1], sum(u.work.h100_minutes() for u in units), len(units), sum(records.done(u) for u in units)
 
@@ -197,6 +215,7 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict, refresh: b
                 f"\n{chapter.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"
                 f"The partly executed notebook is {executed}; nothing else was changed."
             ) from None
+    check_units(chapter, profile, params, out_dir / "results.json")
     if refresh:
         check_refresh(profile, changed)
         shutil.copyfile(executed, chapter.with_suffix(".ipynb"))

@@ -64,10 +64,8 @@ def _link(py: Path) -> str:
 
 
 def _stale(card: dict) -> bool:
-    """Whether a run was made by other code than the chapter's current code (a run card of an older
-    format, which names no experiment module, counts as other code)."""
-    experiment = card.get("experiment")
-    return not experiment or card["versions"].get("lib") != code_digest(experiment)
+    """Whether a run was made by other code than the chapter's current code."""
+    return card["versions"]["lib"] != code_digest(card["experiment"])
 
 
 def _unconverged(card: dict) -> bool:

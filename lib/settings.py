@@ -1,14 +1,17 @@
-"""What every chapter run is told before it starts: its profile, seeds, device and results folder.
+"""A chapter's settings: its papermill parameters, each named, typed, defaulted, documented and
+range-checked once, in a small frozen dataclass.
 
-A chapter's own settings are small frozen dataclasses in its experiment module (the data, the
-network, the recipe), built once from the papermill ``parameters`` cell by that module's
-``make_settings`` and checked in their ``__post_init__``. The runner builds them before a kernel
-starts, so a bad value is refused before anything runs. This module holds the part they share.
+Each chapter's experiment module defines ``Settings``, a subclass of :class:`ChapterSettings` whose
+fields are exactly the chapter's ``parameters`` cell (a test keeps the two equal, defaults
+included: the defaults are the quick profile). The chapter builds it from its parameters in one
+line, ``experiment.Settings.of(globals())``, and the runner builds it the same way before a kernel
+starts, so a bad value is refused before anything runs. The experiment's code reads the fields, or
+the small groups of them that its units are keyed by (``settings.run``, and the experiment's own).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 PROFILES = {
     "quick": "minutes on a CPU: shows that the method runs; tests no paper-scale claim",
@@ -19,13 +22,13 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The settings every chapter has, whatever its paper."""
+    """The settings every chapter has, whatever its paper (a group of :class:`ChapterSettings`)."""
 
-    profile: str = "quick"  # one of PROFILES
-    seeds: tuple[int, ...] = (0, 1, 2)  # one run per seed; every number is a mean with its 95% interval
-    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
-    results_root: str = "../results"  # results/<profile>/<chapter>/ receives the chapter's results
-    smoke: bool = False  # a plumbing test with tiny settings: the sanity checks, which they cannot pass, are skipped
+    profile: str
+    seeds: tuple[int, ...]
+    device: str
+    results_root: str
+    smoke: bool
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -37,8 +40,41 @@ class RunSettings:
             raise ValueError(f"device {self.device!r} is unknown; choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
-def run_settings(profile: str, seeds, device: str, results_root: str, smoke: bool = False) -> RunSettings:
-    return RunSettings(profile, tuple(seeds), device, str(results_root), smoke)
+@dataclass(frozen=True)
+class ChapterSettings:
+    """The parameters every chapter's ``parameters`` cell opens with; an experiment's ``Settings``
+    adds its own after them. Lists (as papermill and YAML give them) are kept as tuples."""
+
+    profile: str = "quick"  # one of PROFILES
+    seeds: tuple[int, ...] = (0, 1, 2)  # one run per seed; every number is a mean with its 95% interval
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
+    results_root: str = "../results"  # results/<profile>/<chapter>/ receives the chapter's results
+    smoke: bool = False  # a plumbing test with tiny settings: the sanity checks, which they cannot pass, are skipped
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        self.run  # its checks
+
+    @property
+    def run(self) -> RunSettings:
+        return RunSettings(self.profile, tuple(self.seeds), self.device, str(self.results_root), self.smoke)
+
+    @classmethod
+    def parameters(cls) -> tuple[str, ...]:
+        """The chapter's parameters, in the order of its ``parameters`` cell."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, namespace: dict):
+        """The settings from a chapter's namespace (``globals()`` after its ``parameters`` cell): one
+        value a field, read by name."""
+        missing = [name for name in cls.parameters() if name not in namespace]
+        if missing:
+            raise ValueError(f"the parameters cell does not set {missing}, fields of {cls.__module__}.{cls.__name__}")
+        return cls(**{name: namespace[name] for name in cls.parameters()})
 
 
 def positive(**values) -> None:
@@ -52,21 +88,3 @@ def distinct_positive(name: str, values) -> None:
     """Refuse a list that repeats an entry or holds anything but integers of at least 1."""
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values) or len(set(values)) != len(values):
         raise ValueError(f"{name} {list(values)} must be distinct integers of at least 1")
-
-
-QUICK_LIMIT_MINUTES = 3.0  # a quick run of one chapter, on a 2-core CPU, whatever a reader picks
-
-
-def within_quick_budget(run: RunSettings, work: float, default_work: float, default_minutes: float) -> None:
-    """Refuse quick-profile settings that ask more work than fits ``QUICK_LIMIT_MINUTES``.
-
-    ``work`` is the chapter's estimate of what its settings ask (images through networks, relative),
-    ``default_work`` the same for its quick defaults, which take ``default_minutes`` on a 2-core CPU
-    (measured). Other profiles are not bounded here: they say what they cost in their yaml.
-    """
-    allowed = QUICK_LIMIT_MINUTES / default_minutes
-    if run.profile == "quick" and work > allowed * default_work:
-        raise ValueError(
-            f"these settings ask {work / default_work:.1f}× the work of the quick profile's defaults (about {default_minutes:g} min on a "
-            f"2-core CPU), more than the {allowed:.2f}× that fits the quick profile's {QUICK_LIMIT_MINUTES:g} minutes: use fewer seeds, "
-            "fewer or smaller models or images, or another profile (--profile cpu)")

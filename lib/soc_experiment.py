@@ -30,8 +30,8 @@ from .data import (
     stratified_split,
     take,
 )
-from .models import FeatureClassifier, FeatureClassifierConfig
-from .settings import RunSettings, distinct_positive, positive, run_settings, within_quick_budget
+from .models.feature_classifier import FeatureClassifier, FeatureClassifierConfig
+from .settings import ChapterSettings, distinct_positive, positive
 from .soc import soc_loss
 from .training import Checkpoint, FitReport, Recipe, fit_classifier, predict, seed_everything
 from .units import Records, Unit, Work, forward_flops
@@ -71,10 +71,10 @@ def bottleneck(d: int) -> Model:
 
 @dataclass(frozen=True)
 class Subsets:
-    """Stratified seeded subsets of CIFAR's training and test sets (all of them at full size)."""
+    """Stratified seeded subsets of CIFAR's training and test sets; a group of :class:`Settings`' fields."""
 
-    n_train: int = 2000  # paper: all 50,000
-    n_test: int = 1000  # paper: all 10,000
+    n_train: int
+    n_test: int
 
     def __post_init__(self):
         positive(n_train=self.n_train, n_test=self.n_test)
@@ -86,10 +86,10 @@ class Subsets:
 
 @dataclass(frozen=True)
 class Encoder:
-    """The image encoder under every head."""
+    """The image encoder under every head; a group of :class:`Settings`' fields."""
 
-    name: str = "small"  # "small": the book's 4-layer CNN; "resnet18": the paper's ResNet-18, CIFAR variant
-    width: int = 16  # the small encoder's first width (ignored by resnet18)
+    name: str
+    width: int
 
     def __post_init__(self):
         FeatureClassifierConfig(encoder=self.name, width=self.width)  # the model's own checks
@@ -114,10 +114,10 @@ class SocRecipe(Recipe):
 
 @dataclass(frozen=True)
 class Sweep:
-    """The feature dimensions of the paper's two tables that this run trains."""
+    """The feature dimensions of the paper's two tables that this run trains; a group of :class:`Settings`' fields."""
 
-    cifar10_features: tuple[int, ...] = (1, 2, 10)
-    cifar100_features: tuple[int, ...] = (1, 10, 25)  # () skips CIFAR-100
+    cifar10_features: tuple[int, ...]
+    cifar100_features: tuple[int, ...]
 
     def __post_init__(self):
         if not self.cifar10_features:
@@ -131,12 +131,12 @@ class Sweep:
 
 @dataclass(frozen=True)
 class Beyond:
-    """The experiments beyond the paper: a class added to a frozen model, certainty, the two-class picture."""
+    """The experiments beyond the paper: a class added to a frozen model, certainty, the two-class picture; a group of :class:`Settings`' fields."""
 
-    held_out_class: int = 7  # the class left out of training and added later (7 = horse)
-    ood_features: int = 10  # feature dimension of that experiment's SOC model (one of cifar10_features)
-    new_class_steps: int = 200  # Adam steps that place the new class's mean on the frozen model
-    pair_classes: tuple[int, int] = (1, 6)  # the paper's first picture: two classes from one feature
+    held_out_class: int
+    ood_features: int
+    new_class_steps: int
+    pair_classes: tuple[int, int]
 
     def __post_init__(self):
         positive(new_class_steps=self.new_class_steps, ood_features=self.ood_features)
@@ -148,19 +148,58 @@ class Beyond:
 
 
 @dataclass(frozen=True)
-class Settings:
-    run: RunSettings
-    subsets: Subsets
-    encoder: Encoder
-    recipe: SocRecipe
-    sweep: Sweep
-    beyond: Beyond
+class Settings(ChapterSettings):
+    """Chapter 2's parameters: its ``parameters`` cell, each value checked here; the defaults are the quick profile."""
+
+    encoder: str = "small"  # "small": the book's 4-layer CNN (CPU-sized); "resnet18": the paper's ResNet-18, CIFAR variant
+    width: int = 8  # the small encoder's first width (ignored by resnet18)
+    n_train: int = 1400  # training images, a stratified seeded subset (paper: all 50,000)
+    n_test: int = 1000  # test images, a stratified seeded subset (paper: all 10,000)
+    cifar10_features: tuple[int, ...] = (1, 3, 10)  # feature dimensions on CIFAR-10, for SOC and the bottleneck (paper: 1-30)
+    cifar100_features: tuple[int, ...] = (1, 10, 25)  # ... on CIFAR-100 (paper: 1-200); () skips CIFAR-100
+    epochs: int = 5  # training epochs of every model (paper: not given)
+    batch_size: int = 128  # images per step (paper: not given)
+    optimiser: str = "adam"  # "adam", "nadam" or "sgd" (Nesterov momentum 0.9); paper: not given
+    lr: float = 0.01  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.0  # L2 penalty of the optimiser (never on SOC's class means)
+    means_lr_scale: float = 10.0  # the class means learn this many times faster than the rest (1: the paper's single rate)
+    label_smoothing: float = 0.0  # label smoothing of the images' cross-entropy, in every head's loss alike (0: the paper's loss)
+    held_out_class: int = 7  # beyond the paper: the class left out of training and added later (7: horse)
+    ood_features: int = 10  # ... feature dimension of that experiment's SOC model (one of cifar10_features)
+    new_class_steps: int = 200  # ... Adam steps that place the new class's mean on the frozen model
+    pair_classes: tuple[int, int] = (1, 6)  # the paper's first picture, two classes from one feature (1: automobile, 6: frog)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # NHWC memory layout
+    torch_compile: bool = False  # torch.compile the training step
 
     def __post_init__(self):
-        if self.beyond.ood_features not in self.sweep.cifar10_features:
-            raise ValueError(f"ood_features={self.beyond.ood_features} must be one of cifar10_features {list(self.sweep.cifar10_features)}: "
+        super().__post_init__()
+        self.subsets, self.encoder_config, self.recipe, self.sweep, self.beyond  # their checks
+        if self.ood_features not in self.cifar10_features:
+            raise ValueError(f"ood_features={self.ood_features} must be one of cifar10_features {list(self.cifar10_features)}: "
                              "the new-class experiment compares against that 10-class model")
-        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+
+    @property
+    def subsets(self) -> Subsets:
+        return Subsets(self.n_train, self.n_test)
+
+    @property
+    def encoder_config(self) -> Encoder:
+        return Encoder(self.encoder, self.width)
+
+    @property
+    def recipe(self) -> SocRecipe:
+        return SocRecipe(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, optimiser=self.optimiser, weight_decay=self.weight_decay,
+                         amp=self.amp, channels_last=self.channels_last, compile=self.torch_compile, means_lr_scale=self.means_lr_scale,
+                         label_smoothing=self.label_smoothing)
+
+    @property
+    def sweep(self) -> Sweep:
+        return Sweep(tuple(self.cifar10_features), tuple(self.cifar100_features))
+
+    @property
+    def beyond(self) -> Beyond:
+        return Beyond(self.held_out_class, self.ood_features, self.new_class_steps, tuple(self.pair_classes))
 
 
 ENCODER_COST = {"small": 1.0, "resnet18": 40.0}  # training cost of an image, relative to the small encoder of width 16
@@ -171,27 +210,9 @@ def work(s: Settings) -> float:
     model of the sweep on CIFAR-10 (and CIFAR-100 when it has dimensions), the two nine-class models
     and the two-class picture, for every seed."""
     models = 1 + 2 * len(s.sweep.cifar10_features) + (1 + 2 * len(s.sweep.cifar100_features) if s.sweep.cifar100_features else 0) + 2 + 1
-    per_image = ENCODER_COST[s.encoder.name] * (s.encoder.width / 16) ** 2 if s.encoder.name == "small" else ENCODER_COST[s.encoder.name]
+    e = s.encoder_config
+    per_image = ENCODER_COST[e.name] * (e.width / 16) ** 2 if e.name == "small" else ENCODER_COST[e.name]
     return len(s.run.seeds) * s.subsets.n_train * s.recipe.epochs * models * per_image
-
-
-QUICK_WORK = 510_000  # work() of the chapter's quick defaults (a test keeps the two in step)
-QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
-
-
-def make_settings(*, profile, seeds, device, results_root, smoke, encoder, width, n_train, n_test, cifar10_features, cifar100_features,
-                  epochs, batch_size, optimiser, lr, weight_decay, means_lr_scale, label_smoothing, held_out_class, ood_features,
-                  new_class_steps, pair_classes, amp, channels_last, torch_compile) -> Settings:
-    """Chapter 2's settings from its parameters; a value out of range raises ValueError naming it."""
-    return Settings(
-        run=run_settings(profile, seeds, device, results_root, smoke),
-        subsets=Subsets(n_train, n_test),
-        encoder=Encoder(encoder, width),
-        recipe=SocRecipe(epochs=epochs, lr=lr, batch_size=batch_size, optimiser=optimiser, weight_decay=weight_decay, amp=amp,
-                         channels_last=channels_last, compile=torch_compile, means_lr_scale=means_lr_scale, label_smoothing=label_smoothing),
-        sweep=Sweep(tuple(cifar10_features), tuple(cifar100_features)),
-        beyond=Beyond(held_out_class, ood_features, new_class_steps, tuple(pair_classes)),
-    )
 
 
 def subsets(dataset: Dataset, sizes: Subsets, seed: int) -> tuple[Split, Split]:
@@ -245,7 +266,7 @@ def _steps(n: int, recipe: Recipe) -> int:
 
 def sweep_unit(s: Settings, dataset: str, data: str, num_classes: int, seed: int, model: Model) -> Unit:
     """One training of the sweep: ``model`` on ``dataset`` (whose files have the fingerprint ``data``), one seed."""
-    config = model_config(s.encoder, model, num_classes)
+    config = model_config(s.encoder_config, model, num_classes)
     n, m = min(s.subsets.n_train, 50_000), min(s.subsets.n_test, 10_000)
     work = Work(train_images=n * s.recipe.epochs, forward_images=m * (s.recipe.epochs if model == CE else 1) + m, flops=_flops(config),
                 steps=_steps(n, s.recipe))
@@ -285,7 +306,7 @@ def run_sweep(train: Split, test: Split, s: Settings, dataset: str, data: str, n
         unit = sweep_unit(s, dataset, data, num_classes, seed, model)
 
         def compute(checkpoint: Checkpoint, model=model, unit=unit) -> dict:
-            net, report = train_model(train, s.encoder, s.recipe, model, num_classes, seed=seed, device=device, checkpoint=checkpoint,
+            net, report = train_model(train, s.encoder_config, s.recipe, model, num_classes, seed=seed, device=device, checkpoint=checkpoint,
                                       desc=unit.name, test=test if model == CE else None)
             predicted = predict(net, test.images, amp=s.recipe.amp, channels_last=s.recipe.channels_last).argmax(1)
             record = {"accuracy": float((predicted == test.labels).float().mean()), "per_class": per_class_accuracy(predicted, test.labels, num_classes),
@@ -405,7 +426,7 @@ class BeyondRun:
 
 def beyond_unit(s: Settings, data: str, seed: int) -> Unit:
     """The nine-class SOC and cross-entropy models of one seed, the class added to the frozen one, the certainty scores."""
-    configs = [model_config(s.encoder, m, 9) for m in (soc(s.beyond.ood_features), CE)]
+    configs = [model_config(s.encoder_config, m, 9) for m in (soc(s.beyond.ood_features), CE)]
     n, m = s.subsets.n_train * 9 // 10, s.subsets.n_test
     work = Work(train_images=2 * n * s.recipe.epochs, forward_images=3 * (n + m), flops=_flops(configs[0]), steps=2 * _steps(n, s.recipe))
     return Unit(f"cifar10-nine-classes-seed{seed}", ("beyond", data, s.subsets, *configs, s.recipe, s.beyond, seed),
@@ -420,9 +441,9 @@ def run_beyond(train: Split, test: Split, s: Settings, data: str, *, seed: int, 
 
     def compute(checkpoint: Checkpoint) -> dict:
         train9, train10, test9, test10 = held_out_splits(train, test, s.beyond.held_out_class)
-        soc9, soc_report = train_model(train9, s.encoder, s.recipe, soc(s.beyond.ood_features), 9, seed=seed, device=device,
+        soc9, soc_report = train_model(train9, s.encoder_config, s.recipe, soc(s.beyond.ood_features), 9, seed=seed, device=device,
                                        checkpoint=checkpoint.part("soc"), desc=f"{unit.name} SOC")
-        ce9, ce_report = train_model(train9, s.encoder, s.recipe, CE, 9, seed=seed, device=device, checkpoint=checkpoint.part("ce"),
+        ce9, ce_report = train_model(train9, s.encoder_config, s.recipe, CE, 9, seed=seed, device=device, checkpoint=checkpoint.part("ce"),
                                      desc=f"{unit.name} cross-entropy")
         scores = certainty_scores(soc9, ce9, test10.images)
         unseen = test10.labels == 9
@@ -448,7 +469,7 @@ class Picture:
 
 
 def pair_unit(s: Settings, data: str, seed: int) -> Unit:
-    config = model_config(s.encoder, soc(1), 2)
+    config = model_config(s.encoder_config, soc(1), 2)
     n = s.subsets.n_train // 5
     longer = dataclasses.replace(s.recipe, epochs=5 * s.recipe.epochs)
     return Unit(f"cifar10-pair-soc1-seed{seed}", ("pair", data, s.subsets, config, longer, s.beyond.pair_classes, seed),
@@ -465,7 +486,7 @@ def run_pair(train: Split, test: Split, s: Settings, data: str, *, seed: int, de
     def compute(checkpoint: Checkpoint) -> dict:
         train2, test2 = select_classes(train, s.beyond.pair_classes), select_classes(test, s.beyond.pair_classes)
         longer = dataclasses.replace(s.recipe, epochs=5 * s.recipe.epochs)
-        model, report = train_model(train2, s.encoder, longer, soc(1), 2, seed=seed, device=device, checkpoint=checkpoint, desc=unit.name)
+        model, report = train_model(train2, s.encoder_config, longer, soc(1), 2, seed=seed, device=device, checkpoint=checkpoint, desc=unit.name)
         z = points(model, test2.images)
         accuracy = float((model.head(z.to(next(model.parameters()).device)).cpu().argmax(1) == test2.labels).float().mean())
         return {"points": z, "labels": test2.labels, "means": model.head.means.weight.detach().cpu().clone(), "accuracy": accuracy,

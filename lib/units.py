@@ -89,7 +89,7 @@ class Records:
     def artifact(self, unit: Unit) -> Path:
         """Where a unit may keep a large by-product that other units read (a pretrained backbone): beside
         its checkpoints, never committed. A unit whose record came from elsewhere makes it again."""
-        base = self.checkpoints if self.checkpoints is not None else self.directory / "artifacts"
+        base = self.checkpoints if self.checkpoints is not None else self.directory.parent / "checkpoints"
         return Path(base) / "artifacts" / self.path(unit).name
 
     def run(self, unit: Unit, compute: Callable[[Checkpoint], dict]) -> dict:
@@ -102,8 +102,8 @@ class Records:
         if path.is_file():
             try:
                 record = torch.load(path, weights_only=True)
+                self._count(record)  # before it counts as loaded: a record that cannot be counted is made again, once
                 self.loaded.append(unit.name)
-                self._count(record)
                 return record
             except Exception as err:  # a damaged record is made again, never trusted
                 print(f"record {path} is unreadable ({type(err).__name__}: {err}); running {unit.name} again")
@@ -134,7 +134,8 @@ class Records:
     def summary(self) -> dict:
         """For the run card: how many units this invocation ran, read from earlier records or resumed;
         the training time of them all; and the commits and machines that made them."""
-        return {"units_run": len(self.computed), "units_from_records": len(self.loaded), "units_resumed": len(self.resumed),
+        return {"units": sorted({*self.computed, *self.loaded}), "units_run": len(self.computed), "units_from_records": len(self.loaded),
+                "units_resumed": len(self.resumed),
                 "units_wall_time_s": round(self.wall_time_s, 1),
                 "units_made_by": [{"git": git, "machine": machine} for git, machine in sorted(self.sources)]}
 

@@ -16,8 +16,9 @@ from .cluster_labelling import Annotator, LabellingConfig, label_clusters, rando
 from .data import DataError, Dataset, Split, batches, locate, stratified_split, take, to_unit
 from .losses import weighted_cross_entropy
 from .evaluation import accuracy
-from .models import LabellingVAE, SmallCNN, SmallCNNConfig, VAEConfig
-from .settings import RunSettings, distinct_positive, positive, run_settings, within_quick_budget
+from .models.small_cnn import SmallCNN, SmallCNNConfig
+from .models.vae import LabellingVAE, VAEConfig
+from .settings import ChapterSettings, distinct_positive, positive
 from .training import Checkpoint, Recipe, fit_classifier, predict, seed_everything
 from .units import Records, Unit, Work, forward_flops
 
@@ -31,48 +32,88 @@ PIXEL_KMEANS = "k-means on raw pixels"
 
 
 @dataclass(frozen=True)
-class DataSplit:
-    """How MNIST is cut: the annotator's images, the validation images, the VAE's, the test images."""
+class Settings(ChapterSettings):
+    """Chapter 4's parameters: its ``parameters`` cell, each value checked here; the defaults are the quick profile."""
 
-    split_seed: int = 0  # seed of the stratified split
-    n_train: int = 8000  # VAE training images, labels unused (paper §3.1: 59,872)
-    n_val: int = 1000  # validation images for reconstruction accuracy (paper §3.2: 128)
+    seeds: tuple[int, ...] = (0, 1)  # one training per seed and setting
+    split_seed: int = 0  # seed of the stratified annotator / judge / validation / training split
+    n_train: int = 6000  # VAE training images, labels unused (paper §3.1: 59,872)
+    n_val: int = 500  # validation images for reconstruction accuracy (paper §3.2: 128)
     n_annotator: int = 5000  # images the simulated annotator learns from, never seen by the VAE
     n_judge: int = 5000  # images the judge of reconstructions learns from, seen by neither
-    n_test: int = 2000  # MNIST test images, a stratified subset (paper: all 10,000)
+    n_test: int = 2000  # MNIST test images used for test accuracy, a stratified subset (paper: all 10,000)
+    annotator_epochs: int = 2  # epochs of the annotator's (and the judge's) training
+    z_dim: int = 10  # latent dimension of the semi-supervised model (paper §4: 10)
+    hidden: tuple[int, ...] = (512, 128, 32)  # encoder widths, decoder mirrored (paper §4: third layer 32)
+    beta: float = 5.0  # KL weight in Eq. (1) (paper §3.3: 5)
+    gamma: float = 150.0  # classification weight in Eq. (3) (paper Fig. 4: 150)
+    epochs: int = 5  # training epochs (paper §4: 5)
+    unsupervised_epochs: int = 1  # epochs of Eq. (1) alone before the first labelling (paper §4: 1)
+    lr: float = 0.002  # Adam learning rate (not given in the paper)
+    batch_size: int = 64  # images per step (not given; Keras' default: 32)
+    k_min: int = 4  # smallest k the elbow method considers
+    k_max: int = 15  # largest k the elbow method considers
+    elbow_sample: int = 2000  # latents used to choose k; the final k-means uses all
+    valid_confidence: float = 0.5  # below this confidence a decoded centre is "not a valid digit"
+    a: float = 1.0  # distance decay of Eq. (2), per unit of latent distance (not given in the paper)
+    z_dims: tuple[int, ...] = (2, 10)  # latent dimensions swept with gamma 0, the paper's Fig. 5
+    budget_ks: tuple[int, ...] = ()  # beyond the paper: clusters per round forced to these k
 
     def __post_init__(self):
-        positive(n_train=self.n_train, n_val=self.n_val, n_annotator=self.n_annotator, n_judge=self.n_judge, n_test=self.n_test)
+        super().__post_init__()
+        positive(n_train=self.n_train, n_val=self.n_val, n_annotator=self.n_annotator, n_judge=self.n_judge, n_test=self.n_test,
+                 z_dim=self.z_dim, epochs=self.epochs, batch_size=self.batch_size)
         total = self.n_train + self.n_val + self.n_annotator + self.n_judge
         if total > MNIST_TRAIN:
             raise ValueError(f"n_train + n_val + n_annotator + n_judge = {total} exceeds MNIST's {MNIST_TRAIN} training images")
         if self.n_test > MNIST_TEST:
             raise ValueError(f"n_test={self.n_test} exceeds MNIST's {MNIST_TEST} test images")
+        if not self.lr > 0 or self.beta < 0 or self.gamma < 0 or self.a < 0:
+            raise ValueError(f"lr={self.lr} must be positive and beta={self.beta}, gamma={self.gamma}, a={self.a} non-negative")
+        distinct_positive("z_dims", self.z_dims)
+        if any(not isinstance(k, int) or k < 2 for k in self.budget_ks):
+            raise ValueError(f"budget_ks {list(self.budget_ks)} must all be integers of at least 2 (clusters per round)")
+        self.annotator, self.method  # their own checks
+
+    @property
+    def data(self) -> DataSplit:
+        return DataSplit(self.split_seed, self.n_train, self.n_val, self.n_annotator, self.n_judge, self.n_test)
+
+    @property
+    def annotator(self) -> Recipe:
+        """The simulated annotator's training (and the judge's)."""
+        return Recipe(epochs=self.annotator_epochs, lr=3e-3, batch_size=64)
+
+    @property
+    def method(self) -> LabellingConfig:
+        """The paper's method: VAE, Eqs. (1)-(3), clustering and labelling."""
+        return LabellingConfig(z_dim=self.z_dim, hidden=tuple(self.hidden), beta=self.beta, gamma=self.gamma, epochs=self.epochs,
+                               unsupervised_epochs=self.unsupervised_epochs, lr=self.lr, batch_size=self.batch_size, k_min=self.k_min,
+                               k_max=self.k_max, valid_confidence=self.valid_confidence, a=self.a, elbow_sample=self.elbow_sample)
+
+    @property
+    def sweeps(self) -> Sweeps:
+        return Sweeps(tuple(self.z_dims), tuple(self.budget_ks))
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """How MNIST is cut; a group of :class:`Settings`' fields."""
+
+    split_seed: int
+    n_train: int
+    n_val: int
+    n_annotator: int
+    n_judge: int
+    n_test: int
 
 
 @dataclass(frozen=True)
 class Sweeps:
-    """The settings swept around the method: Fig. 5's latent sizes, and forced cluster counts."""
+    """The settings swept around the method (a group of :class:`Settings`)."""
 
-    z_dims: tuple[int, ...] = (2, 10)  # Fig. 5: latent dimensions swept with gamma = 0
-    budget_ks: tuple[int, ...] = ()  # clusters per round forced to these k, for accuracy against labels spent
-
-    def __post_init__(self):
-        distinct_positive("z_dims", self.z_dims)
-        if any(not isinstance(k, int) or k < 2 for k in self.budget_ks):
-            raise ValueError(f"budget_ks {list(self.budget_ks)} must all be integers of at least 2 (clusters per round)")
-
-
-@dataclass(frozen=True)
-class Settings:
-    run: RunSettings
-    data: DataSplit
-    annotator: Recipe  # the simulated annotator's training (and the judge's)
-    method: LabellingConfig  # the paper's method: VAE, Eqs. (1)-(3), clustering and labelling
-    sweeps: Sweeps
-
-    def __post_init__(self):
-        within_quick_budget(self.run, work(self), QUICK_WORK, QUICK_MINUTES)
+    z_dims: tuple[int, ...]
+    budget_ks: tuple[int, ...]
 
 
 def work(s: Settings) -> float:
@@ -84,27 +125,6 @@ def work(s: Settings) -> float:
     vaes = 2 + len(s.sweeps.z_dims) + (s.method.z_dim not in s.sweeps.z_dims) + 2 * len(s.sweeps.budget_ks)  # semi, random, plain per z, forced k
     readers = 2 * (s.data.n_annotator + s.data.n_judge) * s.annotator.epochs  # small CNNs, about twice the MLP's cost an image
     return len(s.run.seeds) * s.data.n_train * m.epochs * vaes * mlp + readers
-
-
-QUICK_WORK = 523_446  # work() of the chapter's quick defaults (a test keeps the two in step)
-QUICK_MINUTES = 2.0  # their wall time on a 2-core CPU, measured
-
-def make_settings(*, profile, seeds, device, results_root, smoke, split_seed, n_train, n_val, n_annotator, n_judge, n_test, annotator_epochs,
-                  z_dim, hidden, beta, gamma, epochs, unsupervised_epochs, lr, batch_size, k_min, k_max, elbow_sample,
-                  valid_confidence, a, z_dims, budget_ks) -> Settings:
-    """Chapter 4's settings from its parameters; a value out of range raises ValueError naming it."""
-    positive(z_dim=z_dim, epochs=epochs, batch_size=batch_size)
-    if not lr > 0 or beta < 0 or gamma < 0 or a < 0:
-        raise ValueError(f"lr={lr} must be positive and beta={beta}, gamma={gamma}, a={a} non-negative")
-    return Settings(
-        run=run_settings(profile, seeds, device, results_root, smoke),
-        data=DataSplit(split_seed, n_train, n_val, n_annotator, n_judge, n_test),
-        annotator=Recipe(epochs=annotator_epochs, lr=3e-3, batch_size=64),
-        method=LabellingConfig(z_dim=z_dim, hidden=tuple(hidden), beta=beta, gamma=gamma, epochs=epochs,
-                               unsupervised_epochs=unsupervised_epochs, lr=lr, batch_size=batch_size, k_min=k_min, k_max=k_max,
-                               valid_confidence=valid_confidence, a=a, elbow_sample=elbow_sample),
-        sweeps=Sweeps(tuple(z_dims), tuple(budget_ks)),
-    )
 
 
 @dataclass

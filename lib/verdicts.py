@@ -98,11 +98,6 @@ def AtLeast(value: float, tolerance: float = 0.0) -> Region:
     return Region(low=value - tolerance)
 
 
-def AtMost(value: float, tolerance: float = 0.0) -> Region:
-    """Lower is better: the paper's ``value``, plus ``tolerance``, or less."""
-    return Region(high=value + tolerance)
-
-
 def Between(low: float, high: float) -> Region:
     """A range the paper states, both ends included."""
     return Region(low=low, high=high)
@@ -113,15 +108,7 @@ def Above(value: float = 0.0) -> Region:
     return Region(low=value, low_open=True)
 
 
-def Below(value: float = 0.0) -> Region:
-    """A loss or a difference: strictly below ``value``."""
-    return Region(high=value, high_open=True)
-
-
-Rule = Region
-
-
-def judge(rule: Rule, ours: Interval, *, needs: Scale, scale: Scale, untestable: str | None = None) -> tuple[str, str]:
+def judge(rule: Region, ours: Interval, *, needs: Scale, scale: Scale, untestable: str | None = None) -> tuple[str, str]:
     """The verdict on ``ours`` by ``rule``, and why: a run below the scale the claim ``needs``
     (or a claim ``untestable`` by any run of this book) is shown, not judged."""
     if untestable:

@@ -169,3 +169,52 @@ def test_a_classifier_on_the_random_labels_alone_learns_from_them_and_spends_exa
     out = train_on_labels_alone(splits, annotator, config, n_labels=12, seed=0, device=torch.device("cpu"))
     assert out["labels_given"] == 12 and annotator.labels_given == 12
     assert out["test_accuracy"] > 0.9
+
+
+class TieReader(nn.Module):
+    """A scripted annotator that is exactly undecided between two digits: confidence 0.5 on every image."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        return torch.zeros(len(images), 2) + 0 * self.dummy
+
+
+def test_a_centre_exactly_at_the_threshold_is_a_valid_digit():
+    points = torch.from_numpy(blobs(40, [(0.0, 0.0)], 0.3))
+    config = LabellingConfig(fixed_k=1, k_second_max=3, valid_confidence=0.5)
+    annotator = Annotator(TieReader())
+    result = label_clusters(points, lambda c: c.view(-1, 1, 1, 2), annotator, config, seed=0)
+    assert float(result.centre_confidence[0]) == 0.5
+    assert (result.centre_level == 1).all() and annotator.labels_given == 1  # valid: not split again
+    assert (result.targets == 0).all() and (result.weights > 0).all()
+
+
+def two_level_labelling():
+    """The scene of test_label_clusters_propagates_and_splits_invalid_centres: an ambiguous cluster of two tight halves."""
+    left = blobs(100, [(-3.0, 0.0)], 0.05, seed=1)
+    right = blobs(100, [(3.0, 0.0)], 0.05, seed=2)
+    pair = blobs(100, [(-0.6, 8.0), (0.6, 8.0)], 0.02, seed=3)
+    points = torch.from_numpy(np.concatenate([left, right, pair]))
+    config = LabellingConfig(fixed_k=3, k_second_max=2, valid_confidence=0.9, a=0.5)  # the second level may split in two only
+    return points, label_clusters(points, lambda c: c.view(-1, 1, 1, 2), Annotator(SignReader()), config, seed=0)
+
+
+def test_an_invalid_cluster_of_two_halves_is_split_in_two():
+    """The second level's k starts at 2: with k_second_max = 2, a cluster of two halves gets its two centres."""
+    _, result = two_level_labelling()
+    second = result.centres[result.centre_level == 2]
+    assert len(second) == 2
+    assert sorted(second[:, 0].tolist()) == pytest.approx([-0.6, 0.6], abs=0.01)
+
+
+def test_second_level_members_are_weighted_by_their_own_centre():
+    """Eq. (2) at the second level: p_c and the distance of the centre that labelled the image."""
+    points, result = two_level_labelling()
+    for m in torch.nonzero(result.centre_level == 2).flatten().tolist():
+        centre, p_c = result.centres[m], result.centre_confidence[m]
+        members = torch.nonzero((points - centre).norm(dim=1) < 0.3).flatten()  # the tight half around this centre
+        assert len(members) == 100
+        torch.testing.assert_close(result.weights[members], p_c * torch.exp(-0.5 * (points[members] - centre).norm(dim=1)))

@@ -147,3 +147,21 @@ def test_reconstruction_accuracy_is_the_share_the_judge_reads_right_by_a_naive_l
         assert naive / len(digits) == pytest.approx(by_hand)
         assert reconstruction_accuracy(ShiftVAE(shift), judge, val) == pytest.approx(by_hand)
         assert judge.labels_given == 0  # judging spends no label
+
+
+def test_labels_spent_leave_out_the_last_round_which_trains_nothing():
+    """The round after the last epoch is for the figures only: it is shown in the history, and its
+    labels are not spent (the random baselines get exactly the labels the method spent)."""
+    n = 48
+    g = torch.Generator().manual_seed(0)
+    images = id_images(n, (1, 28, 28))
+    images.view(n, -1)[:, 1:] = torch.randint(0, 256, (n, 783), generator=g, dtype=torch.uint8)
+    data = Split(images, torch.arange(n) % 3)
+    config = LabellingConfig(z_dim=2, hidden=(16, 8, 4), epochs=2, unsupervised_epochs=1, batch_size=16, gamma=1.0, k_min=2, k_max=4,
+                             elbow_sample=48)
+    annotator = Annotator(Reader28())
+    out = train_labelling_vae(config, data, data, data, annotator, Annotator(Reader28()), seed=0, device=torch.device("cpu"), checkpoint=None)
+    rounds = [r for r in out["history"] if "labels_given" in r]
+    assert [(r["epoch"], r["used_for_training"]) for r in rounds] == [(1, True), (2, False)]
+    assert rounds[1]["labels_given"] > 0 and annotator.labels_given == rounds[0]["labels_given"] + rounds[1]["labels_given"]
+    assert out["labels_spent"] == rounds[0]["labels_given"]

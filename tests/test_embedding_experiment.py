@@ -31,7 +31,7 @@ def test_invalid_class_choices_are_refused(classes, added, message):
 
 
 def test_splits_relabel_the_chosen_classes_in_order(mnist):
-    sp = experiment.make_splits(mnist, experiment.Task(("mnist",), (7, 2, 5), 0, train_per_class=20, test_per_class=10), seed=0)
+    sp = experiment.make_splits(mnist, experiment.Settings(datasets=("mnist",), classes=(7, 2, 5), added_class=0, train_per_class=20, test_per_class=10).task, seed=0)
     assert torch.bincount(sp.train.labels).tolist() == [20, 20, 20, 20] and sp.num_old == 3
     assert torch.bincount(sp.test.labels).tolist() == [10, 10, 10, 10]
     # label 3 is the added digit 0, label 0 the digit 7: check against the dataset's own images
@@ -53,7 +53,7 @@ def test_classic_classifiers_separate_separable_embeddings():
 def test_a_tiny_run_of_the_whole_procedure(mnist, tmp_path):
     p = read_defaults(Path(__file__).resolve().parents[1] / CHAPTER)
     p.update(train_per_class=20, test_per_class=10, max_head_epochs=2, knn_k=3, search_k=5, channels_last=False, mnist_epochs=1)
-    settings = experiment.make_settings(**p)
+    settings = experiment.Settings(**p)
     sp = experiment.make_splits(mnist, settings.task, seed=0)
     records = Records(tmp_path / "units", "test", None)
     run = experiment.run_extension(sp, settings, "mnist", mnist.fingerprint, seed=0, device=pick_device("cpu"), records=records, index_dir=tmp_path)

@@ -84,7 +84,7 @@ def test_the_stand_in_holds_the_novel_sub_class_out_of_training_and_keeps_labels
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, unseen_subclasses=3, novel_subclass="dog5", seed=0)
     assert h.sub_names[-1] == "dog5" and h.sub_to_super.tolist().count(1) == 6 and h.sub_to_super.tolist().count(2) == 3
-    data = experiment.StandIn(max_train_per_class=20, imbalance="long-tail", imbalance_ratio=4.0, input_size=8)
+    data = experiment.Settings(max_train_per_class=20, imbalance="long-tail", imbalance_ratio=4.0, input_size=8).data
     train, val, test, as_trained = experiment.make_splits(ds, h, data, seed=0)
     assert h.novel not in train.labels.tolist() + val.labels.tolist() + as_trained.labels.tolist() and (test.labels == h.novel).sum() == 5
     for split in (train, val, test, as_trained):  # the pixel value is the source class: every label points to its own images
@@ -111,7 +111,7 @@ def test_both_mini_backbones_give_two_heads_and_a_flat_one(backbone):
 def test_fixed_stopping_trains_every_epoch_cuts_the_rate_on_a_plateau_and_keeps_the_last_weights():
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, 3, "dog5", 0)
-    train, val, _, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
+    train, val, _, _ = experiment.make_splits(ds, h, experiment.Settings(max_train_per_class=20, input_size=32).data, seed=0)
     recipe = experiment.HierarchyRecipe(epochs=6, lr=3e-2, batch_size=16, patience=1, stopping="fixed")
     torch.manual_seed(0)
     model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8, input_size=32))
@@ -169,15 +169,15 @@ def test_the_other_animals_share_no_class_with_the_stand_in():
                                              ({"patience": 0}, "patience=0"), ({"jitter": 1.5}, "jitter")])
 def test_bad_parameters_are_refused(change, message):
     p = read_defaults(CHAPTER)
-    experiment.make_settings(**p)
+    experiment.Settings(**p)
     with pytest.raises(ValueError, match=message):
-        experiment.make_settings(**(p | change))
+        experiment.Settings(**(p | change))
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, 3, "dog5", 0)
-    train, val, _, _ = experiment.make_splits(ds, h, experiment.StandIn(max_train_per_class=20, input_size=32), seed=0)
+    train, val, _, _ = experiment.make_splits(ds, h, experiment.Settings(max_train_per_class=20, input_size=32).data, seed=0)
     recipe = experiment.HierarchyRecipe(epochs=8, lr=3e-2, batch_size=16, patience=1)  # a high rate: the validation loss goes up soon
     torch.manual_seed(0)
     model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8, input_size=32))

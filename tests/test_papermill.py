@@ -23,6 +23,6 @@ def test_a_chapter_runs_through_papermill_with_a_profile_file(tmp_path):
     root = Path(os.environ.get("BOOK_RESULTS_ROOT") or tmp_path)  # the test session sends every run's results there
     saved = json.loads((root / "full" / CHAPTER / "results.json").read_text())
     card = saved["run_card"]
-    assert card["profile"] == "full" and card["settings"]["run"]["profile"] == "full"  # labelled by the profile file, not "quick"
-    assert card["settings"]["data"]["n_train"] == 1000 and card["seeds"] == [0]  # the overrides reached the chapter
+    assert card["profile"] == "full" and card["settings"]["profile"] == "full"  # labelled by the profile file, not "quick"
+    assert card["settings"]["n_train"] == 1000 and card["seeds"] == [0]  # the overrides reached the chapter
     assert saved["claims"] and all(c["profile"] == "full" for c in saved["claims"])

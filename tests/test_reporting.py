@@ -23,7 +23,7 @@ class ToySettings:
 
 
 def results_of(root, profile="quick", seeds=(0, 1), chapter="99_test") -> ChapterResults:
-    return ChapterResults(chapter, ToySettings(RunSettings(profile, tuple(seeds), "cpu", str(root))), vae_experiment)
+    return ChapterResults(chapter, ToySettings(RunSettings(profile, tuple(seeds), "cpu", str(root), False)), vae_experiment)
 
 
 def test_mean_ci_by_hand():

@@ -8,7 +8,7 @@ import pytest
 from lib import run
 from lib.budget import QUICK_BOOK_LIMIT_MINUTES, QUICK_DEFAULTS, quick_cost
 from lib.run import ParameterError, read_defaults, resolve_parameters
-from lib.settings import QUICK_LIMIT_MINUTES
+from lib.budget import QUICK_LIMIT_MINUTES
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "04_vae_cluster_labelling.py"
 
@@ -155,7 +155,7 @@ def test_a_chapter_whose_parameters_and_settings_disagree_is_reported(tmp_path, 
     chapter = tmp_path / "chapters" / "98_mismatch.py"
     chapter.parent.mkdir()
     chapter.write_text('# %% tags=["parameters"]\nprofile = "quick"\nextra = 1\n\n# %%\nfrom lib import vae_experiment as experiment\n')
-    with pytest.raises(ParameterError, match="does not match lib.vae_experiment.make_settings"):
+    with pytest.raises(ParameterError, match="does not match lib.vae_experiment.Settings"):
         resolve_parameters(chapter, "quick", None, {})
 
 
@@ -175,9 +175,9 @@ def test_a_chapter_run_through_papermill_refuses_settings_over_the_quick_budget(
 
     experiment, defaults = experiment_module(CHAPTER), read_defaults(CHAPTER)
     cost, n = quick_cost(experiment), 1
-    while experiment.work(experiment.make_settings(**{**defaults, "seeds": list(range(n))})) / cost.work <= QUICK_LIMIT_MINUTES / cost.minutes:
+    while experiment.work(experiment.Settings(**{**defaults, "seeds": list(range(n))})) / cost.work <= QUICK_LIMIT_MINUTES / cost.minutes:
         n += 1  # the fewest seeds over the budget
-    settings = experiment.make_settings(**{**defaults, "seeds": list(range(n)), "results_root": str(tmp_path)})
+    settings = experiment.Settings(**{**defaults, "seeds": list(range(n)), "results_root": str(tmp_path)})
     with pytest.raises(ValueError, match="more than the .* that fits the quick profile's 3 minutes"):
         ChapterResults(CHAPTER.stem, settings, experiment)
     assert not any(tmp_path.iterdir())  # refused before it wrote anything
@@ -189,13 +189,13 @@ def test_the_quick_profile_is_bounded_whatever_a_reader_picks(chapter):
 
     experiment, defaults = experiment_module(chapter), read_defaults(chapter)
     cost = quick_cost(experiment)
-    assert experiment.work(experiment.make_settings(**defaults)) == pytest.approx(cost.work, rel=1e-3), (
+    assert experiment.work(experiment.Settings(**defaults)) == pytest.approx(cost.work, rel=1e-3), (
         "the chapter's quick defaults changed: update lib.budget.QUICK_DEFAULTS (python benchmarks/quick_book.py)")
     with pytest.raises(ParameterError, match="more than the .* that fits the quick profile's 3 minutes"):
         resolve_parameters(chapter, "quick", list(range(10)), {})  # ten seeds
     for n in range(1, 8):  # refused exactly when the seeds' work over the defaults' exceeds 3 minutes over the defaults' minutes
         try:
-            work = experiment.work(experiment.make_settings(**{**defaults, "seeds": list(range(n))}))
+            work = experiment.work(experiment.Settings(**{**defaults, "seeds": list(range(n))}))
         except ValueError:  # the experiment's own, older and looser bound (see lib.budget) refuses it already
             work = math.inf
         if work / cost.work > QUICK_LIMIT_MINUTES / cost.minutes:
@@ -233,7 +233,7 @@ def test_every_committed_run_has_the_settings_its_profile_gives_today(saved):
     profile, chapter = saved.parts[-3], CHAPTER.parent / f"{saved.parts[-2]}.py"
     params, _ = resolve_parameters(chapter, profile, None, {})
     card = json.loads(saved.read_text())["run_card"]
-    assert card["settings"] == plain(experiment_module(chapter).make_settings(**params)), (
+    assert card["settings"] == plain(experiment_module(chapter).Settings(**params)), (
         f"{saved} was made with other settings than chapters/profiles/{chapter.stem}.{profile}.yaml now gives: pin them in the profile")
 
 
@@ -282,3 +282,19 @@ def test_a_novel_sub_class_outside_the_stand_in_is_refused_before_anything_runs(
     with pytest.raises(ParameterError, match="not one of Tiny-ImageNet's 59 animal classes .did you mean 'Labrador retriever'"):
         resolve_parameters(CHAPTERS["03"], "quick", None, {"novel_subclass": "labrador"})
     resolve_parameters(CHAPTERS["03"], "quick", None, {"novel_subclass": "goose"})
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS.values()), ids=lambda p: p.stem[:2])
+def test_the_parameters_cell_is_the_settings_fields_with_their_defaults(chapter):
+    """Every cell parameter is a field of the chapter's Settings and every field a cell parameter, in
+    the same order; the cell's defaults are the dataclass's (the quick profile)."""
+    from lib.keys import plain
+    from lib.run import experiment_module
+
+    settings_class = experiment_module(chapter).Settings
+    defaults = read_defaults(chapter)
+    assert list(defaults) == list(settings_class.parameters())
+    assert plain(settings_class(**defaults)) == plain(settings_class())
+    assert settings_class.of(defaults) == settings_class()
+    with pytest.raises(ValueError, match="does not set"):
+        settings_class.of({k: v for k, v in defaults.items() if k != "seeds"})

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import MultivariateNormal, Normal
@@ -67,3 +68,29 @@ def test_add_class_keeps_the_old_means():
     head.add_class()
     assert head.means.weight.shape == (4, 2) and torch.equal(head.means.weight[:3], old)
     assert head.log_scales.shape == (4, 2) and math.isclose(float(head.log_scales.detach()[3].abs().sum()), 0.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_label_smoothing_smooths_the_images_term_and_never_the_regulariser(smoothing):
+    """soc_loss against a reference from torch.distributions: the images' term with label smoothing
+    (1 - e) * -log p_y + e * mean_k -log p_k, the class means' self-classification without it."""
+
+    torch.manual_seed(0)
+    head = SOCHead(3, 2)
+    z, y = torch.randn(5, 2), torch.tensor([0, 1, 2, 1, 0])
+    means = head.means.weight.detach()
+
+    def log_softmax_of_densities(points):
+        dens = torch.stack([MultivariateNormal(m, torch.eye(2)).log_prob(points) for m in means], dim=1)
+        return dens.log_softmax(1)
+
+    logp = log_softmax_of_densities(z)
+    images = ((1 - smoothing) * -logp[torch.arange(5), y] + smoothing * -logp.mean(1)).mean()
+    regulariser = -log_softmax_of_densities(means).diagonal().mean()
+    torch.testing.assert_close(soc_loss(head, z, y, label_smoothing=smoothing), (images + regulariser) / 2)
+
+
+def test_an_added_class_starts_at_the_origin():
+    head = SOCHead(3, 4)
+    head.add_class()
+    assert head.means.weight.shape == (4, 4) and torch.equal(head.means.weight[3], torch.zeros(4))

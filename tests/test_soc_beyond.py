@@ -12,7 +12,6 @@ from torch.distributions import Normal
 
 from lib import soc_experiment as experiment
 from lib.models import FeatureClassifier, FeatureClassifierConfig
-from lib.settings import RunSettings
 from lib.training import pick_device
 from lib.units import Records
 from tests.test_soc_experiment import Identity2D, toy_split
@@ -76,9 +75,9 @@ def test_the_log_density_flags_far_away_images_that_the_softmax_is_sure_of():
 
 
 def tiny_settings(**beyond) -> experiment.Settings:
-    return experiment.Settings(RunSettings(), experiment.Subsets(), experiment.Encoder(width=4),
-                               experiment.SocRecipe(epochs=2, lr=0.01, batch_size=32), experiment.Sweep((2,), ()),
-                               experiment.Beyond(**{"held_out_class": 3, "ood_features": 2, "new_class_steps": 10, **beyond}))
+    return experiment.Settings(n_train=2000, width=4, epochs=2, lr=0.01, batch_size=32, means_lr_scale=1.0, channels_last=False,
+                               cifar10_features=(2,), cifar100_features=(),
+                               **{"held_out_class": 3, "ood_features": 2, "new_class_steps": 10, **beyond})
 
 
 def spy_on_training(monkeypatch) -> list[dict]:

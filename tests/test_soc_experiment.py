@@ -38,9 +38,9 @@ def defaults():
     ],
 )
 def test_bad_parameters_are_refused_with_their_name(defaults, change, message):
-    experiment.make_settings(**defaults)  # the chapter's own defaults pass
+    experiment.Settings(**defaults)  # the chapter's own defaults pass
     with pytest.raises(ValueError, match=message):
-        experiment.make_settings(**{**defaults, **change})
+        experiment.Settings(**{**defaults, **change})
 
 
 def toy_split(n_per_class: int, num_classes: int, seed: int = 0) -> Split:
@@ -106,11 +106,8 @@ def test_a_class_added_to_a_frozen_model_wins_its_own_points_and_leaves_the_old_
 
 
 def tiny_settings(**recipe) -> experiment.Settings:
-    from lib.settings import RunSettings
-
-    return experiment.Settings(RunSettings(), experiment.Subsets(), experiment.Encoder(width=4),
-                               experiment.SocRecipe(**{"epochs": 6, "lr": 0.01, "batch_size": 32, **recipe}),
-                               experiment.Sweep((1, 2), ()), experiment.Beyond(ood_features=2))
+    return experiment.Settings(**{"n_train": 2000, "width": 4, "means_lr_scale": 1.0, "channels_last": False, "cifar10_features": (1, 2),
+                                  "cifar100_features": (), "ood_features": 2, "epochs": 6, "lr": 0.01, "batch_size": 32, **recipe})
 
 
 def test_a_tiny_sweep_trains_every_model_and_reports_its_cost(tmp_path):

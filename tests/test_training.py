@@ -195,7 +195,7 @@ def test_a_resumed_run_says_so(small, tmp_path):
 def test_the_annotator_is_the_same_for_the_same_seed(mnist):
     from lib import vae_experiment
 
-    splits = vae_experiment.make_splits(mnist, vae_experiment.DataSplit(n_train=100, n_val=20, n_annotator=300, n_judge=50, n_test=100))
+    splits = vae_experiment.make_splits(mnist, vae_experiment.Settings(n_train=100, n_val=20, n_annotator=300, n_judge=50, n_test=100).data)
 
     def weights():
         torch.rand(7)  # whatever the global generator went through before must not matter
@@ -242,7 +242,7 @@ def two_head_setup():
 
     ds = fake_animals()
     h = hierarchy_experiment.build_hierarchy(ds, 3, "dog5", 0)
-    data = hierarchy_experiment.StandIn(max_train_per_class=20, input_size=32)
+    data = hierarchy_experiment.Settings(max_train_per_class=20, input_size=32).data
     recipe = hierarchy_experiment.HierarchyRecipe(epochs=4, lr=1e-3, batch_size=16, patience=3, augment_groups=2)
     return ds, h, data, recipe
 
@@ -281,16 +281,13 @@ def test_the_two_headed_net_with_augmentation_resumes_bit_identically(tmp_path, 
 
 def test_the_pretraining_resumes_bit_identically(tmp_path, monkeypatch):
     from lib.data import Dataset
-    from lib.settings import RunSettings
 
     g = torch.Generator().manual_seed(0)
     cifar = Dataset("fake CIFAR-10", Split(torch.randint(0, 256, (80, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(80) % 10),
                     Split(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10)), [str(i) for i in range(10)], {"format": "fake"})
     monkeypatch.setattr(hierarchy_experiment, "load_cifar10", lambda: cifar)
-    recipe = hierarchy_experiment.HierarchyRecipe(epochs=2, lr=1e-3, batch_size=16, augment_groups=2)
-    settings = hierarchy_experiment.Settings(
-        RunSettings(), hierarchy_experiment.StandIn(input_size=32), hierarchy_experiment.Networks(hidden=8),
-        hierarchy_experiment.Pretraining("cifar10", images=80, epochs=3), recipe, recipe)
+    settings = hierarchy_experiment.Settings(input_size=32, hidden=8, initialisation="cifar10", pretrain_images=80, pretrain_epochs=3,
+                                             resnet_epochs=2, convnext_epochs=2, batch_size=16, augment_groups=2, channels_last=False)
     ds, h, _, _ = two_head_setup()
 
     def pretrain(directory):
@@ -332,9 +329,9 @@ def settings_under_test():
         Recipe(epochs=2, lr=1e-3, batch_size=8),
         soc_experiment.SocRecipe(epochs=2, lr=1e-3, batch_size=8),
         hierarchy_experiment.HierarchyRecipe(epochs=2, lr=1e-3, batch_size=8),
-        hierarchy_experiment.StandIn(), hierarchy_experiment.Networks(), hierarchy_experiment.Pretraining(),
-        HeadSchedule(), LabellingConfig(), vae_experiment.DataSplit(),
-        embedding_experiment.Task(), embedding_experiment.Pyramid(), PyramidConfig(), HierarchicalConfig(),
+        hierarchy_experiment.Settings().data, hierarchy_experiment.Settings().networks, hierarchy_experiment.Settings().pretraining,
+        HeadSchedule(), LabellingConfig(), vae_experiment.Settings().data,
+        embedding_experiment.Settings().task, embedding_experiment.Settings().pyramid, PyramidConfig(), HierarchicalConfig(),
         FeatureClassifierConfig(),
     ]
 

@@ -138,7 +138,7 @@ def test_a_chapter_renders_from_records_that_two_invocations_made(tmp_path):
     seeds trains nothing and renders the chapter."""
     import json
 
-    from lib.run import ROOT, execute, resolve_parameters
+    from lib.run import ROOT, execute, planned_units, resolve_parameters
 
     chapter = ROOT / "chapters" / "04_vae_cluster_labelling.py"
     tiny = {"smoke": True, "n_train": 600, "n_val": 100, "n_annotator": 500, "n_judge": 500, "n_test": 200, "epochs": 2,
@@ -157,3 +157,22 @@ def test_a_chapter_renders_from_records_that_two_invocations_made(tmp_path):
     card = run(tmp_path / "merged", [0, 1])
     assert card["units_run"] == 0 and card["units_from_records"] == 2 * one["units_run"] - 2  # the annotator and the judge are shared
     assert card["seeds"] == [0, 1]
+    # the units it rendered are exactly those --plan lists (lib.run checks it after every run)
+    params, _ = resolve_parameters(chapter, "quick", [0, 1], {**tiny, "results_root": str(tmp_path / "merged")})
+    assert set(card["units"]) == {u.name for u in planned_units(chapter, "quick", params)[0]}
+
+    # a change of the code's key: the records, renamed to another digest, are carried back by lib.migrate
+    from lib.migrate import migrate, migrations
+
+    run_dir = tmp_path / "merged" / "quick" / chapter.stem
+    for record in (run_dir / "units").glob("*.pt"):
+        record.rename(record.with_name(record.name.rsplit("-", 1)[0] + "-0123456789ab.pt"))
+    renamed, problems = migrate(run_dir)
+    assert problems == [] and renamed >= len(card["units"])
+    assert migrations(run_dir) == ([], [])
+    assert run(tmp_path / "merged", [0, 1])["units_run"] == 0  # nothing trained again
+    current = next((run_dir / "units").glob(f"{card['units'][0]}-*.pt"))
+    current.rename(current.with_name(f"{card['units'][0]}-0123456789ab.pt"))
+    (run_dir / "units" / f"{card['units'][0]}-ffffffffffff.pt").write_bytes(b"")  # two old records of one unit: which one?
+    moves, problems = migrations(run_dir)
+    assert moves == [] and len(problems) == 1 and problems[0].startswith(f"{card['units'][0]}: 2 records")

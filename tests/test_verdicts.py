@@ -13,8 +13,6 @@ from lib.verdicts import (
     UNTESTED,
     Above,
     AtLeast,
-    AtMost,
-    Below,
     Between,
     Region,
     Scale,
@@ -39,10 +37,10 @@ def ci(low, high, mean=None, n=3):
         (AtLeast(0.75), ci(0.60, 0.75), INCONCLUSIVE),  # touches the region at its closed end
         (AtLeast(0.998), ci(0.969, 1.001), INCONCLUSIVE),  # 0.985 ± 0.016 is no reproduction of 0.998
         (AtLeast(0.75, tolerance=0.01), ci(0.74, 0.76), REPRODUCED),
-        # AtMost(1): the region (-inf, 1]
-        (AtMost(1.0), ci(0.8, 1.0), REPRODUCED),
-        (AtMost(1.0), ci(0.8, 1.2), INCONCLUSIVE),
-        (AtMost(1.0), ci(1.0001, 1.2), NOT_REPRODUCED),
+        # the region (-inf, 1]
+        (Region(high=1.0), ci(0.8, 1.0), REPRODUCED),
+        (Region(high=1.0), ci(0.8, 1.2), INCONCLUSIVE),
+        (Region(high=1.0), ci(1.0001, 1.2), NOT_REPRODUCED),
         # Between(10, 16)
         (Between(10, 16), ci(10, 16), REPRODUCED),
         (Between(10, 16), ci(9.9, 12), INCONCLUSIVE),
@@ -54,17 +52,17 @@ def ci(low, high, mean=None, n=3):
         (Above(0), ci(1e-9, 0.1), REPRODUCED),
         (Above(0), ci(-0.1, 0.0), NOT_REPRODUCED),  # at most 0: wholly outside an open region
         (Above(0), ci(0.0, 0.0), NOT_REPRODUCED),
-        # Below(1)
-        (Below(1), ci(0.5, 0.99), REPRODUCED),
-        (Below(1), ci(0.5, 1.0), INCONCLUSIVE),
-        (Below(1), ci(1.0, 1.5), NOT_REPRODUCED),
+        # the region (-inf, 1), the boundary excluded
+        (Region(high=1, high_open=True), ci(0.5, 0.99), REPRODUCED),
+        (Region(high=1, high_open=True), ci(0.5, 1.0), INCONCLUSIVE),
+        (Region(high=1, high_open=True), ci(1.0, 1.5), NOT_REPRODUCED),
     ],
 )
 def test_rules_at_their_boundaries(rule, interval, verdict):
     assert rule.verdict(interval) == verdict
 
 
-@pytest.mark.parametrize("rule", [AtLeast(0.5), AtMost(0.5), Between(0.4, 0.6), Above(0.5), Below(0.5)])
+@pytest.mark.parametrize("rule", [AtLeast(0.5), Region(high=0.5), Between(0.4, 0.6), Above(0.5), Region(high=0.5, high_open=True)])
 def test_one_seed_is_always_inconclusive(rule):
     one = mean_ci([0.5])
     assert one.n == 1 and one.low == -INF and one.high == INF
@@ -83,7 +81,7 @@ def test_two_seeds_give_a_wide_interval_that_decides_only_clear_cases():
 def test_infinite_bounds_in_a_rule_and_in_an_interval():
     assert Region().verdict(ci(-INF, INF, mean=0.0)) == REPRODUCED  # the whole line accepts anything
     assert AtLeast(0).verdict(ci(1.0, INF)) == REPRODUCED
-    assert AtMost(0).verdict(ci(1.0, INF)) == NOT_REPRODUCED
+    assert Region(high=0).verdict(ci(1.0, INF)) == NOT_REPRODUCED
     assert Between(0, 1).verdict(ci(-INF, 0.5)) == INCONCLUSIVE
 
 
@@ -100,7 +98,7 @@ def test_nan_is_refused_not_judged():
         Region(low=float("nan"))
 
 
-@pytest.mark.parametrize("rule", [AtLeast(0.5), AtMost(0.5), Between(0.4, 0.6), Above(0.5), Below(0.5), AtLeast(0.5, 0.05)])
+@pytest.mark.parametrize("rule", [AtLeast(0.5), Region(high=0.5), Between(0.4, 0.6), Above(0.5), Region(high=0.5, high_open=True), AtLeast(0.5, 0.05)])
 def test_a_wider_interval_never_moves_a_verdict_towards_reproduced(rule):
     rng = random.Random(0)
     for _ in range(3000):
@@ -124,6 +122,6 @@ def test_a_run_below_the_claims_scale_is_shown_not_judged():
 
 
 def test_rules_say_what_they_accept():
-    assert AtLeast(0.75).short() == "CI ≥ 0.75" and Above(0).short() == "CI > 0" and Below(1).short() == "CI < 1"
-    assert Between(10, 16).short() == "CI within [10, 16]" and AtMost(1).short() == "CI ≤ 1"
+    assert AtLeast(0.75).short() == "CI ≥ 0.75" and Above(0).short() == "CI > 0" and Region(high=1, high_open=True).short() == "CI < 1"
+    assert Between(10, 16).short() == "CI within [10, 16]" and Region(high=1).short() == "CI ≤ 1"
     assert "[0.75, ∞)" in AtLeast(0.75).describe() and "inconclusive otherwise" in AtLeast(0.75).describe()
