@@ -60,6 +60,18 @@ MUTANTS = (
            'model.load_state_dict(loop["best"])', "pass", ("tests/test_hierarchy.py", "tests/test_training.py")),
     Mutant("the epoch loop forgets to resume the loop's state", "lib/training.py",
            "state = resumed or {", "state = {", ("tests/test_training.py",)),
+    Mutant("a verdict of reproduced when only the mean lies in the region", "lib/verdicts.py",
+           "if self.holds(ours.low) and self.holds(ours.high):", "if self.holds(ours.mean):", ("tests/test_verdicts.py",)),
+    Mutant("a normal quantile where the interval needs Student's t", "lib/evaluation.py",
+           "stats.t.ppf(0.5 + level / 2, df=x.size - 1)", "stats.norm.ppf(0.5 + level / 2)",
+           ("tests/test_reporting.py", "tests/test_verdicts.py")),
+    Mutant("the triplet margin not divided by the cosine scale", "lib/losses.py",
+           "TripletMarginLoss(margin=margin / scale,", "TripletMarginLoss(margin=margin,", ("tests/test_losses.py",)),
+    Mutant("the two heads' level weights swapped", "lib/losses.py",
+           "loss = level_weights[1] * level(sub_logits, y_sub, sub_weights)",
+           "loss = level_weights[0] * level(sub_logits, y_sub, sub_weights)", ("tests/test_losses.py", "tests/test_hierarchy.py")),
+    Mutant("a learned class scale's log-determinant dropped", "lib/soc.py",
+           " - log_scales.sum(-1)[None] - 0.5", " - 0.5", ("tests/test_soc.py", "tests/test_soc_beyond.py")),
 )
 
 

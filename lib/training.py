@@ -294,12 +294,14 @@ def fit_epochs(epochs: int, stateful: dict, state: dict, train_epoch: Callable[[
     if start is not None:
         start(state)
     progress = tqdm(total=epochs, initial=state["epoch"], desc=desc, leave=False)
-    while state["epoch"] < epochs and not (stop and stop(state)):
+    for epoch in range(state["epoch"], epochs):
+        if stop is not None and stop(state):
+            break
         started, ticked = time.perf_counter(), clock(device)
         train_epoch(state)
         state["seconds"] += time.perf_counter() - started
         state["clock"] += clock(device) - ticked
-        state["epoch"] += 1
+        state["epoch"] = epoch + 1
         if end_epoch is not None:
             end_epoch(state)
         if checkpoint:
