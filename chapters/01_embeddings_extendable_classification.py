@@ -599,12 +599,12 @@ if not smoke:  # a smoke run's tiny settings cannot reach these
     chance3, chance4 = 1 / len(classes), 1 / (len(classes) + 1)
     grid = "seeds 0-20 and three other class choices, benchmarks/any_choice.py"
     for name in datasets:
-        results.check(f"{name}: straight classifier's accuracy", values(name, STRAIGHT3), above=chance3 + 0.24, reference=chance3,
-                      measured=f"{grid}: worst 0.83, chance + 0.50 (MNIST, seeds 18-20); bound halfway")
+        results.check(f"{name}: straight classifier's accuracy", values(name, STRAIGHT3), above=chance3 + 0.26, reference=chance3,
+                      measured=f"{grid}: worst 0.860, chance + 0.527 (MNIST, classes 4 7 9, add 2); bound halfway")
         results.check(f"{name}: kNN on the embeddings", values(name, on_embeddings(KNN, MODEL3)), above=chance3 + 0.28, reference=chance3,
-                      measured=f"{grid}: worst 0.90, chance + 0.57 (Fashion-MNIST, seeds 18-20); bound halfway")
+                      measured=f"{grid}: worst 0.903, chance + 0.570 (Fashion-MNIST, seeds 18-20); bound halfway")
         results.check(f"{name}: kNN on the extended embeddings", values(name, on_embeddings(KNN, MODEL4)), above=chance4 + 0.29,
-                      reference=chance4, measured=f"{grid}: worst 0.85, chance + 0.60 (Fashion-MNIST, seeds 15-17); bound halfway")
+                      reference=chance4, measured=f"{grid}: worst 0.830, chance + 0.580 (Fashion-MNIST, classes 4 7 9, add 2); bound halfway")
     # Not checked: whether further training lowers the triplet loss. The loss is near zero from the first
     # epoch, and on a hard added class (Pullover beside Coat) it rose in 1 of the grid's 30 trainings
     # (last over first 1.19): an outcome, not code health. The extended embeddings' kNN check covers it.

@@ -562,15 +562,15 @@ if not smoke:  # a smoke run's tiny settings cannot reach these
     for name in data:
         chance = 1 / len(data[name].classes)
         best = max(dims[name])
-        results.check(f"{name}: cross-entropy's accuracy", values(name, CE), above=chance + 0.10, reference=chance,
-                      measured=f"{grid}: worst 0.313, chance + 0.21 (seeds 18-20); bound halfway")
-        results.check(f"{name}: SOC's accuracy with {best} features", values(name, soc(best)), above=chance + 0.09, reference=chance,
-                      measured=f"{grid}: worst 0.280, chance + 0.18 (seeds 12-14); bound halfway")
+        results.check(f"{name}: cross-entropy's accuracy", values(name, CE), above=chance + 0.11, reference=chance,
+                      measured=f"{grid}: worst 0.325, chance + 0.225 (seeds 18-20); bound halfway")
+        results.check(f"{name}: SOC's accuracy with {best} features", values(name, soc(best)), above=chance + 0.08, reference=chance,
+                      measured=f"{grid}: worst 0.273, chance + 0.173 (seeds 12-14); bound halfway")
         results.check(f"{name}: the bottleneck's accuracy with {best} features", values(name, bottleneck(best)), above=chance + 0.10,
-                      reference=chance, measured=f"{grid}: worst 0.306, chance + 0.21 (seeds 12-14); bound halfway")
+                      reference=chance, measured=f"{grid}: worst 0.311, chance + 0.211 (seeds 12-14); bound halfway")
         results.check(f"{name}: every training's loss, last epoch over first",
                       [r.losses[m][-1] / r.losses[m][0] for (n, _), r in sweeps.items() if n == name for m in r.losses], below=0.975,
-                      reference=1.0, measured=f"{grid}: worst 0.951, 0.049 below no change (seeds 15-17); bound halfway")
+                      reference=1.0, measured=f"{grid}: worst 0.950, 0.050 below no change (seeds 15-17); bound halfway")
     assert all(0 <= v <= 1 for s in seeds for v in beyond[s].auroc.values())  # an identity: an AUROC lies in [0, 1]
 results.save(
     device=torch_device, data=[ds.provenance for ds in data.values()],

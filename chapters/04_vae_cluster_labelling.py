@@ -150,9 +150,9 @@ print(f"annotator: accuracy {annotator_accuracy:.3f}, judge: accuracy {judge_acc
 if not smoke:  # code health (see the sanity checks at the end): both must read real digits reliably
     grid = "seeds 0-19 and two other choices of latent sizes, benchmarks/any_choice.py"
     results.check("the annotator's test accuracy", [annotator_accuracy], above=0.52, reference=0.1,
-                  measured=f"{grid}: worst 0.944, chance + 0.84; bound halfway")
+                  measured=f"{grid}: worst 0.949, chance + 0.849; bound halfway")
     results.check("the judge's test accuracy", [judge_accuracy], above=0.52, reference=0.1,
-                  measured=f"{grid}: worst 0.945, chance + 0.85; bound halfway")
+                  measured=f"{grid}: worst 0.946, chance + 0.846; bound halfway")
 
 # %% [markdown]
 # ## The method
@@ -395,12 +395,12 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile, figure
 # %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
     chance = 0.1
-    results.check("test accuracy of the labelled VAE", final_accuracy, above=0.165, reference=chance,
-                  measured=f"{grid}: worst 0.231, chance + 0.131 (z_dim 5); bound halfway")
+    results.check("test accuracy of the labelled VAE", final_accuracy, above=0.162, reference=chance,
+                  measured=f"{grid}: worst 0.225, chance + 0.125 (seeds 0-1); bound halfway")
     results.check("purity of the propagated labels", purity, above=0.133, reference=chance,
                   measured=f"{grid}: worst 0.167, chance + 0.067 (seeds 0-1); bound halfway")
-    results.check("the plain VAE's reconstruction accuracy", [r[-1] for r in recon_plain], above=0.191, reference=chance,
-                  measured=f"{grid}: worst 0.282, chance + 0.182 (seeds 8-9); bound halfway")
+    results.check("the plain VAE's reconstruction accuracy", [r[-1] for r in recon_plain], above=0.200, reference=chance,
+                  measured=f"{grid}: worst 0.302, chance + 0.202 (seeds 10-11); bound halfway")
     # an identity, not a measurement: a round shows the k first-level centres (k_min <= k <= k_max), and more when it splits
     assert all(k_min <= r["k"] <= k_max and r["labels_given"] >= r["k"] for r in rows), "a labelling round outside its k range"
 trainings = [*semi.values(), *plain.values(), *random_images.values(), *budget.values(), *budget_random.values()]
