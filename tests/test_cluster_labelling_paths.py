@@ -165,3 +165,28 @@ def test_labels_spent_leave_out_the_last_round_which_trains_nothing():
     assert [(r["epoch"], r["used_for_training"]) for r in rounds] == [(1, True), (2, False)]
     assert rounds[1]["labels_given"] > 0 and annotator.labels_given == rounds[0]["labels_given"] + rounds[1]["labels_given"]
     assert out["labels_spent"] == rounds[0]["labels_given"]
+
+
+def test_eq3_trains_the_class_head_and_eq1_alone_does_not():
+    """Eq. (1) alone never reaches the class head (its gradient is None, so Adam leaves it at its
+    initial values): a plain VAE's head ends where it started. Eq. (3)'s weighted cross-entropy, in
+    the epoch after the first labelling, moves it."""
+    from lib.models.vae import LabellingVAE, VAEConfig
+    from lib.training import seed_everything
+
+    n = 48
+    g = torch.Generator().manual_seed(0)
+    images = id_images(n, (1, 28, 28))
+    images.view(n, -1)[:, 1:] = torch.randint(0, 256, (n, 783), generator=g, dtype=torch.uint8)
+    data = Split(images, torch.arange(n) % 3)
+    seed_everything(3)
+    initial = LabellingVAE(VAEConfig(z_dim=2, hidden=(16, 8, 4))).head.weight.detach().clone()  # what each run starts from
+    heads = {}
+    for gamma in (0.0, 1.0):  # a plain VAE (Eq. 1 for both epochs); Eq. (1) then Eq. (3) after the labelling that ends epoch 1
+        config = LabellingConfig(z_dim=2, hidden=(16, 8, 4), epochs=2, unsupervised_epochs=1, batch_size=16, gamma=gamma,
+                                 label_source="random", random_labels=12)
+        out = train_labelling_vae(config, data, data, data, Annotator(Reader28()), Annotator(Reader28()), seed=3, device=torch.device("cpu"),
+                                  checkpoint=None)
+        heads[gamma] = out["model"].head.weight.detach()
+    assert torch.equal(heads[0.0], initial), "Eq. (1) alone moved the class head"
+    assert not torch.allclose(heads[1.0], initial), "Eq. (3)'s classification term did not reach the class head"

@@ -178,13 +178,14 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     ds = fake_animals()
     h = experiment.build_hierarchy(ds, 3, "dog5", 0)
     train, val, _, _ = experiment.make_splits(ds, h, experiment.Settings(max_train_per_class=20, input_size=32).data, seed=0)
-    recipe = experiment.HierarchyRecipe(epochs=8, lr=3e-2, batch_size=16, patience=1)  # a high rate: the validation loss goes up soon
+    recipe = experiment.HierarchyRecipe(epochs=8, lr=0.3, batch_size=16, patience=2)  # a high rate: the validation loss goes up soon
     torch.manual_seed(0)
     model = HierarchicalNet(HierarchicalConfig(backbone="convnext_mini", num_sub=len(h.sub_names), hidden=8, input_size=32))
     result = experiment.fit_two_heads(model, train, val, h, recipe, weighted=True, seed=0, device=torch.device("cpu"), checkpoint=None, desc="t")
     losses = result.history["validation loss"]
     assert result.best_epoch == int(np.argmin(losses)) + 1
-    assert len(losses) == recipe.epochs or (len(losses) - result.best_epoch) == recipe.patience
+    # it stopped early, so the last epoch is not the best: keeping the last weights would fail below
+    assert len(losses) < recipe.epochs and len(losses) - result.best_epoch == recipe.patience, f"this run did not stop early: {losses}"
     # the weights kept are the best epoch's: the model's validation loss now is the lowest one seen
     out = experiment.outputs(model, val.images, h)
     weights = (class_weights(train.labels, len(h.sub_names), novel=h.novel), class_weights(h.sub_to_super[train.labels], 3))
