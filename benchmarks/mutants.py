@@ -2,8 +2,8 @@
 copy of the repository; the tests that cover its code then run there, and must fail.
 
 Run: ``python benchmarks/mutants.py`` (a few minutes). It prints one line a mutant (caught or
-missed, and by which test) and the tally; it exits with status 1 when any mutant is missed. Not a
-test itself: it runs the test suite once a mutant.
+missed, and by which test) and the tally, writes them to ``benchmarks/results/mutants.md``, and exits
+with status 1 when any mutant is missed. Not a test itself: it runs the test suite once a mutant.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "mutants.md"
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,17 @@ def run(mutant: Mutant) -> tuple[bool, str]:
 
 
 def main() -> None:
-    caught = 0
+    from lib.provenance import git_commit
+
+    caught, lines = 0, [f"Mutants planted in a copy of commit {git_commit()}; the tests that cover each, run there.", "",
+                        "| mutant | file | caught | by |", "|---|---|---|---|"]
     for mutant in MUTANTS:
         ok, why = run(mutant)
         caught += ok
         print(f"{'caught' if ok else 'MISSED'}: {mutant.what} ({why})", flush=True)
+        lines.append(f"| {mutant.what} | `{mutant.path}` | {'yes' if ok else 'NO'} | `{why}` |")
     print(f"\n{caught} of {len(MUTANTS)} mutants caught")
+    OUT.write_text("\n".join([*lines, "", f"{caught} of {len(MUTANTS)} mutants caught."]) + "\n")
     if caught < len(MUTANTS):
         raise SystemExit(1)
 
