@@ -245,6 +245,9 @@ def claims_markdown(claims: list[dict]) -> str:
 def run_scale(card: dict, profile: str) -> str:
     """What a saved run could test, in words: its profile's scale, or, for a run whose main models
     missed the chapter's convergence criterion, the toy scale it fell to (see ``converged``)."""
+    if "scale" not in card or "convergence" not in card:
+        raise ValueError(f"a {profile} run card of an older format (it has no 'scale' or 'convergence'): render that "
+                         f"profile's page again from its records, `python -m lib.run <chapter> --profile {profile}`")
     scale = Scale[card["scale"]]
     if scale < PROFILE_SCALE[profile] and not (card["convergence"] or {}).get("converged", True):
         return f"{scale.label}: its main models did not converge, so its claims are shown unjudged"

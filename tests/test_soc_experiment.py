@@ -132,7 +132,7 @@ def test_weight_decay_never_touches_the_class_means():
 
     recipe = experiment.SocRecipe(epochs=1, lr=1e-9, batch_size=32, optimiser="sgd", weight_decay=1e6)  # decay alone would shrink every weight
     train = toy_split(16, 4)
-    model, _ = experiment.train_model(train, experiment.Encoder(width=4), recipe, experiment.soc(2), 4, seed=0, device=pick_device("cpu"),
+    model, _ = experiment.train_model(train, experiment.Encoder("small", width=4), recipe, experiment.soc(2), 4, seed=0, device=pick_device("cpu"),
                                       checkpoint=None, desc="t")
     torch.manual_seed(0)
     fresh = FeatureClassifier(FeatureClassifierConfig(width=4, num_classes=4, head="soc", num_features=2))
