@@ -16,7 +16,7 @@ the worst value over the whole grid, its distance from the check's reference (ch
 the book's rule gives: halfway between the reference and the worst value (a safety factor of 2 on the
 distance). The chapters' bounds come from this summary, and the chapter says so beside each check.
 
-Run: ``python benchmarks/any_choice.py`` (about 100 minutes on 2 cores, 2 threads a run: the quick
+Run: ``python benchmarks/any_choice.py`` (about 55 minutes on 2 cores, 2 threads a run: the quick
 profile's), or name chapters. ``--workers 2 --threads 1`` measures the checks about twice as fast,
 but its wall times are not the quick profile's (2 threads, one run at a time). The results go to
 ``benchmarks/results/any_choice.json`` (kept per run with a digest of the chapter's code: an unchanged
