@@ -202,9 +202,16 @@ def data_read(data: list[dict]) -> list[dict]:
 
 
 def load_results(results_root: str | Path, profile: str, chapter: str) -> dict | None:
-    """A chapter's saved ``results.json`` for a profile, or None when that profile has not been run."""
+    """A chapter's saved ``results.json`` for a profile, or None when that profile has not been run.
+    A run card of an older format (no ``scale`` or ``convergence``) is refused with how to renew it."""
     path = Path(results_root) / profile / chapter / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if not {"scale", "convergence"} <= saved["run_card"].keys():
+        raise ValueError(f"{path}: a run card of an older format (it has no 'scale' or 'convergence'): render the page "
+                         f"again from its records, `python -m lib.run chapters/{chapter}.py --profile {profile}`")
+    return saved
 
 
 def run_card_markdown(card: dict) -> str:
@@ -245,9 +252,6 @@ def claims_markdown(claims: list[dict]) -> str:
 def run_scale(card: dict, profile: str) -> str:
     """What a saved run could test, in words: its profile's scale, or, for a run whose main models
     missed the chapter's convergence criterion, the toy scale it fell to (see ``converged``)."""
-    if "scale" not in card or "convergence" not in card:
-        raise ValueError(f"a {profile} run card of an older format (it has no 'scale' or 'convergence'): render that "
-                         f"profile's page again from its records, `python -m lib.run <chapter> --profile {profile}`")
     scale = Scale[card["scale"]]
     if scale < PROFILE_SCALE[profile] and not (card["convergence"] or {}).get("converged", True):
         return f"{scale.label}: its main models did not converge, so its claims are shown unjudged"

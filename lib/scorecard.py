@@ -14,11 +14,10 @@ models did not meet the chapter's convergence criterion (a cpu run then counts a
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from .reporting import format_ours
+from .reporting import format_ours, load_results
 from .keys import code_digest
 from .verdicts import NOT_RUN, PROFILE_SCALE, VERDICTS
 
@@ -38,7 +37,7 @@ def load_all(root: Path) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {}
     for profile in PROFILE_SCALE:
         for path in sorted((root / "results" / profile).glob("*/results.json")):
-            saved = json.loads(path.read_text())
+            saved = load_results(root / "results", profile, path.parent.name)
             if not saved["run_card"].get("settings", {}).get("run", {}).get("smoke"):  # a plumbing test is no evidence
                 found.setdefault(path.parent.name, {})[profile] = saved
     return found

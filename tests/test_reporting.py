@@ -157,8 +157,11 @@ def test_a_chapter_labels_a_stronger_run_by_the_scale_it_reached_not_by_its_prof
         label = run_scale(card, "cpu")
         assert label.startswith(Scale.CONVERGED.label if converged else Scale.TOY.label)
         assert ("did not converge" in label) is not converged
-    with pytest.raises(ValueError, match="older format.*--profile full"):  # a card of an older format: re-render it
-        run_scale({}, "full")
+    old = root / "full" / "04_old" / "results.json"  # a card of an older format: refused where it is read, with how to renew it
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"claims": [], "run_card": {"profile": "full"}}))
+    with pytest.raises(ValueError, match=r"04_old/results.json: a run card of an older format.*04_old.py --profile full"):
+        load_results(root, "full", "04_old")
 
 
 def test_show_stronger_profiles_says_how_to_run_them_or_shows_the_saved_results(tmp_path):
