@@ -41,6 +41,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
 	$(BIN)/python benchmarks/cifar_augmentation.py
 	$(BIN)/python benchmarks/cpu_profiles.py
+	$(BIN)/python benchmarks/cpu_roofline.py
 	$(BIN)/python benchmarks/quick_book.py
 	$(BIN)/python benchmarks/guard_drift.py
 

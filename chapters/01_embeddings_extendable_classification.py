@@ -109,9 +109,9 @@ max_head_epochs = 5  # ... or after this many epochs
 knn_k = 5  # neighbours of the k-nearest-neighbours classifier (scikit-learn's default)
 search_k = 10  # neighbours returned by the similarity search; precision@k uses the same k
 tsne_points = 400  # test images per projection in the 2-D map (0: no map)
-amp = False  # bfloat16 autocast on CUDA (ignored on the CPU)
-channels_last = False  # NHWC memory layout, for tensor cores (the full profile sets it); on a 2-thread CPU, PyTorch 2.14.1
-# corrupted its heap in this network's NHWC backward pass on every MNIST image of three classes
+amp = False  # bfloat16 autocast where the device has it natively (a GPU; a CPU with AVX-512 BF16 or AMX); quick keeps fp32
+channels_last = False  # NHWC memory layout, for tensor cores (the full profile sets it); refused on a multi-thread CPU, where
+# oneDNN corrupts the heap in the weight gradient of its 1x1 stride-2 shortcut on odd batches (PyTorch 2.14.1)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT

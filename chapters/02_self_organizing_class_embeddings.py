@@ -84,7 +84,7 @@ held_out_class = 7  # beyond the paper: the class left out of training and added
 ood_features = 10  # ... feature dimension of that experiment's SOC model (one of cifar10_features)
 new_class_steps = 200  # ... Adam steps that place the new class's mean on the frozen model
 pair_classes = [1, 6]  # the paper's first picture, two classes from one feature (1: automobile, 6: frog)
-amp = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+amp = False  # bfloat16 autocast where the device has it natively (a GPU; a CPU with AVX-512 BF16 or AMX); quick keeps fp32
 channels_last = True  # NHWC memory layout
 torch_compile = False  # torch.compile the training step (a GPU run of many epochs gains; a short CPU run loses the compilation time)
 

@@ -90,7 +90,7 @@ rotation = 15.0  # largest random rotation, degrees (paper: "random rotations")
 jitter = 0.2  # brightness, contrast and saturation jitter (paper: "color jittering")
 augment_groups = 8  # each batch is augmented in this many chunks, each with its own random draw
 keep_known = 0.95  # novelty threshold: keep this share of the known validation images
-amp = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+amp = False  # bfloat16 autocast where the device has it natively (a GPU; a CPU with AVX-512 BF16 or AMX); quick keeps fp32
 channels_last = True  # NHWC memory layout
 
 # %% tags=["hide-input"]

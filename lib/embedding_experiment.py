@@ -47,7 +47,7 @@ from .metric_learning import HeadReport, HeadSchedule, embed, fit_embedding_head
 from .models.pyramid import EmbeddingNet, PyramidConfig, StraightClassifier
 from .settings import ChapterSettings, positive
 from .similarity_search import VectorIndex, precision_at_k
-from .training import SCHEDULES, Checkpoint, Recipe, clock, fit_classifier, predict, seed_everything
+from .training import SCHEDULES, Checkpoint, Recipe, autocast, clock, fit_classifier, predict, seed_everything
 from .units import Records, Unit, Work, forward_flops
 
 DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
@@ -174,7 +174,7 @@ class Settings(ChapterSettings):
     knn_k: int = 5  # neighbours of the k-nearest-neighbours classifier (scikit-learn's default)
     search_k: int = 10  # neighbours returned by the similarity search; precision@k uses the same k
     tsne_points: int = 400  # test images per projection in the 2-D map (0: no map)
-    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    amp: bool = False  # bfloat16 autocast where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX)
     channels_last: bool = False  # NHWC memory layout, for tensor cores
 
     def __post_init__(self):
@@ -379,6 +379,18 @@ def extension_record(run: ExtensionRun) -> dict:
     return record
 
 
+def check_layout(device: torch.device, channels_last: bool) -> None:
+    """Refuse the NHWC layout for this chapter's network on a CPU with more than one thread.
+
+    There, oneDNN's weight gradient of the pyramid's first 1 x 1 stride-2 shortcut (8 -> 16 channels
+    at 28 px) writes past its buffer whenever a batch has an odd number of images (the last batch of an
+    epoch): the heap is corrupted and the process dies (PyTorch 2.14.1; a GPU is not affected). The
+    contiguous layout, or one thread, is safe (``tests/test_cpu_fast_path.py`` keeps both so)."""
+    if channels_last and device.type == "cpu" and torch.get_num_threads() > 1:
+        raise ValueError(f"channels_last=True on a CPU with {torch.get_num_threads()} threads corrupts the heap in oneDNN's weight gradient "
+                         "of this network's 1x1 stride-2 shortcut (odd batches): set channels_last=False, or run with BOOK_THREADS=1")
+
+
 def _extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, seed: int, device: torch.device,
                checkpoint: Checkpoint | None, index_dir: Path | None) -> ExtensionRun:
     run, k_old, tag = ExtensionRun(), splits.num_old, dataset
@@ -386,6 +398,7 @@ def _extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, see
     is_new_train, is_new_test = splits.train.labels == k_old, splits.test.labels == k_old
     recipe, pyramid, ev = settings.straight.recipe(dataset), settings.pyramid, settings.evaluation
     amp, channels_last = recipe.amp, recipe.channels_last
+    check_layout(device, channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def timed(name: str, step):
@@ -427,7 +440,7 @@ def _extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, see
     images = splits.train.images.to(device)
 
     def trunk(rows: torch.Tensor) -> torch.Tensor:  # uint8 images -> features, the frozen trunk (eval mode)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             return net.trunk(to_unit(rows).contiguous(memory_format=fmt)).float()
 
     def head_training(head, inputs, labels, stage: str, cached: bool):

@@ -39,7 +39,7 @@ from .hierarchy import class_weights, flag_rate, inconsistency, level_metrics, n
 from .losses import two_level_loss
 from .models.hierarchical import FAMILY, HierarchicalConfig, HierarchicalNet
 from .settings import ChapterSettings, positive
-from .training import Checkpoint, Recipe, fit_classifier, fit_epochs, seed_everything
+from .training import Checkpoint, Recipe, autocast, fit_classifier, fit_epochs, seed_everything
 from .units import Records, Unit, Work, forward_flops
 
 SUPER = ["bird", "dog", "unseen"]  # the paper's Table 2
@@ -185,7 +185,7 @@ class Settings(ChapterSettings):
     jitter: float = 0.2  # brightness, contrast and saturation jitter (paper: "color jittering")
     augment_groups: int = 8  # each batch is augmented in this many chunks, each with its own random draw
     keep_known: float = 0.95  # novelty threshold: keep this share of the known validation images
-    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    amp: bool = False  # bfloat16 autocast where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX)
     channels_last: bool = True  # NHWC memory layout
 
     def __post_init__(self):
@@ -370,7 +370,7 @@ def outputs(model: HierarchicalNet, images: torch.Tensor, h: Hierarchy, *, batch
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     parts = {"super": [], "sub": [], "features": []}
     for (x,) in batches(images, batch_size=batch_size, shuffle=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             features = model.forward_features(x.to(device).contiguous(memory_format=fmt))
             sup, sub = model.forward_head(features)
         if sup is None:
@@ -415,7 +415,6 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
         # cut after `patience` epochs without a lower validation loss, as the ResNet stops after as many
         # (PyTorch's scheduler counts one more: it cuts after more than its `patience`)
         stateful["plateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=recipe.patience - 1)
-    use_amp = recipe.amp and device.type == "cuda"
     train_row: dict = {}
 
     def train_epoch(loop: dict) -> None:
@@ -423,7 +422,7 @@ def fit_two_heads(model: HierarchicalNet, train: Split, val: Split, h: Hierarchy
         total, correct_super, correct_sub = torch.zeros((), device=device), torch.zeros((), device=device), torch.zeros((), device=device)
         for x, y in batches(images, labels, batch_size=recipe.batch_size, shuffle=True, generator=generator):
             x = augment(x).contiguous(memory_format=fmt)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with autocast(device, recipe.amp):
                 sup, sub = model(x)
             loss = loss_of(sup if sup is None else sup.float(), sub, y)
             opt.zero_grad(set_to_none=True)

@@ -48,24 +48,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def onednn_isa(cap: str | None = None) -> str:
-    """The instruction set oneDNN (PyTorch's convolutions) uses here: the best this CPU has, as torch
-    detects it, lowered to ``$ONEDNN_MAX_CPU_ISA`` when that caps it."""
+def onednn_best_isa() -> str:
+    """The best of :data:`ONEDNN_ISAS` this CPU has, as torch detects it."""
     cpu = torch.cpu
     if cpu._is_amx_tile_supported():
-        best = "avx512_core_amx"
-    elif cpu._is_avx512_bf16_supported():
-        best = "avx512_core_bf16"
-    elif cpu._is_avx512_supported():
-        best = "avx512_core_vnni" if cpu._is_vnni_supported() else "avx512_core"
-    elif cpu._is_avx2_supported():
-        best = "avx2_vnni" if cpu._is_vnni_supported() else "avx2"
-    else:
-        best = "sse41"
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") if cap is None else cap) or ""
-    if cap.lower() in ONEDNN_ISAS and ONEDNN_ISAS.index(cap.lower()) < ONEDNN_ISAS.index(best):
-        return f"{cap.lower()} (capped by ONEDNN_MAX_CPU_ISA; the CPU has {best})"
-    return best
+        return "avx512_core_amx"
+    if cpu._is_avx512_bf16_supported():
+        return "avx512_core_bf16"
+    if cpu._is_avx512_supported():
+        return "avx512_core_vnni" if cpu._is_vnni_supported() else "avx512_core"
+    if cpu._is_avx2_supported():
+        return "avx2_vnni" if cpu._is_vnni_supported() else "avx2"
+    return "sse41"
+
+
+def onednn_effective_isa(cap: str | None = None) -> str:
+    """The instruction set oneDNN uses: the CPU's best, lowered to ``$ONEDNN_MAX_CPU_ISA`` (or ``cap``) when that caps it."""
+    best = onednn_best_isa()
+    cap = ((os.environ.get("ONEDNN_MAX_CPU_ISA") if cap is None else cap) or "").lower()
+    return cap if cap in ONEDNN_ISAS and ONEDNN_ISAS.index(cap) < ONEDNN_ISAS.index(best) else best
+
+
+def onednn_isa(cap: str | None = None) -> str:
+    """The instruction set oneDNN (PyTorch's convolutions) uses here, and what caps it, for a run card."""
+    best, used = onednn_best_isa(), onednn_effective_isa(cap)
+    return used if used == best else f"{used} (capped by ONEDNN_MAX_CPU_ISA; the CPU has {best})"
+
+
+def native_bf16(device: torch.device, cap: str | None = None) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports it, or a
+    CPU whose oneDNN instruction set (after any cap) has AVX-512 BF16 or AMX. Elsewhere bfloat16 is
+    emulated and slower than fp32, so the library's autocast stays off there (:func:`lib.training.autocast`)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and ONEDNN_ISAS.index(onednn_effective_isa(cap)) >= ONEDNN_ISAS.index("avx512_core_bf16")
 
 
 def cpu_description(threads: int | None = None) -> str:
@@ -83,10 +99,10 @@ def device_description(device: torch.device) -> str:
     return f"cpu: {cpu_description()}"
 
 
-def numeric_path(device: torch.device, settings: dict) -> str:
+def numeric_path(device: torch.device, settings: dict, bf16: bool | None = None) -> str:
     """The arithmetic a run's training used, from its device and its settings as the run card holds
-    them: bfloat16 autocast where a recipe asks ``amp`` and the device is CUDA (the library's
-    autocast is CUDA-only), else fp32; channels-last where a recipe asks it."""
+    them: bfloat16 autocast where a recipe asks ``amp`` and the device computes bfloat16 natively
+    (``bf16``, by default :func:`native_bf16`), else fp32; channels-last where a recipe asks it."""
 
     def values(node, key: str) -> set:
         if isinstance(node, dict):
@@ -95,7 +111,12 @@ def numeric_path(device: torch.device, settings: dict) -> str:
         return set()
 
     amp, layout = values(settings, "amp"), values(settings, "channels_last")
-    dtype = "bf16 autocast" if device.type == "cuda" and True in amp else "fp32"
+    bf16 = native_bf16(device) if bf16 is None else bf16
+    if True in amp:
+        dtype = ("bf16 autocast" if amp == {True} else "bf16 autocast and fp32") if bf16 else \
+            f"fp32 (bf16 autocast asked, but this {device.type.upper()} has no native bf16)"
+    else:
+        dtype = "fp32"
     return dtype + (", channels-last" if layout == {True} else ", contiguous" if layout == {False} else ", channels-last and contiguous"
                     if layout else "")
 

@@ -163,13 +163,19 @@ def check_units(chapter: Path, profile: str, params: dict, results_json: Path) -
                          f"rendered but not planned {sorted(rendered - planned)}, planned but not rendered {sorted(planned - rendered)}")
 
 
-def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int]:
-    """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units, done."""
-    from .units import plan_lines
+def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int, float | None]:
+    """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units,
+    done, and for the cpu profile its estimated minutes on the CPU ``benchmarks/cpu_roofline.py`` measured
+    (None when that benchmark has no rate for the chapter)."""
+    from .units import cpu_training_rate, plan_lines
 
     units, records = planned_units(chapter, profile, params)
-    lines = plan_lines(units, records)
-    return lines[:-1], sum(u.work.h100_minutes() for u in units), len(units), sum(records.done(u) for u in units)
+    rate = cpu_training_rate(int(chapter.name[:2]), bool(params.get("amp", False))) if profile == "cpu" else None
+    lines = plan_lines(units, records, rate[0] if rate else None)
+    if rate:
+        lines.insert(0, f"CPU minutes: {rate[1]} (benchmarks/cpu_roofline.py); wall time where the profile's header says how it runs")
+    cpu = sum(u.work.cpu_minutes(rate[0]) for u in units) if rate else None
+    return lines[:-1], sum(u.work.h100_minutes() for u in units), len(units), sum(records.done(u) for u in units), cpu
 
 
 class RefreshError(ValueError):
@@ -240,8 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="quick", help="; ".join(f"{name}: {what}" for name, what in PROFILES.items()))
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds to run (overrides the profile's)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
-    parser.add_argument("--plan", action="store_true", help="print every unit to train, its estimated minutes on one H100 and whether it "
-                                                             "is done; run nothing")
+    parser.add_argument("--plan", action="store_true", help="print every unit to train, its estimated minutes on one H100 (and for "
+                        "the cpu profile on the CPU benchmarks/cpu_roofline.py measured) and whether it is done; run nothing")
     parser.add_argument("--refresh-notebooks", action="store_true", help="copy each executed quick run over the committed "
                         "chapters/<chapter>.ipynb, which the regression guard compares with (make notebooks); defaults only")
     args = parser.parse_args(argv)
@@ -257,13 +263,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ParameterError, RefreshError) as err:
         parser.exit(2, f"error: {err}\nNothing was run.\n")
     if args.plan:
-        minutes, units, done = 0.0, 0, 0
+        minutes, units, done, cpu = 0.0, 0, 0, 0.0
         for chapter, params, _ in runs:
-            lines, m, n, d = plan(chapter, args.profile, params)
-            print(f"== {chapter.name} [{args.profile}]: {n} units, estimated {m:.1f} min on one H100, {d} done")
+            lines, m, n, d, c = plan(chapter, args.profile, params)
+            on_cpu = f", {c:.0f} min on the CPU" if c is not None else ""
+            print(f"== {chapter.name} [{args.profile}]: {n} units, estimated {m:.1f} min on one H100{on_cpu}, {d} done")
             print("\n".join(lines))
-            minutes, units, done = minutes + m, units + n, done + d
-        print(f"total: {units} units, estimated {minutes:.1f} min on one H100, {done} done")
+            minutes, units, done, cpu = minutes + m, units + n, done + d, cpu + (c or 0.0)
+        print(f"total: {units} units, estimated {minutes:.1f} min on one H100" + (f", {cpu:.0f} min on the CPU" if cpu else "") + f", {done} done")
         return
     for chapter, params, changed in runs:
         print(f"== {chapter.name} [{args.profile}] " + (f"with {changed}" if changed else "with its defaults"), flush=True)

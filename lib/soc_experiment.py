@@ -168,7 +168,7 @@ class Settings(ChapterSettings):
     ood_features: int = 10  # ... feature dimension of that experiment's SOC model (one of cifar10_features)
     new_class_steps: int = 200  # ... Adam steps that place the new class's mean on the frozen model
     pair_classes: tuple[int, int] = (1, 6)  # the paper's first picture, two classes from one feature (1: automobile, 6: frog)
-    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
+    amp: bool = False  # bfloat16 autocast where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX)
     channels_last: bool = True  # NHWC memory layout
     torch_compile: bool = False  # torch.compile the training step
 

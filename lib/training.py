@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .data import Split, batches
 from .keys import code_digest, settings_digest
+from .provenance import native_bf16
 
 
 
@@ -61,6 +62,14 @@ def clock(device: torch.device) -> float:
 
 
 CLOCKS = {"cpu": "process CPU time, all threads", "cuda": "wall time, the GPU synchronised"}
+
+
+def autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """The book's one mixed-precision switch: bfloat16 autocast when ``amp`` is asked and ``device``
+    computes bfloat16 natively (a CUDA GPU; a CPU with AVX-512 BF16 or AMX, :func:`lib.provenance.native_bf16`),
+    else fp32. Matrix products and convolutions run in bfloat16 with fp32 accumulation; losses and
+    reductions stay in fp32 (PyTorch's autocast lists); the weights and the optimiser stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and native_bf16(device))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -190,7 +199,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024, *, a
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     out = []
     for (x,) in batches(images, batch_size=batch_size, shuffle=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             out.append(model(x.to(device).contiguous(memory_format=memory_format)).float())
     out = torch.cat(out)
     return out.cpu() if to_cpu else out
@@ -210,8 +219,8 @@ class Recipe:
     optimiser: str = "adam"  # "adam" (fused), "nadam", or "sgd" with Nesterov momentum 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" or "onecycle" (Smith's: up to lr, then annealed)
-    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU, where it is slower)
-    channels_last: bool = False  # NHWC images and weights, which tensor cores prefer
+    amp: bool = False  # bfloat16 autocast where the device computes it natively (CUDA; a CPU with AVX-512 BF16 or AMX), else fp32
+    channels_last: bool = False  # NHWC images and weights, which tensor cores and oneDNN's bf16 kernels prefer
     compile: bool = False  # torch.compile the forward pass and the loss (pays on a GPU for long runs; costs a first-step compilation)
 
     def __post_init__(self):
@@ -357,10 +366,9 @@ def fit_classifier(
     if recipe.schedule == "onecycle":
         stateful["scheduler"] = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[g["lr"] for g in groups], total_steps=recipe.epochs * steps_per_epoch)
-    use_amp = recipe.amp and device.type == "cuda"
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device, recipe.amp):
             return F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y)
 
     compute_loss = torch.compile(batch_loss) if recipe.compile else batch_loss

@@ -54,6 +54,11 @@ class Work:
         arithmetic = (3 * self.train_images + self.forward_images) * self.flops / H100_TRAINING_FLOPS
         return (arithmetic + self.steps * STEP_SECONDS + self.cpu_seconds) / 60
 
+    def cpu_minutes(self, flops_per_s: float) -> float:
+        """Minutes on a CPU whose training runs at ``flops_per_s`` (a rate measured on the chapter's
+        own models, :func:`cpu_training_rate`): the same images, at that rate; a CPU's step costs no launch overhead."""
+        return ((3 * self.train_images + self.forward_images) * self.flops / flops_per_s + self.cpu_seconds) / 60
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -158,14 +163,40 @@ def forward_flops(make_model: Callable[[], torch.nn.Module], shape: tuple[int, .
     return _FLOPS[cache_key]
 
 
-def plan_lines(units: list[Unit], records: Records) -> list[str]:
-    """One line per unit (what it trains, its estimated H100 minutes, whether it is done) and a total."""
-    lines, total, done = [], 0.0, 0
+ROOFLINE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_roofline.json"
+
+
+def cpu_training_rate(chapter: int, fast: bool, path: Path = ROOFLINE) -> tuple[float, str] | None:
+    """The training FLOP/s that ``benchmarks/cpu_roofline.py`` measured for a chapter's main models
+    (their mean), on the fast path (bfloat16 autocast, channels-last) or in fp32, and the machine it
+    was measured on; None when that benchmark has not measured the chapter."""
+    import json
+
+    if not path.is_file():
+        return None
+    measured = json.loads(path.read_text())
+    rates = measured["training_flops_per_s"].get(str(chapter))
+    if rates is None:
+        return None
+    path = "fast" if fast and measured["native_bf16"] else "fp32"
+    return rates[path], (f"{'bf16 fast path' if path == 'fast' else 'fp32'} at {rates[path] / 1e9:.0f} GFLOP/s as {rates['how']}, "
+                         f"measured on {measured['cpu']} ({measured['date']})")
+
+
+def plan_lines(units: list[Unit], records: Records, cpu_rate: float | None = None) -> list[str]:
+    """One line per unit (what it trains, its estimated H100 minutes, with ``cpu_rate`` (training
+    FLOP/s) its estimated minutes on that CPU, whether it is done) and a total."""
+    lines, total, cpu_total, done = [], 0.0, 0.0, 0
     for unit in units:
         minutes = unit.work.h100_minutes()
         is_done = records.done(unit)
         total += minutes
         done += is_done
-        lines.append(f"{'done' if is_done else 'todo':4}  {minutes:6.2f} min  {unit.name:<40} {unit.what}")
-    lines.append(f"total: {len(units)} units, estimated {total:.1f} min on one H100, {done} done")
+        cpu = ""
+        if cpu_rate:
+            cpu_total += unit.work.cpu_minutes(cpu_rate)
+            cpu = f"  {unit.work.cpu_minutes(cpu_rate):6.1f} min CPU"
+        lines.append(f"{'done' if is_done else 'todo':4}  {minutes:6.2f} min{cpu}  {unit.name:<40} {unit.what}")
+    lines.append(f"total: {len(units)} units, estimated {total:.1f} min on one H100" + (f", {cpu_total:.0f} min on the CPU" if cpu_rate else "")
+                 + f", {done} done")
     return lines

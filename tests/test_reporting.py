@@ -10,7 +10,7 @@ import torch
 
 from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci, short_ci
-from lib.provenance import ONEDNN_ISAS, cpu_description, git_commit, numeric_path, onednn_isa
+from lib.provenance import ONEDNN_ISAS, cpu_description, git_commit, native_bf16, numeric_path, onednn_isa
 from lib.reporting import ChapterResults, load_results, run_card_markdown, run_scale, show_stronger_profiles
 from lib.settings import RunSettings
 from lib.verdicts import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTED, AtLeast, Between, Scale
@@ -218,11 +218,19 @@ def test_the_run_card_names_the_instruction_set_a_cap_leaves(monkeypatch):
     assert cpu_description(threads=3).endswith("MKL capped at AVX2, 3 threads")
 
 
-def test_the_numeric_path_follows_the_device_and_the_recipes():
+def test_the_numeric_path_follows_the_device_its_bf16_and_the_recipes():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     recipes = {"run": {"seeds": [0]}, "recipe": {"amp": True, "channels_last": True}}
-    assert numeric_path(cpu, recipes) == "fp32, channels-last"  # the library's autocast is CUDA-only
-    assert numeric_path(cuda, recipes) == "bf16 autocast, channels-last"
+    assert numeric_path(cpu, recipes, bf16=True) == "bf16 autocast, channels-last"  # a CPU with AVX-512 BF16 or AMX
+    assert numeric_path(cpu, recipes, bf16=False) == "fp32 (bf16 autocast asked, but this CPU has no native bf16), channels-last"
+    assert numeric_path(cuda, recipes, bf16=True) == "bf16 autocast, channels-last"
     mixed = {"a": {"amp": False, "channels_last": True}, "b": {"amp": False, "channels_last": False}}
-    assert numeric_path(cuda, mixed) == "fp32, channels-last and contiguous"
+    assert numeric_path(cuda, mixed, bf16=True) == "fp32, channels-last and contiguous"
+    assert numeric_path(cpu, {"a": {"amp": True}, "b": {"amp": False}}, bf16=True) == "bf16 autocast and fp32"
     assert numeric_path(cpu, {"epochs": 3}) == "fp32"
+
+
+def test_native_bf16_follows_the_instruction_set_a_cap_leaves():
+    cpu = torch.device("cpu")
+    assert not native_bf16(cpu, cap="AVX2")  # oneDNN capped below AVX-512 BF16 emulates it: fp32 is faster
+    assert native_bf16(cpu, cap="") == (ONEDNN_ISAS.index(onednn_isa(cap="")) >= ONEDNN_ISAS.index("avx512_core_bf16"))

@@ -128,9 +128,46 @@ def test_every_chapter_plans_its_units_with_unique_names(chapter):
     from lib.run import ROOT, plan, resolve_parameters
 
     params, _ = resolve_parameters(ROOT / "chapters" / f"{chapter}.py", "quick", None, {"results_root": str(Path("/nonexistent"))})
-    lines, minutes, n, done = plan(ROOT / "chapters" / f"{chapter}.py", "quick", params)
+    lines, minutes, n, done, cpu = plan(ROOT / "chapters" / f"{chapter}.py", "quick", params)
     names = [line.split()[3] for line in lines]
-    assert len(names) == n == len(set(names)) and done == 0 and 0 < minutes < 30
+    assert len(names) == n == len(set(names)) and done == 0 and 0 < minutes < 30 and cpu is None  # quick: no CPU estimate
+
+
+def test_cpu_minutes_are_the_images_over_the_measured_rate_and_the_plan_adds_them(tmp_path):
+    w = Work(train_images=1000, forward_images=500, flops=2e9, steps=100, cpu_seconds=6.0)
+    assert w.cpu_minutes(1e11) == pytest.approx(((3 * 1000 + 500) * 2e9 / 1e11 + 6.0) / 60)  # no per-step overhead on a CPU
+    lines = plan_lines([unit("a"), unit("b")], Records(tmp_path, "abc", None), cpu_rate=1e11)
+    assert f"{WORK.cpu_minutes(1e11):6.1f} min CPU" in lines[0]
+    assert lines[-1].endswith(f", {2 * WORK.cpu_minutes(1e11):.0f} min on the CPU, 0 done")
+
+
+def test_the_cpu_rate_is_the_benchmarks_and_fp32_where_the_cpu_has_no_bf16(tmp_path):
+    import json
+
+    from lib.units import cpu_training_rate
+
+    path = tmp_path / "roofline.json"
+    measured = {"cpu": "some CPU", "date": "2026-12-06", "native_bf16": True, "training_flops_per_s": {"2": {"fp32": 6e10, "fast": 2e11, "how": "two single-thread workers"}}}
+    path.write_text(json.dumps(measured))
+    assert cpu_training_rate(2, fast=True, path=path)[0] == 2e11 and cpu_training_rate(2, fast=False, path=path)[0] == 6e10
+    assert "as two single-thread workers, measured on some CPU" in cpu_training_rate(2, fast=True, path=path)[1]
+    assert cpu_training_rate(4, fast=True, path=path) is None and cpu_training_rate(2, True, path=tmp_path / "absent.json") is None
+    path.write_text(json.dumps(measured | {"native_bf16": False}))  # measured where bf16 is emulated: the fast path ran fp32
+    assert cpu_training_rate(2, fast=True, path=path)[0] == 6e10
+
+
+def test_the_cpu_profiles_plan_prints_minutes_on_the_cpu():
+    from pathlib import Path
+
+    from lib.run import ROOT, plan, resolve_parameters
+    from lib.units import ROOFLINE
+
+    chapter = ROOT / "chapters" / "02_self_organizing_class_embeddings.py"
+    params, _ = resolve_parameters(chapter, "cpu", None, {"results_root": str(Path("/nonexistent"))})
+    lines, minutes, n, done, cpu = plan(chapter, "cpu", params)
+    assert ROOFLINE.is_file(), "benchmarks/results/cpu_roofline.json is committed: python benchmarks/cpu_roofline.py"
+    assert lines[0].startswith("CPU minutes: ") and cpu > minutes > 0  # a 2-core CPU is slower than an H100
+    assert all(" min CPU " in line for line in lines[1:])
 
 
 def test_a_chapter_renders_from_records_that_two_invocations_made(tmp_path):
