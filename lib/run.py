@@ -204,6 +204,7 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict, refresh: b
     out_dir = results_dir(chapter.parent / params.get("results_root", "../results"), profile, chapter.stem).resolve()  # as the chapter resolves it
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{chapter.stem}.ipynb"
+    partial = out_dir / f"{chapter.stem}.partial.ipynb"  # replaces the executed notebook only once the run succeeds
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{chapter.stem}.ipynb"
         nb = jupytext.read(chapter)  # papermill reads notebooks, not .py
@@ -211,16 +212,17 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict, refresh: b
         jupytext.write(nb, source)
         try:
             papermill.execute_notebook(
-                str(source), str(executed), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True
+                str(source), str(partial), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True
             )
         except papermill.PapermillExecutionError as err:
             if err.ename == "BudgetReached":  # a deadline ended the command between two units: not a failure
-                print(f"\n{chapter.name} stopped before its next unit: {err.evalue}", file=sys.stderr)
+                print(f"\n{chapter.name} stopped before its next unit: {err.evalue} (its notebook so far: {partial})", file=sys.stderr)
                 raise SystemExit(BUDGET_EXIT) from None
             raise SystemExit(
                 f"\n{chapter.name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"
-                f"The partly executed notebook is {executed}; nothing else was changed."
+                f"The partly executed notebook is {partial}; the last complete run's notebook, {executed.name}, is left as it was."
             ) from None
+    partial.replace(executed)
     check_units(chapter, profile, params, out_dir / "results.json")
     if refresh:
         check_refresh(profile, changed)

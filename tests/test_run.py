@@ -83,10 +83,14 @@ def test_a_failing_chapter_fails_the_run(tmp_path, monkeypatch):
     chapter.write_text(FAILING)
     monkeypatch.setattr(run, "ROOT", tmp_path)
     params, changed = resolve_parameters(chapter, "quick", None, {"x": 2})
+    out = tmp_path / "results" / "quick" / "99_broken"
+    out.mkdir(parents=True)
+    (out / "99_broken.ipynb").write_text("the last complete run")  # a committed run's page
     with pytest.raises(SystemExit, match=r"99_broken.py failed in cell .*RuntimeError: broken chapter, x = 2"):
         run.execute(chapter, "quick", params, changed)
-    assert (tmp_path / "results" / "quick" / "99_broken" / "99_broken.ipynb").is_file()
-    assert not chapter.with_suffix(".ipynb").exists()  # the book's notebook is left as it was
+    assert "RuntimeError" in (out / "99_broken.partial.ipynb").read_text()  # the failed run, for a look
+    assert (out / "99_broken.ipynb").read_text() == "the last complete run"  # the committed run is left as it was
+    assert not chapter.with_suffix(".ipynb").exists()  # and so is the book's notebook
 
 
 CHAPTER1 = CHAPTER.parent / "01_embeddings_extendable_classification.py"
