@@ -32,7 +32,6 @@ import fcntl
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch

@@ -167,9 +167,11 @@ ROOFLINE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu
 
 
 def cpu_training_rate(chapter: int, fast: bool, path: Path = ROOFLINE) -> tuple[float, str] | None:
-    """The training FLOP/s that ``benchmarks/cpu_roofline.py`` measured for a chapter's main models
-    (their mean), on the fast path (bfloat16 autocast, channels-last) or in fp32, and the machine it
-    was measured on; None when that benchmark has not measured the chapter."""
+    """The training FLOP/s that ``benchmarks/cpu_roofline.py`` measured for a chapter's main models,
+    run as the profile's header says (chapters 1 and 2: two single-thread workers, summed; chapter 3:
+    one 2-thread process, the mean of its two backbones), on the fast path (bfloat16 autocast in the
+    profile's layout; fp32 where the measuring CPU had no native bf16) or in fp32, and a line saying so
+    and where it was measured; None when that benchmark has not measured the chapter."""
     import json
 
     if not path.is_file():
