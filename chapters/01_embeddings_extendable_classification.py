@@ -377,7 +377,7 @@ plt.show()
 extension = {n: [a - b for a, b in zip(values(n, on_embeddings(KNN, MODEL4)), values(n, STRAIGHT4))] for n in datasets}
 for name in datasets:
     results.claim(f"c1-extension-{name}", f"{data[name].name}: the extended system stays usable (kNN on the 4-class embeddings minus a new 4-class network; at least −5 points)",
-                  "no unusable loss", extension[name], AtLeast(-0.05), needs=Scale.CONVERGED, unit="accuracy points")
+                  "no unusable loss", extension[name], AtLeast(-0.05), needs=Scale.CONVERGED, unit="points")
 display(Markdown("\n".join(f"- {data[n].name}: kNN on the extended embeddings minus the new network, {points_ci(extension[n])} ({compared(extension[n])} zero)."
                            for n in datasets)))
 

@@ -342,7 +342,7 @@ for claim_id, name, claim, rule in summary:
         results.not_run(claim_id, claim, "", f"no feature dimension of 3 or more in this profile's sweep {dims[name]}", needs=Scale.CONVERGED)
     else:
         results.claim(claim_id, f"{claim} (mean over d = {used})", "—" if paper is None else f"{paper:+.4f}", ours, rule,
-                      needs=Scale.CONVERGED, unit="accuracy points")
+                      needs=Scale.CONVERGED, unit="points")
 for claim_id, name, d, claim, paper, rule in (
     ("c2-cifar10-fraction", "cifar10", 3, "close to cross-entropy with a fraction of the features (CIFAR-10, 3 features)", -0.0043, AtLeast(-0.01)),
     ("c2-cifar100-fraction", "cifar100", 25, "close to cross-entropy with a fraction of the features (CIFAR-100, 25 features)", -0.0159, AtLeast(-0.01)),
@@ -352,7 +352,7 @@ for claim_id, name, d, claim, paper, rule in (
     elif d not in dims[name]:
         results.not_run(claim_id, claim, paper, f"not in this profile's sweep ({d} features)", needs=Scale.CONVERGED)
     else:
-        results.claim(claim_id, claim, paper, minus(name, soc(d)), rule, needs=Scale.CONVERGED, unit="accuracy points")
+        results.claim(claim_id, claim, paper, minus(name, soc(d)), rule, needs=Scale.CONVERGED, unit="points")
 one_claim = "one feature for ten classes gives a non-trivial accuracy (CIFAR-10, at least twice chance)"
 if 1 in cifar10_features:
     results.claim("c2-one-feature", one_claim, 0.7180, values("cifar10", soc(1)), AtLeast(0.2), needs=Scale.CONVERGED)
@@ -461,7 +461,7 @@ old_cost = [a - b for a, b in zip(old_trained, before)]
 results.claim("c2-new-class", "a new class can be learnt with the image model frozen (its test images won, trained mean; at least half, our threshold)",
               "claimed, not shown", added_trained, AtLeast(0.5), needs=Scale.CONVERGED)
 results.claim("c2-new-class-old", "… without losing the old classes (their accuracy minus the nine-class model's; at most 5 points lost, our threshold)",
-              "claimed, not shown", old_cost, AtLeast(-0.05), needs=Scale.CONVERGED, unit="accuracy points")
+              "claimed, not shown", old_cost, AtLeast(-0.05), needs=Scale.CONVERGED, unit="points")
 display(Markdown(
     f"The seconds of the frozen placements include the frozen encoder's pass over the training images; retraining is the whole "
     f"10-class training. In this run the trained mean wins {percent_ci(added_trained)} of the new class's test images, against "

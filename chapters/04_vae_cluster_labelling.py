@@ -352,20 +352,20 @@ results.table("labels_spent", [{"method": n, "labels": x, "test_accuracy": y} fo
 results.claim("c4-accuracy", "75% test accuracy after 5 epochs", 0.75, final_accuracy, AtLeast(0.75, tolerance=0.02), needs=Scale.PAPER)
 results.claim("c4-labels", "10–16 labels an epoch", "10–16", labels_per_round, Between(10, 16), needs=Scale.PAPER)
 results.claim("c4-recon-gain", "the classification loss raises reconstruction accuracy", "+0.06 to +0.10", recon_gain, Above(0.0),
-              needs=Scale.CONVERGED, unit="accuracy points")
+              needs=Scale.CONVERGED, unit="points")
 results.claim("c4-recon-gain-size", "… by 6 to 10 points", "+0.06 to +0.10", recon_gain, Between(0.06, 0.10), needs=Scale.PAPER,
-              unit="accuracy points")
+              unit="points")
 smaller, larger = [z for z in z_dims if z < z_dim], [z for z in z_dims if z > z_dim]
 rise_claim, flat_claim = f"reconstruction accuracy rises with z_dim up to {z_dim}", f"… and stays flat beyond {z_dim} (within ±3 points, our threshold)"
 if z_dim in z_dims and smaller:
     rise = [r[z_dims.index(z_dim)] - r[0] for r in recon_by_z]
-    results.claim("c4-zdim-rise", rise_claim + f" (z_dim {z_dims[0]} → {z_dim})", "rises", rise, Above(0.0), needs=Scale.CONVERGED, unit="accuracy points")
+    results.claim("c4-zdim-rise", rise_claim + f" (z_dim {z_dims[0]} → {z_dim})", "rises", rise, Above(0.0), needs=Scale.CONVERGED, unit="points")
 else:
     results.not_run("c4-zdim-rise", rise_claim, "rises", f"this profile's z_dims {z_dims} have no value below {z_dim}", needs=Scale.CONVERGED)
 if z_dim in z_dims and larger:
     beyond_z = [r[-1] - r[z_dims.index(z_dim)] for r in recon_by_z]
     results.claim("c4-zdim-flat", flat_claim + f" (z_dim {z_dim} → {z_dims[-1]})", "flat after 10", beyond_z, Between(-0.03, 0.03),
-                  needs=Scale.CONVERGED, unit="accuracy points")
+                  needs=Scale.CONVERGED, unit="points")
 else:
     results.not_run("c4-zdim-flat", flat_claim, "flat after 10", f"this profile's z_dims {z_dims} stop at z_dim = {z_dim}", needs=Scale.CONVERGED)
 results.show_claims()

@@ -27,7 +27,7 @@ from .provenance import ROOT, device_description, library_versions, numeric_path
 from .settings import PROFILES
 from .keys import plain
 from .units import Records
-from .verdicts import NOT_RUN, PROFILE_SCALE, Region, Scale, judge
+from .verdicts import NEEDS_LARGER, NOT_RUN, PROFILE_SCALE, UNTESTABLE, Region, Scale, judge, legacy_verdict
 
 GUARD_KEY = "book_claims"  # the output metadata that carries a claims table's values (see ChapterResults.show_claims)
 GUARD_DATA_KEY = "book_data"  # ... and the data files a run read (see ChapterResults.show_saved)
@@ -46,12 +46,13 @@ def results_dir(results_root: str | Path, profile: str, chapter: str) -> Path:
 class ChapterResults:
     """Collects one chapter run's claims, tables and figures, and writes them with the run card."""
 
-    def __init__(self, chapter: str, settings, experiment):
+    def __init__(self, chapter: str, settings, experiment, *, data: str = "the paper's data"):
         """``settings``: the chapter's settings (their ``run`` field says profile, seeds and results root);
-        ``experiment``: the chapter's experiment module, whose code the run card's digest covers."""
+        ``experiment``: the chapter's experiment module, whose code the run card's digest covers;
+        ``data``: what the run trains on, in words, for its verdicts ("a stand-in for the paper's data")."""
         run = settings.run
         check_quick_budget(experiment, settings)  # before any training, for a run through papermill directly
-        self.chapter, self.profile = chapter, run.profile
+        self.chapter, self.profile, self.data = chapter, run.profile, data
         self.scale = PROFILE_SCALE[run.profile]
         self.threads = pin_threads(run.profile)  # before any training: the run card records them
         self.dir = results_dir(run.results_root, run.profile, chapter)
@@ -80,20 +81,27 @@ class ChapterResults:
             self.scale = Scale.TOY
 
     def claim(self, id: str, claim: str, paper: float | str, ours: list[float], rule: Region, *, needs: Scale, unit: str = "",
-              untestable: str | None = None, timing: bool = False) -> dict:
+              untestable: str | None = None, stand_in: str | None = None, timing: bool = False) -> dict:
         """Record one claim of the paper: our values over seeds against the paper's, judged by ``rule``
-        when this run is at the scale the claim ``needs`` (see :func:`lib.verdicts.judge`). ``timing``:
-        the values are measured times (or their ratios), which differ between machines; the regression
+        when this run is at the scale the claim ``needs``, or on the smaller model ``stand_in`` names
+        (see :func:`lib.verdicts.judge`; ``untestable`` says why no run here can test it, and what would).
+
+        ``unit="points"``: ``ours`` and ``rule`` are differences of accuracies as fractions of 1; they are
+        recorded and shown in accuracy points (× 100), the unit the papers print. ``timing``: the
+        values are measured times (or their ratios), which differ between machines; the regression
         guard leaves them out."""
         values = [float(v) for v in ours]
         if not values or any(not math.isfinite(v) for v in values):
             raise ValueError(f"claim {id!r}: no valid values to judge ({values})")
+        if unit == "points":
+            values, rule = [100 * v for v in values], rule.scaled(100)
         interval = mean_ci(values)
-        verdict, why = judge(rule, interval, needs=needs, scale=self.scale, untestable=untestable)
+        verdict, why = judge(rule, interval, needs=needs, scale=self.scale, untestable=untestable, stand_in=stand_in, data=self.data)
+        judged_on = stand_in if self.scale < needs and verdict not in (UNTESTABLE, NEEDS_LARGER) else None
         row = {
             "id": id, "claim": claim, "paper": paper, "ours": values, "mean": interval.mean, "low": interval.low, "high": interval.high,
             "n": interval.n, "unit": unit, "rule": rule.short(), "why": why, "needs": needs.name, "scale": self.scale.name,
-            "profile": self.profile, "verdict": verdict, "timing": timing,
+            "profile": self.profile, "verdict": verdict, "stand_in": judged_on, "timing": timing,
         }
         self._add(row)
         return row
@@ -156,6 +164,31 @@ class ChapterResults:
 
         display(Markdown(f"Results, figures and unit records written to `{self.dir}`."), metadata={GUARD_DATA_KEY: self.data_read})
 
+    def show_changed_readings(self, results_root: str | Path, changes: dict[str, str], shown: dict[str, dict]) -> None:
+        """In a notebook: for each stronger profile whose earlier readings were kept (:mod:`lib.readings`),
+        the claims whose reading changed: earlier rule and verdict beside this run's rule, the verdict of
+        that profile's newer run (``shown``, from :func:`show_stronger_profiles`) once there is one, and
+        why (``changes``: claim id → reason)."""
+        from IPython.display import Markdown, display
+
+        from .readings import changed_readings_markdown
+
+        order = list(PROFILE_SCALE)
+        for stronger in order[order.index(self.profile) + 1:]:
+            table = changed_readings_markdown(Path(results_root) / stronger / self.chapter, self.claims, shown.get(stronger), changes)
+            if table:
+                display(Markdown(table))
+
+    def show_summary(self, shown: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str) -> None:
+        """In a notebook, after :meth:`save`: the reproducibility summary (:func:`lib.readings.reproducibility_summary`)
+        over this run and the stronger profiles' committed runs (``shown``)."""
+        from IPython.display import Markdown, display
+
+        from .readings import reproducibility_summary
+
+        by_profile = {**shown, self.profile: {"claims": self.claims, "run_card": self.card}}
+        display(Markdown(reproducibility_summary(by_profile, method=method, easy=easy, difficult=difficult, left_open=left_open)))
+
     def table(self, name: str, rows: list[dict]) -> None:
         self.tables[name] = rows
 
@@ -186,7 +219,7 @@ class ChapterResults:
             "wall_time_s": round(time.time() - self.started, 1),
             **(extra or {}),
         }
-        self.data_read = data_read(data)
+        self.data_read, self.card = data_read(data), card
         path = self.dir / "results.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_card": card, "claims": self.claims, "checks": self.checks, "tables": self.tables}, indent=1, default=str))
@@ -211,6 +244,8 @@ def load_results(results_root: str | Path, profile: str, chapter: str) -> dict |
     if not {"scale", "convergence"} <= saved["run_card"].keys():
         raise ValueError(f"{path}: a run card of an older format (it has no 'scale' or 'convergence'): render the page "
                          f"again from its records, `python -m lib.run chapters/{chapter}.py --profile {profile}`")
+    for c in saved["claims"]:
+        c["verdict"] = legacy_verdict(c)  # an earlier record's "untested at this scale", in today's two words
     return saved
 
 
@@ -233,19 +268,35 @@ def run_card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+UNIT_SUFFIX = {"points": " pts", "×": "×"}  # a unit printed after the number; other units are the paper's own scale
+
+
 def format_ours(c: dict) -> str:
     if c["verdict"] == NOT_RUN:
         return "—"
+    suffix = UNIT_SUFFIX.get(c.get("unit", ""), "")
     if c["n"] < 2:
-        return f"{c['mean']:.3g} (n=1)"
-    return f"{c['mean']:.3g} ± {c['high'] - c['mean']:.2g}"
+        return f"{c['mean']:.3g}{suffix} (n=1)"
+    return f"{c['mean']:.3g} ± {c['high'] - c['mean']:.2g}{suffix}"
+
+
+def format_verdict(c: dict) -> str:
+    """The verdict in bold, and the smaller model it was judged on, if any."""
+    return f"**{c['verdict']}**" + (f" (stand-in: {c['stand_in']})" if c.get("stand_in") else "")
+
+
+def format_rule(c: dict) -> str:
+    """The rule of a judged claim; the reason of one that is not judged."""
+    if c["verdict"] in (UNTESTABLE, NEEDS_LARGER, NOT_RUN) or not c["rule"]:
+        return c["why"] + (f" (rule when judged: {c['rule']})" if c["rule"] else "")
+    return c["rule"]
 
 
 def claims_markdown(claims: list[dict]) -> str:
     """The claims as a markdown table (the chapter shows it; the scorecard reuses it)."""
     lines = ["| claim | paper | ours (mean ± 95% CI) | n | verdict | rule |", "|---|---|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| {c['claim']} | {c['paper']} | {format_ours(c)} | {c['n']} | **{c['verdict']}** | {c['rule'] or c['why']} |")
+        lines.append(f"| {c['claim']} | {c['paper']} | {format_ours(c)} | {c['n']} | {format_verdict(c)} | {format_rule(c)} |")
     return "\n".join(lines)
 
 

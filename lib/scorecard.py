@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .reporting import format_ours, load_results
+from .reporting import format_ours, format_rule, format_verdict, load_results
 from .keys import code_digest
 from .verdicts import NOT_RUN, PROFILE_SCALE, VERDICTS
 
@@ -94,8 +94,7 @@ def render(root: Path = ROOT) -> str:
                 mark, stale_note = " †", True
             if _unconverged(card):
                 mark, unconverged_note = mark + " ‡", True
-            rule = c.get("rule") or c.get("why", "")
-            table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{mark} | {c['n']} | **{c['verdict']}** | {rule} |")
+            table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{mark} | {c['n']} | {format_verdict(c)} | {format_rule(c)} |")
     out = ["<!-- written by `python -m lib.scorecard` from results/*/*/results.json; do not edit -->", "",
            "**Verdicts per chapter** (each claim counted once, at the strongest scale the book holds)", "", *counts, "",
            "**Every claim at its strongest scale**", "", *table, ""]

@@ -7,10 +7,16 @@ A verdict is one of
 * **not reproduced**: it can test it, and the whole interval lies outside that region;
 * **inconclusive**: the interval straddles the region's edge: the run is too noisy to decide
   (one seed is always inconclusive: it has no interval);
-* **untested at this scale**: the run is below the scale the claim needs, so our number is shown
-  but not judged (an absolute accuracy needs the paper's data and model; a difference between two
-  methods trained alike needs converged runs);
+* **untestable here**: no run this book can make tests the claim (the paper's data is private, or
+  it needs ImageNet weights or CIFAR-100, which no machine here reaches); the row says what would
+  test it, and our number is shown but not judged;
+* **needs a larger run**: a run of this book could test it (on a GPU, or with the paper's model),
+  but this run is below that scale; our number is shown but not judged;
 * **not run**: the run could not produce the number at all (its data is unreachable, say).
+
+A claim that a smaller model *can* test (a difference between two methods trained alike, say) is
+judged on it, and the row names the stand-in (``stand_in``): "not reproduced (stand-in: mini
+backbones)". A scale is never used to hide a decided result.
 
 A wider interval can only move a verdict towards *inconclusive*, never towards *reproduced*.
 """
@@ -24,8 +30,9 @@ from enum import IntEnum
 from .evaluation import Interval
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-UNTESTED, NOT_RUN = "untested at this scale", "not run"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, UNTESTED, NOT_RUN)
+UNTESTABLE, NEEDS_LARGER, NOT_RUN = "untestable here", "needs a larger run", "not run"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, UNTESTABLE, NEEDS_LARGER, NOT_RUN)
+LEGACY_UNTESTED = "untested at this scale"  # the one verdict of earlier records that the two above replace (see legacy_verdict)
 
 
 class Scale(IntEnum):
@@ -37,7 +44,7 @@ class Scale(IntEnum):
 
     @property
     def label(self) -> str:
-        return {Scale.TOY: "toy scale", Scale.CONVERGED: "converged on the paper's data", Scale.PAPER: "the paper's scale"}[self]
+        return {Scale.TOY: "toy scale", Scale.CONVERGED: "converged, CPU-sized models", Scale.PAPER: "the paper's models and settings"}[self]
 
 
 PROFILE_SCALE = {"quick": Scale.TOY, "cpu": Scale.CONVERGED, "full": Scale.PAPER}
@@ -76,6 +83,12 @@ class Region:
         wholly_above = ours.low > self.high or (self.high_open and ours.low == self.high)
         return NOT_REPRODUCED if wholly_below or wholly_above else INCONCLUSIVE
 
+    def scaled(self, factor: float) -> "Region":
+        """The same region in another unit (``factor`` > 0): a rule on fractions, read in points."""
+        if not factor > 0:
+            raise ValueError(f"a region's unit factor must be positive, got {factor}")
+        return Region(self.low * factor, self.high * factor, self.low_open, self.high_open)
+
     def short(self) -> str:
         if self.high == math.inf:
             return f"CI {'>' if self.low_open else '≥'} {_fmt(self.low)}"
@@ -108,11 +121,26 @@ def Above(value: float = 0.0) -> Region:
     return Region(low=value, low_open=True)
 
 
-def judge(rule: Region, ours: Interval, *, needs: Scale, scale: Scale, untestable: str | None = None) -> tuple[str, str]:
-    """The verdict on ``ours`` by ``rule``, and why: a run below the scale the claim ``needs``
-    (or a claim ``untestable`` by any run of this book) is shown, not judged."""
+def judge(rule: Region, ours: Interval, *, needs: Scale, scale: Scale, untestable: str | None = None,
+          stand_in: str | None = None, data: str = "the paper's data") -> tuple[str, str]:
+    """The verdict on ``ours`` by ``rule``, and why.
+
+    ``untestable``: why no run of this book can test the claim, and what would (verdict
+    *untestable here*). ``needs``: the scale at which the claim is tested as the paper made it. A
+    run below it is *needs a larger run*, unless ``stand_in`` names the smaller model (or data) on
+    which this run does test it: a run at the converged scale or above is then judged, and the row
+    names the stand-in. ``data``: what the run trained on, for the reason's text."""
     if untestable:
-        return UNTESTED, untestable
-    if scale < needs:
-        return UNTESTED, f"needs {needs.label}; this run is at {scale.label}"
+        return UNTESTABLE, untestable
+    if scale < needs and not (stand_in and scale >= Scale.CONVERGED):
+        return NEEDS_LARGER, f"needs {needs.label}; this run is at {scale.label}, on {data}"
     return rule.verdict(ours), rule.describe()
+
+
+def legacy_verdict(claim: dict) -> str:
+    """A claim row's verdict in today's words: an earlier record's "untested at this scale" becomes
+    *untestable here* when its reason was the claim (private data, say) and *needs a larger run*
+    when its reason was the run's scale ("needs the paper's scale; ...")."""
+    if claim["verdict"] != LEGACY_UNTESTED:
+        return claim["verdict"]
+    return NEEDS_LARGER if claim.get("why", "").startswith("needs ") else UNTESTABLE

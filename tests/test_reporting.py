@@ -11,9 +11,9 @@ import torch
 from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci, short_ci
 from lib.provenance import ONEDNN_ISAS, cpu_description, git_commit, native_bf16, numeric_path, onednn_isa
-from lib.reporting import ChapterResults, load_results, run_card_markdown, run_scale, show_stronger_profiles
+from lib.reporting import ChapterResults, claims_markdown, load_results, run_card_markdown, run_scale, show_stronger_profiles
 from lib.settings import RunSettings
-from lib.verdicts import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTED, AtLeast, Between, Scale
+from lib.verdicts import INCONCLUSIVE, NEEDS_LARGER, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTABLE, Above, AtLeast, Between, Scale
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,39 @@ def test_a_claim_is_judged_only_at_the_scale_it_needs(tmp_path):
     for results in (quick, cpu):
         results.claim("abs", "an absolute accuracy", 0.9, [0.5, 0.51, 0.52], AtLeast(0.9), needs=Scale.PAPER)
         results.claim("diff", "a difference", "> 0", [0.05, 0.06, 0.07], Between(0.0, 1.0), needs=Scale.CONVERGED)
-    assert [c["verdict"] for c in quick.claims] == [UNTESTED, UNTESTED]
-    assert [c["verdict"] for c in cpu.claims] == [UNTESTED, REPRODUCED]
-    assert quick.claims[0]["mean"] == pytest.approx(0.51) and "needs the paper's scale" in quick.claims[0]["why"]
+    assert [c["verdict"] for c in quick.claims] == [NEEDS_LARGER, NEEDS_LARGER]
+    assert [c["verdict"] for c in cpu.claims] == [NEEDS_LARGER, REPRODUCED]
+    assert quick.claims[0]["mean"] == pytest.approx(0.51) and "needs the paper's models and settings" in quick.claims[0]["why"]
     cpu.converged(False, "test accuracy moved by 2 points over the last 3 epochs")
-    assert cpu.claim("diff", "a difference", "> 0", [0.05, 0.06, 0.07], Between(0.0, 1.0), needs=Scale.CONVERGED)["verdict"] == UNTESTED
+    assert cpu.claim("diff", "a difference", "> 0", [0.05, 0.06, 0.07], Between(0.0, 1.0), needs=Scale.CONVERGED)["verdict"] == NEEDS_LARGER
+
+
+def test_a_smaller_model_that_can_test_a_claim_judges_it_and_is_named(tmp_path):
+    quick, cpu = results_of(tmp_path), results_of(tmp_path, profile="cpu")
+    for results in (quick, cpu):
+        results.claim("gap", "B beats A by 5 points", "+5", [-0.08, -0.09, -0.12], Above(0.05), needs=Scale.PAPER, unit="points",
+                      stand_in="mini backbones")
+        results.claim("priv", "an accuracy on private data", 0.9, [0.5, 0.6], AtLeast(0.9), needs=Scale.PAPER,
+                      untestable="the paper's data is private; a run on it would test it")
+    gap, priv = cpu.claims
+    assert gap["verdict"] == NOT_REPRODUCED and gap["stand_in"] == "mini backbones"  # decided: never hidden behind the scale
+    assert gap["ours"] == pytest.approx([-8, -9, -12]) and gap["rule"] == "CI > 5"  # differences of accuracies, in points
+    assert "(stand-in: mini backbones)" in claims_markdown(cpu.claims) and " pts" in claims_markdown(cpu.claims)
+    assert priv["verdict"] == UNTESTABLE and "would test it" in claims_markdown(cpu.claims)
+    assert quick.claims[0]["verdict"] == NEEDS_LARGER and quick.claims[0]["stand_in"] is None  # the toy run tests nothing
+
+
+def test_an_earlier_records_untested_verdict_reads_in_todays_words(tmp_path):
+    cpu = results_of(tmp_path, profile="cpu")
+    cpu.claim("a", "private", 0.9, [0.5, 0.6], AtLeast(0.9), needs=Scale.PAPER, untestable="private data")
+    cpu.claim("b", "scale", 0.9, [0.5, 0.6], AtLeast(0.9), needs=Scale.PAPER)
+    path = cpu.save(device=torch.device("cpu"), data=[], initialisation="random")
+    saved = json.loads(path.read_text())
+    for c in saved["claims"]:
+        c["verdict"] = "untested at this scale"
+    saved["claims"][1]["why"] = "needs the paper's scale; this run is at converged on the paper's data"
+    path.write_text(json.dumps(saved))
+    assert [c["verdict"] for c in load_results(tmp_path, "cpu", "99_test")["claims"]] == [UNTESTABLE, NEEDS_LARGER]
 
 
 def test_results_file_carries_claims_and_run_card(tmp_path):
@@ -108,12 +136,12 @@ def test_the_headline_takes_each_claim_from_the_strongest_profile_that_ran_it(tm
     make_book(tmp_path)
     text = scorecard.render(tmp_path)
     ch4 = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| {doc}`Ch. 4")]
-    counts = next(cells for cells in ch4 if len(cells) == 6)  # chapter, then one column per verdict
+    counts = next(cells for cells in ch4 if len(cells) == 7)  # chapter, then one column per verdict
     rows = {cells[1]: " | ".join(cells) for cells in ch4 if len(cells) == 8}
-    assert " cpu | 3 | " in rows["seventy-five percent"] and f"**{UNTESTED}**" in rows["seventy-five percent"] and "0.51" in rows["seventy-five percent"]
+    assert " cpu | 3 | " in rows["seventy-five percent"] and f"**{NEEDS_LARGER}**" in rows["seventy-five percent"] and "0.51" in rows["seventy-five percent"]
     assert " cpu | 3 | " in rows["a gain"] and f"**{NOT_REPRODUCED}**" in rows["a gain"]
     assert " quick | 2 | " in rows["a claim only this run has"]  # the cpu run could not run it: the quick one is the evidence
-    assert counts[1:] == ["1", "1", "", "1", ""]  # reproduced, not reproduced, inconclusive, untested, not run
+    assert counts[1:] == ["1", "1", "", "", "1", ""]  # reproduced, not reproduced, inconclusive, untestable, needs larger, not run
     assert "Chapter 5 — Y" in text and "**not run**" in text  # no results: says how to run it
 
 
@@ -143,7 +171,7 @@ def test_a_run_that_did_not_converge_is_marked_and_tests_nothing(tmp_path):
     cpu.save(device=torch.device("cpu"), data=[], initialisation="random")
     text = scorecard.render(tmp_path)
     row = next(line for line in text.splitlines() if "| a gain |" in line)
-    assert "| cpu ‡ | 3 |" in row and f"**{UNTESTED}**" in row  # inside the rule's region, yet untested: not converged
+    assert "| cpu ‡ | 3 |" in row and f"**{NEEDS_LARGER}**" in row  # inside the rule's region, yet untested: not converged
     assert "did not meet the chapter's convergence criterion" in text
 
 

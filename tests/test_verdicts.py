@@ -10,7 +10,8 @@ from lib.verdicts import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
-    UNTESTED,
+    NEEDS_LARGER,
+    UNTESTABLE,
     Above,
     AtLeast,
     Between,
@@ -114,11 +115,21 @@ def test_a_wider_interval_never_moves_a_verdict_towards_reproduced(rule):
 def test_a_run_below_the_claims_scale_is_shown_not_judged():
     far_below = ci(0.1, 0.2)
     verdict, why = judge(AtLeast(0.9), far_below, needs=Scale.PAPER, scale=Scale.TOY)
-    assert verdict == UNTESTED and "needs the paper's scale" in why
+    assert verdict == NEEDS_LARGER and "needs the paper's models and settings" in why
     assert judge(AtLeast(0.9), far_below, needs=Scale.CONVERGED, scale=Scale.CONVERGED)[0] == NOT_REPRODUCED
     assert judge(AtLeast(0.9), far_below, needs=Scale.CONVERGED, scale=Scale.PAPER)[0] == NOT_REPRODUCED
     verdict, why = judge(AtLeast(0.9), far_below, needs=Scale.CONVERGED, scale=Scale.PAPER, untestable="the paper's data is private")
-    assert verdict == UNTESTED and why == "the paper's data is private"
+    assert verdict == UNTESTABLE and why == "the paper's data is private"
+    # a stand-in tests what it can: judged from the converged scale up, never at toy scale
+    assert judge(AtLeast(0.9), far_below, needs=Scale.PAPER, scale=Scale.CONVERGED, stand_in="mini backbones")[0] == NOT_REPRODUCED
+    assert judge(AtLeast(0.9), far_below, needs=Scale.PAPER, scale=Scale.TOY, stand_in="mini backbones")[0] == NEEDS_LARGER
+    assert judge(AtLeast(0.9), far_below, needs=Scale.PAPER, scale=Scale.CONVERGED, stand_in="x", untestable="private")[0] == UNTESTABLE
+
+
+def test_a_rule_read_in_another_unit():
+    assert AtLeast(-0.05).scaled(100) == Region(low=-5.0) and Above(0.01).scaled(100).short() == "CI > 1"
+    with pytest.raises(ValueError, match="positive"):
+        AtLeast(0).scaled(-1)
 
 
 def test_rules_say_what_they_accept():
