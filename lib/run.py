@@ -4,6 +4,7 @@
     python -m lib.run chapters/04_vae_cluster_labelling.py --profile full --seeds 0 1 2
     python -m lib.run chapters/04_vae_cluster_labelling.py -p epochs 3
     python -m lib.run chapters/0[1-3]*.py --profile full --plan                 # the units, their H100 minutes, what is done
+    python -m lib.run chapters/04_vae_cluster_labelling.py --profile full --from-records   # render from merged shards (lib.shards)
 
 The quick profile is the defaults of each chapter's ``parameters`` cell; the
 others are ``chapters/profiles/<chapter>.<profile>.yaml``. Every parameter is
@@ -163,6 +164,16 @@ def check_units(chapter: Path, profile: str, params: dict, results_json: Path) -
                          f"rendered but not planned {sorted(rendered - planned)}, planned but not rendered {sorted(planned - rendered)}")
 
 
+def check_records(chapter: Path, params: dict, profile: str) -> None:
+    """Refuse (``--from-records``) a run that would train: name the planned units that have no record."""
+    units, records = planned_units(chapter, profile, params)
+    missing = [u.name for u in units if not records.done(u)]
+    if missing:
+        raise ParameterError(f"{chapter.name}: --from-records, but {len(missing)} of its {len(units)} planned units have no record in "
+                             f"{records.directory}: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} (merge the shards' "
+                             "units/ folders there first: python -m lib.shards merge DEST SOURCES...)")
+
+
 def plan(chapter: Path, profile: str, params: dict) -> tuple[list[str], float, int, int, float | None]:
     """The chapter's units for these parameters (lib.units): one line each, estimated H100 minutes, units,
     done, and for the cpu profile its estimated minutes on the CPU ``benchmarks/cpu_roofline.py`` measured
@@ -250,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set one parameter (YAML value)")
     parser.add_argument("--plan", action="store_true", help="print every unit to train, its estimated minutes on one H100 (and for "
                         "the cpu profile on the CPU benchmarks/cpu_roofline.py measured) and whether it is done; run nothing")
+    parser.add_argument("--from-records", action="store_true", help="render each chapter from the unit records already in its "
+                        "units/ folder (merged from shards: lib.shards); refuse, training nothing, if any planned unit has no record")
     parser.add_argument("--refresh-notebooks", action="store_true", help="copy each executed quick run over the committed "
                         "chapters/<chapter>.ipynb, which the regression guard compares with (make notebooks); defaults only")
     args = parser.parse_args(argv)
@@ -262,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
             runs.append((chapter.resolve(), *resolve_parameters(chapter.resolve(), args.profile, args.seeds, overrides)))
             if args.refresh_notebooks:
                 check_refresh(args.profile, runs[-1][2])
+            if args.from_records:
+                check_records(*runs[-1][:2], args.profile)
     except (ParameterError, RefreshError) as err:
         parser.exit(2, f"error: {err}\nNothing was run.\n")
     if args.plan:

@@ -312,3 +312,12 @@ def test_the_parameters_cell_is_the_settings_fields_with_their_defaults(chapter)
     assert settings_class.of(defaults) == settings_class()
     with pytest.raises(ValueError, match="does not set"):
         settings_class.of({k: v for k, v in defaults.items() if k != "seeds"})
+
+
+def test_rendering_from_records_refuses_when_a_planned_unit_has_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BOOK_RESULTS_ROOT", str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        run.main([str(run.ROOT / "chapters" / "04_vae_cluster_labelling.py"), "--from-records"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "have no record" in err and "lib.shards merge" in err and "Nothing was run" in err

@@ -23,3 +23,14 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nonexistent_context }}\n")
     done = subprocess.run([actionlint, str(broken)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
+
+
+def test_the_profile_workflow_shards_by_seed_and_renders_from_the_merged_records():
+    import yaml
+
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "profile.yml").read_text())
+    jobs = flow["jobs"]
+    assert "matrix.seed" in str(jobs["shard"]["steps"]) and "fromJSON(needs.seeds.outputs.matrix)" in str(jobs["shard"]["strategy"])
+    merge = " ".join(str(step.get("run", "")) for step in jobs["merge"]["steps"])
+    assert "lib.shards merge" in merge and "--from-records" in merge and jobs["merge"]["needs"] == "shard"
+    assert all("./.github/actions/setup" in str(jobs[j]["steps"]) for j in ("shard", "merge"))
