@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .provenance import ROOT
 
-PAGES = ("intro.md", "scorecard.md", "reference.md", "bibliography.md")
+PAGES = ("intro.md", "scorecard.md", "status.md", "reference.md", "bibliography.md")
 CONFIG = ("_toc.yml", "_config.yml", "_ext", "_static", "references.bib", "_generated")
 NOTEBOOKS = ("fresh", "committed")
 

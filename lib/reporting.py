@@ -100,8 +100,8 @@ class ChapterResults:
         judged_on = stand_in if self.scale < needs and verdict not in (UNTESTABLE, NEEDS_LARGER) else None
         row = {
             "id": id, "claim": claim, "paper": paper, "ours": values, "mean": interval.mean, "low": interval.low, "high": interval.high,
-            "n": interval.n, "unit": unit, "rule": rule.short(), "why": why, "needs": needs.name, "scale": self.scale.name,
-            "profile": self.profile, "verdict": verdict, "stand_in": judged_on, "timing": timing,
+            "n": interval.n, "unit": unit, "rule": rule.short(), "region": rule.as_list(), "why": why, "needs": needs.name,
+            "scale": self.scale.name, "profile": self.profile, "verdict": verdict, "stand_in": judged_on, "timing": timing,
         }
         self._add(row)
         return row

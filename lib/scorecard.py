@@ -1,11 +1,15 @@
 """The book's scorecard: every claim of every chapter, at the strongest scale the book holds.
 
-``python -m lib.scorecard`` writes two files that the book includes:
+``python -m lib.scorecard`` writes the files that the book includes:
 
 * ``_generated/scorecard.md`` (the first page): per chapter, how many claims got each verdict;
-  then one row per claim, taken from the strongest profile that has a result for it (full, then
-  cpu, then quick), saying which profile and how many seeds;
-* ``_generated/scorecard_by_profile.md``: every profile's claims in full, with run cards.
+  the figure ``_generated/scorecard.png`` (a panel per claim: our mean and interval against the
+  region the rule accepts and the paper's value, coloured by verdict); then one row per claim,
+  taken from the strongest profile that has a result for it (full, then cpu, then quick), saying
+  which profile and how many seeds;
+* ``_generated/scorecard_by_profile.md``: every profile's claims in full, with run cards;
+* ``_generated/status.md``: a row per run (chapter, profile, date, commit, device and numeric path,
+  seeds, wall time, converged), read from the run cards.
 
 A claim whose strongest run was made by other code than the current library's (its code digest
 differs) is marked, so a stale result is never mistaken for a current one; so is a run whose main
@@ -17,9 +21,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import math
+
 from .reporting import format_ours, format_rule, format_verdict, load_results
 from .keys import code_digest
-from .verdicts import NOT_RUN, PROFILE_SCALE, VERDICTS
+from .verdicts import INCONCLUSIVE, NEEDS_LARGER, NOT_REPRODUCED, NOT_RUN, PROFILE_SCALE, REPRODUCED, UNTESTABLE, VERDICTS, Region
 
 ROOT = Path(__file__).resolve().parents[1]
 STRONGEST_FIRST = sorted(PROFILE_SCALE, key=PROFILE_SCALE.get, reverse=True)  # full, cpu, quick
@@ -97,6 +103,10 @@ def render(root: Path = ROOT) -> str:
             table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{mark} | {c['n']} | {format_verdict(c)} | {format_rule(c)} |")
     out = ["<!-- written by `python -m lib.scorecard` from results/*/*/results.json; do not edit -->", "",
            "**Verdicts per chapter** (each claim counted once, at the strongest scale the book holds)", "", *counts, "",
+           "```{figure} /_generated/scorecard.png", ":name: scorecard-figure", ":width: 100%", "",
+           "Every claim at its strongest scale: our mean and 95% interval over seeds (the bar, coloured by verdict), the "
+           "region the claim's rule accepts (shaded green) and the paper's value (a black diamond, where it is a number). "
+           "Differences of accuracies are in points; a panel's scale is its claim's own.", "```", "",
            "**Every claim at its strongest scale**", "", *table, ""]
     if stale_note:
         out += ["† made by an earlier version of the chapter's code (its code digest differs from the current one): re-run that profile.", ""]
@@ -105,6 +115,99 @@ def render(root: Path = ROOT) -> str:
                 "curves). A full run is still judged, at the paper's own schedule; a cpu run that did not converge counts at toy "
                 "scale: it tests no claim, and its numbers are shown unjudged.", ""]
     return "\n".join(out)
+
+
+COLOURS = {REPRODUCED: "#2e7d32", NOT_REPRODUCED: "#c62828", INCONCLUSIVE: "#ef8f00", UNTESTABLE: "#9e9e9e", NEEDS_LARGER: "#5c6bc0"}
+
+
+def region_of(c: dict) -> Region | None:
+    """The region a claim's rule accepts: from its row, or from the rule's text in an earlier record."""
+    if c.get("region"):
+        return Region.from_list(c["region"])
+    try:
+        return Region.from_short(c["rule"]) if c.get("rule") else None
+    except ValueError:
+        return None
+
+
+def figure(root: Path = ROOT):
+    """A panel per claim (chapters in columns, their claims down), or None when no claim has a number."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    results = load_all(root)
+    columns = [(py, [r for r in strongest(results.get(py.stem, {})) if r[0]["verdict"] != NOT_RUN])
+               for py in sorted((root / "chapters").glob("[0-9]*.py"))]
+    columns = [(py, rows) for py, rows in columns if rows]
+    if not columns:
+        return None
+    height = max(len(rows) for _, rows in columns)
+    fig, axes = plt.subplots(height, len(columns), figsize=(4.2 * len(columns), 0.95 * height + 1.2), squeeze=False)
+    for col, (py, rows) in enumerate(columns):
+        for row in range(height):
+            ax = axes[row, col]
+            if row >= len(rows):
+                ax.axis("off")
+                continue
+            _claim_panel(ax, *rows[row][:2])
+    fig.legend(handles=[Patch(color=colour, label=verdict) for verdict, colour in COLOURS.items()], loc="lower center",
+               ncol=len(COLOURS), frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1 - 0.45 / fig.get_figheight()))
+    for col, (py, _) in enumerate(columns):
+        box = axes[0, col].get_position()
+        fig.text((box.x0 + box.x1) / 2, 1 - 0.2 / fig.get_figheight(), f"Ch. {int(py.stem[:2])}", ha="center", va="top", fontsize=11,
+                 fontweight="bold")
+    return fig
+
+
+def _claim_panel(ax, c: dict, profile: str) -> None:
+    """One claim: the accepted region, the paper's value, our mean with its interval."""
+    region, paper = region_of(c), c["paper"] if isinstance(c["paper"], (int, float)) else None
+    low, high = c["low"], c["high"]
+    finite = [x for x in (c["mean"], low, high, paper, region and region.low, region and region.high)
+              if isinstance(x, (int, float)) and math.isfinite(x)]
+    left, right = min(finite), max(finite)
+    pad = 0.15 * (right - left) or 0.1 * abs(right) or 1.0
+    left, right = left - pad, right + pad
+    if region:
+        ax.axvspan(max(region.low, left), min(region.high, right), color="#a5d6a7", alpha=0.6, lw=0)
+    colour = COLOURS.get(c["verdict"], "#000000")
+    ax.errorbar([c["mean"]], [0], xerr=[[c["mean"] - max(low, left)], [min(high, right) - c["mean"]]], fmt="o", color=colour, capsize=3, lw=2)
+    if paper is not None:
+        ax.plot([paper], [0], marker="D", color="black", ms=5)
+    ax.set_xlim(left, right)
+    ax.set_yticks([])
+    ax.tick_params(axis="x", labelsize=7)
+    unit = {"points": " (points)", "×": " (×)"}.get(c.get("unit", ""), "")
+    title = c["claim"] if len(c["claim"]) <= 58 else c["claim"][:55] + "…"
+    ax.set_title(f"{title}{unit}\n{profile}, n={c['n']}: {c['verdict']}", fontsize=7, loc="left")
+
+
+def render_status(root: Path = ROOT) -> str:
+    """A row per committed run: chapter, profile, date, commit, device and numeric path, seeds, wall time, converged."""
+    results = load_all(root)
+    lines = ["<!-- written by `python -m lib.scorecard` from the run cards; do not edit -->", "",
+             "| chapter | profile | date | commit | device and numeric path | seeds | wall time | trainings | converged | code |",
+             "|---" * 10 + "|"]
+    for py in sorted((root / "chapters").glob("[0-9]*.py")):
+        for profile in STRONGEST_FIRST:
+            saved = results.get(py.stem, {}).get(profile)
+            if profile != "quick" and not (root / "chapters" / "profiles" / f"{py.stem}.{profile}.yaml").is_file():
+                continue  # the chapter has no such profile
+            if saved is None:
+                lines.append(f"| {_link(py)} | {profile} | — | — | — | — | — | — | — | not run |")
+                continue
+            card = saved["run_card"]
+            conv = card["convergence"]
+            converged = "—" if conv is None else "yes" if conv["converged"] else "**no**"
+            code = "stale †" if _stale(card) else "current"
+            lines.append(f"| {_link(py)} | {profile} | {card['started'][:10]} | `{card['versions']['git']}` | {card['device']}; "
+                         f"{card['numerics']} | {len(card['seeds'])} ({', '.join(map(str, card['seeds']))}) | "
+                         f"{card['wall_time_s'] / 60:.1f} min | {card.get('units_wall_time_s', 0) / 60:.1f} min | {converged} | {code} |")
+    lines += ["", "Wall time: the run that rendered the page (a page rendered from earlier records takes minutes); trainings: the "
+              "training time of every unit the page rests on, wherever it ran. † the chapter's code has changed since the run: "
+              "re-run that profile.", ""]
+    return "\n".join(lines)
 
 
 def render_by_profile(root: Path = ROOT) -> str:
@@ -131,7 +234,15 @@ def main() -> None:
     target.mkdir(exist_ok=True)
     (target / "scorecard.md").write_text(render())
     (target / "scorecard_by_profile.md").write_text(render_by_profile())
-    print(f"wrote {target / 'scorecard.md'} and {target / 'scorecard_by_profile.md'}")
+    (target / "status.md").write_text(render_status())
+    fig = figure()
+    if fig is None:  # no claim has a number yet: an empty panel, so the page's figure still has a file
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(6, 1))
+        fig.text(0.5, 0.5, "No chapter has been run yet: run make book.", ha="center", va="center")
+    fig.savefig(target / "scorecard.png", dpi=110, bbox_inches="tight")
+    print(f"wrote scorecard.md, scorecard.png, scorecard_by_profile.md and status.md in {target}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ A wider interval can only move a verdict towards *inconclusive*, never towards *
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -88,6 +89,28 @@ class Region:
         if not factor > 0:
             raise ValueError(f"a region's unit factor must be positive, got {factor}")
         return Region(self.low * factor, self.high * factor, self.low_open, self.high_open)
+
+    def as_list(self) -> list:
+        """``[low, high, low_open, high_open]`` for a results file (an infinite end as None)."""
+        return [None if self.low == -math.inf else self.low, None if self.high == math.inf else self.high, self.low_open, self.high_open]
+
+    @classmethod
+    def from_list(cls, values: list) -> "Region":
+        low, high, low_open, high_open = values
+        return cls(-math.inf if low is None else low, math.inf if high is None else high, low_open, high_open)
+
+    @classmethod
+    def from_short(cls, text: str) -> "Region":
+        """The region a rule's short text names (``CI ≥ 0.75``, ``CI > 0``, ``CI within [10, 16]``, ...): for
+        records made before rows carried their region."""
+        within = re.fullmatch(r"CI within \[(\S+), (\S+)\]", text)
+        if within:
+            return cls(float(within[1]), float(within[2]))
+        bound = re.fullmatch(r"CI ([≥>≤<]) (\S+)", text)
+        if not bound:
+            raise ValueError(f"not a rule's short text: {text!r}")
+        value = float(bound[2])
+        return {"≥": cls(low=value), ">": cls(low=value, low_open=True), "≤": cls(high=value), "<": cls(high=value, high_open=True)}[bound[1]]
 
     def short(self) -> str:
         if self.high == math.inf:

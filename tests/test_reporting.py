@@ -262,3 +262,26 @@ def test_native_bf16_follows_the_instruction_set_a_cap_leaves():
     cpu = torch.device("cpu")
     assert not native_bf16(cpu, cap="AVX2")  # oneDNN capped below AVX-512 BF16 emulates it: fp32 is faster
     assert native_bf16(cpu, cap="") == (ONEDNN_ISAS.index(onednn_isa(cap="")) >= ONEDNN_ISAS.index("avx512_core_bf16"))
+
+
+def test_the_front_page_figure_has_a_panel_per_claim_with_a_number(tmp_path):
+    make_book(tmp_path)
+    fig = scorecard.figure(tmp_path)
+    panels = [ax for ax in fig.axes if ax.axison]
+    titles = [ax.get_title(loc="left") for ax in panels]
+    assert len(panels) == 3  # chapter 4's claims, each at its strongest profile (c: the quick run, as the cpu run could not run it)
+    assert titles[0].endswith("cpu, n=3: needs a larger run") and titles[1].endswith("cpu, n=3: not reproduced")
+    assert titles[2].endswith("quick, n=2: reproduced")
+    (tmp_path / "empty" / "chapters").mkdir(parents=True)
+    assert scorecard.figure(tmp_path / "empty") is None
+
+
+def test_the_status_table_has_a_row_per_run_from_its_card(tmp_path):
+    make_book(tmp_path)
+    (tmp_path / "chapters" / "profiles").mkdir()
+    (tmp_path / "chapters" / "profiles" / "04_x.cpu.yaml").write_text("profile: cpu\n")
+    text = scorecard.render_status(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| {doc}`Ch. 4")]
+    assert [r.split("|")[2].strip() for r in rows] == ["cpu", "quick"]  # no full profile file: no full row
+    assert "3 (0, 1, 2)" in rows[0] and "fp32" in rows[0] and "stale †" not in rows[0]
+    assert sum("not run" in line for line in text.splitlines() if "Ch. 5" in line) == 1

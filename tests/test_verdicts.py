@@ -136,3 +136,10 @@ def test_rules_say_what_they_accept():
     assert AtLeast(0.75).short() == "CI ≥ 0.75" and Above(0).short() == "CI > 0" and Region(high=1, high_open=True).short() == "CI < 1"
     assert Between(10, 16).short() == "CI within [10, 16]" and Region(high=1).short() == "CI ≤ 1"
     assert "[0.75, ∞)" in AtLeast(0.75).describe() and "inconclusive otherwise" in AtLeast(0.75).describe()
+
+
+@pytest.mark.parametrize("rule", [AtLeast(0.75), Above(0), Between(10, 16), Region(high=1), Region(high=1, high_open=True), AtLeast(-5)])
+def test_a_rule_survives_its_results_file_and_its_short_text(rule):
+    assert Region.from_list(rule.as_list()) == rule and Region.from_short(rule.short()) == rule
+    with pytest.raises(ValueError, match="short text"):
+        Region.from_short("within 3 points")
