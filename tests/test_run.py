@@ -229,15 +229,19 @@ def test_papermill_reads_every_parameter_with_its_help(chapter, caplog):
 def test_every_committed_run_has_the_settings_its_profile_gives_today(saved):
     """A profile that leaves a parameter to the chapter's quick default follows it when the default
     changes: a committed cpu or full run would then no longer be what its profile runs. Only the
-    arithmetic (:data:`NUMERICS`) may differ."""
+    arithmetic (:data:`NUMERICS`) may differ. A run made by earlier code than the chapter's (its
+    code digest differs) is stale whatever its settings: the scorecard and the status page mark it †
+    until the profile is run again, so its settings are not compared here."""
     import json
 
+    from lib.keys import code_digest, plain
     from lib.run import experiment_module
-    from lib.keys import plain
 
     profile, chapter = saved.parts[-3], CHAPTER.parent / f"{saved.parts[-2]}.py"
     params, _ = resolve_parameters(chapter, profile, None, {})
     card = json.loads(saved.read_text())["run_card"]
+    if card["versions"]["lib"] != code_digest(card["experiment"]):
+        pytest.skip(f"{saved} is stale (made by earlier code; marked † on the scorecard): run the profile again")
     today = plain(experiment_module(chapter).Settings(**params))
     made = {k: v for k, v in card["settings"].items() if k not in NUMERICS}
     assert made == {k: v for k, v in today.items() if k not in NUMERICS}, (
