@@ -44,6 +44,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/cpu_roofline.py
 	$(BIN)/python benchmarks/quick_book.py
 	$(BIN)/python benchmarks/guard_drift.py
+	$(BIN)/python benchmarks/seed_count.py
 
 clean:
 	rm -rf _build _generated results/quick
