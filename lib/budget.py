@@ -35,7 +35,7 @@ class QuickCost:
 QUICK_DEFAULTS = {
     "embedding_experiment": QuickCost(work=107_100, minutes=2.4),
     "soc_experiment": QuickCost(work=89_250, minutes=2.1),
-    "hierarchy_experiment": QuickCost(work=114_600, minutes=2.1),
+    "hierarchy_experiment": QuickCost(work=133_680, minutes=2.4),
     "vae_experiment": QuickCost(work=281_723, minutes=1.9),
 }
 

@@ -12,7 +12,12 @@ Training (:func:`fit_two_heads`), the paper's two recipes: Adam, batches augment
 training device with torchvision's v2 transforms, the validation loss after every epoch; the
 ResNet stops early (``patience``) and keeps its best epoch's weights, the ConvNeXt trains a fixed
 number of epochs with its learning rate cut when the validation loss stops falling ("I monitored
-the loss and adjusted the learning rate if needed") and keeps its last weights.
+the loss and adjusted the learning rate if needed") and keeps its last weights. A :class:`Variant`
+may train by the other family's recipe and heads: :data:`CONVNEXT_AS_RESNET` is the ConvNeXt trained
+exactly as the paper's ResNet, so that the backbone comparison changes the backbone alone.
+
+Evaluation (:func:`evaluate`) scores the held-out test sets and, as the authors' code does, the
+training images; :func:`lib.hierarchy.level_metrics` gives the authors' micro-F1 beside macro and weighted F1.
 
 Transfer (:func:`initialise`): ImageNet weights when torchvision can get them; otherwise the
 backbone is pretrained here on a source that shares no image and no class with the test set: the
@@ -103,9 +108,10 @@ class Networks:
     def backbone(self, family: str) -> str:
         return self.resnet_backbone if family == "ResNet" else self.convnext_backbone
 
-    def config(self, family: str, num_sub: int, input_size: int, heads: str = "two", num_super: int = len(SUPER)) -> HierarchicalConfig:
+    def config(self, family: str, num_sub: int, input_size: int, heads: str = "two", num_super: int = len(SUPER),
+               head_family: str = "") -> HierarchicalConfig:
         return HierarchicalConfig(backbone=self.backbone(family), num_super=num_super, num_sub=num_sub, hidden=self.hidden,
-                                  dropout=self.dropout, heads=heads, input_size=input_size)
+                                  dropout=self.dropout, heads=heads, input_size=input_size, head_family=head_family)
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ class Settings(ChapterSettings):
 
     seeds: tuple[int, ...] = (0, 1)  # one run of every model per seed (own data split, own initialisation of the heads)
     resnet_backbone: str = "resnet_mini"  # "resnet50" (paper) or "resnet_mini" (the same family at a CPU's scale)
-    convnext_backbone: str = "convnext_mini"  # "convnext_tiny" (paper's ConvNeXt) or "convnext_mini"
+    convnext_backbone: str = "convnext_mini"  # "convnext_tiny" (ResNet-50's size; the authors' code: convnext_large) or "convnext_mini"
     initialisation: str = "auto"  # "auto": ImageNet weights when torchvision can get them, else "other-animals"; or "imagenet",
     # "other-animals", "cifar10", "scratch"
     pretrain_images: int = 3000  # source images for the pretraining (other animals: 21,500 at most)
@@ -225,18 +231,28 @@ class Settings(ChapterSettings):
     def recipe(self, family: str) -> HierarchyRecipe:
         return self.resnet if family == "ResNet" else self.convnext
 
+    def config_of(self, variant: "Variant", num_sub: int) -> HierarchicalConfig:
+        """The network of ``variant``: its family's backbone, with the heads of the family whose recipe it trains by."""
+        return self.networks.config(variant.family, num_sub=num_sub, input_size=self.data.input_size, heads=variant.heads,
+                                    head_family=variant.recipe if variant.recipe != variant.family else "")
 
-BACKBONE_COST = {"resnet_mini": 1.0, "convnext_mini": 0.5, "resnet50": 40.0, "convnext_tiny": 45.0}  # a 32-px image, relative
+    def recipe_of(self, variant: "Variant") -> HierarchyRecipe:
+        return self.recipe(variant.recipe)
+
+
+# a 32-px image through the backbone, forward and backward, relative to resnet_mini (measured on 1 CPU thread:
+# convnext_mini with its stride-2 stem runs 1.35x resnet_mini's images/s at 32 px, 1.2x at 64 px)
+BACKBONE_COST = {"resnet_mini": 1.0, "convnext_mini": 0.8, "resnet50": 40.0, "convnext_tiny": 45.0}
 
 
 def work(s: Settings) -> float:
     """What the settings ask, in 32-px training images through the mini ResNet (relative units): the
-    seven variants of every seed at most epochs (early stopping may end sooner), and the two pretrainings."""
+    variants of every seed at their recipe's most epochs (early stopping may end sooner), and the two pretrainings."""
     size = (s.data.input_size / 32) ** 2
     images = s.data.max_train_per_class * (10 + s.data.unseen_subclasses)  # an upper bound: the imbalance keeps fewer
-    resnet, convnext = (BACKBONE_COST[s.networks.backbone(f)] * size for f in ("ResNet", "ConvNeXt"))
-    variants = 4 * resnet * s.resnet.epochs + 3 * convnext * s.convnext.epochs
-    pretraining = 0 if s.pretraining.initialisation == "scratch" else s.pretraining.images * s.pretraining.epochs * (resnet + convnext)
+    cost = {f: BACKBONE_COST[s.networks.backbone(f)] * size for f in ("ResNet", "ConvNeXt")}
+    variants = sum(cost[v.family] * s.recipe_of(v).epochs for v in VARIANTS)
+    pretraining = 0 if s.pretraining.initialisation == "scratch" else s.pretraining.images * s.pretraining.epochs * sum(cost.values())
     return len(s.run.seeds) * images * variants + pretraining
 
 
@@ -249,6 +265,10 @@ class Variant:
     weighted: bool  # class-weighted cross-entropy, Eq. (1)-(2); else Eq. (5)
     pretrained: bool  # the run's initialisation; else torchvision's random one
     heads: str = "two"  # "two" (the paper) or "flat" (a sub-class head only)
+    recipe: str = ""  # the family whose recipe and heads it trains with ("": its own)
+
+    def __post_init__(self):
+        object.__setattr__(self, "recipe", self.recipe or self.family)
 
     @property
     def tag(self) -> str:
@@ -258,11 +278,13 @@ class Variant:
 RESNET_PAPER = Variant("ResNet, class weights, Eq. (2) (paper)", "ResNet", weighted=True, pretrained=True)
 CONVNEXT_PAPER = Variant("ConvNeXt, Eq. (5) (paper)", "ConvNeXt", weighted=False, pretrained=True)
 RESNET_NO_WEIGHTS = Variant("ResNet, no class weights", "ResNet", weighted=False, pretrained=True)
-CONVNEXT_WEIGHTS = Variant("ConvNeXt, class weights", "ConvNeXt", weighted=True, pretrained=True)
+# the backbone comparison: the ConvNeXt trained exactly as the paper's ResNet (class weights, Eq. 2, early stopping on
+# the validation loss, best-validation weights kept, the ResNet's heads with dropout); only the backbone differs
+CONVNEXT_AS_RESNET = Variant("ConvNeXt, the ResNet's recipe and heads", "ConvNeXt", weighted=True, pretrained=True, recipe="ResNet")
 RESNET_SCRATCH = Variant("ResNet, from scratch", "ResNet", weighted=True, pretrained=False)
 CONVNEXT_SCRATCH = Variant("ConvNeXt, from scratch", "ConvNeXt", weighted=False, pretrained=False)
 RESNET_FLAT = Variant("ResNet, flat sub-class classifier", "ResNet", weighted=True, pretrained=True, heads="flat")
-VARIANTS = (RESNET_PAPER, CONVNEXT_PAPER, RESNET_NO_WEIGHTS, CONVNEXT_WEIGHTS, RESNET_SCRATCH, CONVNEXT_SCRATCH, RESNET_FLAT)
+VARIANTS = (RESNET_PAPER, CONVNEXT_PAPER, RESNET_NO_WEIGHTS, CONVNEXT_AS_RESNET, RESNET_SCRATCH, CONVNEXT_SCRATCH, RESNET_FLAT)
 
 
 @dataclass
@@ -595,8 +617,8 @@ def initialise(family: str, settings: Settings, tiny: Dataset, h: Hierarchy, dev
 
 def variant_unit(settings: Settings, variant: Variant, h: Hierarchy, data: str, how: str, seed: int, n_train: int) -> Unit:
     """One :class:`Variant` on one seed; ``how`` is the resolved initialisation of its family."""
-    recipe = settings.recipe(variant.family)
-    config = settings.networks.config(variant.family, num_sub=len(h.sub_names), input_size=settings.data.input_size, heads=variant.heads)
+    recipe = settings.recipe_of(variant)
+    config = settings.config_of(variant, len(h.sub_names))
     start = (how, settings.pretraining) if variant.pretrained else ("scratch",)
     key = ("variant", variant, config, recipe, settings.data, tuple(h.source), data, start, settings.keep_known, seed)
     n_val = round(n_train * settings.data.val_fraction / (1 - settings.data.val_fraction))
@@ -613,9 +635,9 @@ def train_variant(variant: Variant, splits: Splits, h: Hierarchy, settings: Sett
                   device: torch.device, checkpoint: Checkpoint | None) -> tuple[HierarchicalNet, FitResult]:
     """One :class:`Variant` on one seed's splits, with its family's recipe; ``init[family]`` is :func:`initialise`'s answer."""
     start = init[variant.family] if variant.pretrained else None
-    recipe = settings.recipe(variant.family)
+    recipe = settings.recipe_of(variant)
     seed_everything(seed)
-    config = settings.networks.config(variant.family, num_sub=len(h.sub_names), input_size=settings.data.input_size, heads=variant.heads)
+    config = settings.config_of(variant, len(h.sub_names))
     model = HierarchicalNet(config, weights=start.weights if start else None)
     state = start.state() if start else None
     if state is not None:
@@ -636,6 +658,8 @@ class TestResult:
     super: dict  # lib.hierarchy.level_metrics of the super-class, balanced test set
     sub: dict  # ... of the sub-class
     sub_as_trained: dict  # ... of the sub-class on the test set with the training's imbalance (known sub-classes)
+    super_train: dict  # ... of the super-class on the training images (unaugmented, eval mode): where the authors' code scores
+    sub_train: dict  # ... of the sub-class on the training images
     inconsistency: float  # predicted sub-class under another super-class than the one predicted
     path_accuracy: float  # super-class and sub-class both right
     near_misses: float  # of the wrong sub-classes, the share under the true super-class
@@ -651,7 +675,8 @@ class TestResult:
 
 
 def evaluate(model: HierarchicalNet, splits: Splits, h: Hierarchy, recipe: Recipe, keep_known: float) -> TestResult:
-    """Per-level metrics on both test sets, how the levels agree, the novel sub-class's fate, and two novelty detectors.
+    """Per-level metrics on both test sets and on the training images (the authors' code scores those),
+    how the levels agree, the novel sub-class's fate, and two novelty detectors.
 
     Detectors (higher = more novel): one minus the largest sub-class probability over the training
     sub-classes; and the distance of an image's (L2-normalised) backbone features to the nearest
@@ -677,6 +702,8 @@ def evaluate(model: HierarchicalNet, splits: Splits, h: Hierarchy, recipe: Recip
         super=level_metrics(true_super, pred_super, len(SUPER)),
         sub=level_metrics(true_sub, pred_sub, len(h.sub_names)),
         sub_as_trained=level_metrics(splits.test_as_trained.labels, as_trained, len(h.sub_names)),
+        super_train=level_metrics(h.sub_to_super[splits.train.labels], predicted_super(out_train, h), len(SUPER)),
+        sub_train=level_metrics(splits.train.labels, out_train["sub"].argmax(1), len(h.sub_names)),
         inconsistency=inconsistency(pred_super, pred_sub, h.sub_to_super),
         path_accuracy=path_accuracy(true_super, true_sub, pred_super, pred_sub),
         near_misses=near_miss_share(true_sub, pred_sub, h.sub_to_super),
@@ -703,7 +730,7 @@ def run_seed(ds: Dataset, h: Hierarchy, settings: Settings, init: dict[str, Init
 
         def compute(checkpoint: Checkpoint, variant=variant) -> dict:
             model, fit = train_variant(variant, splits, h, settings, init, seed=seed, device=device, checkpoint=checkpoint)
-            test = evaluate(model, splits, h, settings.recipe(variant.family), settings.keep_known)
+            test = evaluate(model, splits, h, settings.recipe_of(variant), settings.keep_known)
             return {"fit": dataclasses.asdict(fit), "test": dataclasses.asdict(test), "resumed": fit.resumed}
 
         record = records.run(unit, compute)

@@ -191,3 +191,41 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     weights = (class_weights(train.labels, len(h.sub_names), novel=h.novel), class_weights(h.sub_to_super[train.labels], 3))
     kept = float(two_level_loss(out["super"], out["sub"], h.sub_to_super[val.labels], val.labels, super_weights=weights[1], sub_weights=weights[0]))
     assert kept == pytest.approx(min(losses), rel=1e-4)
+
+
+def test_both_mini_backbones_downsample_their_input_alike():
+    """The fair comparison's premise: the same stem downsampling (2x) and the same final map (16x) for both."""
+    from lib.models.hierarchical import backbone
+
+    x = torch.rand(2, 3, 64, 64)
+    resnet, _ = backbone("resnet_mini")
+    convnext, _ = backbone("convnext_mini")
+    assert resnet[:3](x).shape[-2:] == convnext.features[0](x).shape[-2:] == (32, 32)  # the stems
+    assert resnet[:-2](x).shape[-2:] == convnext.features(x).shape[-2:] == (4, 4)  # before pooling
+
+
+def test_the_convnext_trained_by_the_resnets_recipe_differs_from_the_paper_resnet_only_in_its_backbone():
+    s = experiment.Settings(**read_defaults(CHAPTER))
+    a, b = experiment.RESNET_PAPER, experiment.CONVNEXT_AS_RESNET
+    assert (a.weighted, a.pretrained, a.heads) == (b.weighted, b.pretrained, b.heads) and b.family == "ConvNeXt"
+    assert s.recipe_of(b) == s.recipe_of(a) == s.resnet and s.recipe_of(b).stopping == "early"  # best-validation weights kept
+    assert s.recipe_of(experiment.CONVNEXT_PAPER) == s.convnext  # the paper's ConvNeXt keeps its own recipe
+    ca, cb = s.config_of(a, 16), s.config_of(b, 16)
+    assert ca.backbone == "resnet_mini" and cb.backbone == "convnext_mini" and cb.head_family == "ResNet"
+    heads = [type(m) for m in HierarchicalNet(cb).sub_head]
+    assert heads == [type(m) for m in HierarchicalNet(ca).sub_head] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Dropout, torch.nn.Linear]
+    assert torch.nn.Dropout not in [type(m) for m in HierarchicalNet(s.config_of(experiment.CONVNEXT_PAPER, 16)).sub_head]
+
+
+def test_work_counts_each_variant_at_its_own_recipes_epochs():
+    s = experiment.Settings(**read_defaults(CHAPTER))
+    more = experiment.Settings(**(read_defaults(CHAPTER) | {"resnet_epochs": s.resnet_epochs + 1}))
+    images = len(s.run.seeds) * s.max_train_per_class * (10 + s.unseen_subclasses) * (s.input_size / 32) ** 2
+    per_epoch = (experiment.work(more) - experiment.work(s)) / images
+    # one more ResNet-recipe epoch: the four ResNets (cost 1) and the ConvNeXt trained by the ResNet's recipe
+    assert per_epoch == pytest.approx(4 * 1.0 + experiment.BACKBONE_COST["convnext_mini"])
+
+
+def test_a_head_family_other_than_the_two_is_refused():
+    with pytest.raises(ValueError, match="head_family 'VGG'"):
+        HierarchicalConfig(backbone="convnext_mini", num_sub=4, head_family="VGG")

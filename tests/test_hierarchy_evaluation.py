@@ -198,3 +198,26 @@ def test_a_flat_models_super_class_output_is_the_log_of_its_sub_class_probabilit
     torch.testing.assert_close(out["super"], by_group, rtol=1e-5, atol=1e-5)
     # its predicted super-class is that of its predicted sub-class, not the arg-max of the summed probabilities
     assert torch.equal(experiment.predicted_super(out, H), SUB_TO_SUPER[sub.argmax(1)])
+
+
+def test_micro_f1_is_scikit_learns_and_equals_accuracy_by_a_naive_count():
+    """The paper's metric (its authors' code: f1_score(..., average='micro')): for one label per image it is the accuracy."""
+    t = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    p = torch.tensor([0, 1, 3, 1, 1, 2, 0, 2, 3])
+    m = level_metrics(t, p, num_classes=4)
+    assert m["F1 (micro)"] == pytest.approx(f1_score(t.numpy(), p.numpy(), average="micro"))
+    assert m["F1 (micro)"] == pytest.approx(sum(a == b for a, b in zip(t.tolist(), p.tolist())) / len(t)) == pytest.approx(5 / 9)
+    assert m["F1 (micro)"] != pytest.approx(m["F1 (weighted)"])  # the two readings differ here
+
+
+def test_evaluate_scores_the_training_images_too_as_the_authors_code_does():
+    sp = splits()
+    r = experiment.evaluate(ScriptedNet(), sp, H, RECIPE, keep_known=0.8)
+    x = read_back(sp.train)  # the training "images" are their logits: super-class 0..2, sub-class 3..7
+    pred_sub, pred_super = x[:, 3:8].argmax(1), x[:, :3].argmax(1)
+    true_sub = sp.train.labels.numpy()
+    true_super = SUB_TO_SUPER[sp.train.labels].numpy()
+    assert r.sub_train["F1 (micro)"] == pytest.approx(f1_score(true_sub, pred_sub, average="micro"))
+    assert r.super_train["F1 (micro)"] == pytest.approx(accuracy_score(true_super, pred_super))
+    assert r.sub_train["F1 (weighted)"] == pytest.approx(f1_score(true_sub, pred_sub, average="weighted", labels=np.unique(true_sub), zero_division=0))
+    assert r.sub["F1 (micro)"] == pytest.approx(4 / 8)  # held out: the hand-counted accuracy above

@@ -7,7 +7,9 @@
   layer with ReLU activation, leading to a softmax output layer" (no dropout mentioned).
 * ``"resnet_mini"`` and ``"convnext_mini"``: the same families scaled down for the CPU (torchvision's
   ``Bottleneck`` and ``ConvNeXt`` with one block per stage and a quarter of the widths), for the
-  quick profile.
+  quick and cpu profiles. Both have a small-input stem of stride 2 (the ResNet a 3 x 3 convolution
+  without max pooling, the ConvNeXt a 2 x 2 patchify layer), so both downsample their input 16-fold
+  (a 64 px image ends as a 4 x 4 map), as their full-size siblings both downsample 32-fold.
 
 The sub-class head has one output more than there are training sub-classes: the paper's slot for
 the novel sub-class. ``heads="flat"`` builds a single sub-class head (the flat baseline, whose
@@ -39,12 +41,15 @@ class HierarchicalConfig:
     dropout: float = 0.5  # ResNet heads only (paper: "dropout", rate not given)
     heads: str = "two"  # "two" (the paper) or "flat" (sub-class head only)
     input_size: int = 0  # images are resized to this, batch by batch on their device (0: as they come)
+    head_family: str = ""  # whose heads: "" the backbone's own family's; "ResNet" (with dropout) or "ConvNeXt" (without)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone {self.backbone!r} is unknown; choose one of {list(BACKBONES)}")
         if self.heads not in ("two", "flat"):
             raise ValueError(f"heads {self.heads!r} must be 'two' or 'flat'")
+        if self.head_family not in ("", "ResNet", "ConvNeXt"):
+            raise ValueError(f"head_family {self.head_family!r} must be '', 'ResNet' or 'ConvNeXt'")
         if self.num_super < 2 or self.num_sub < 2 or self.hidden < 1 or not 0 <= self.dropout < 1 or self.input_size < 0:
             raise ValueError(f"need num_super, num_sub >= 2, hidden >= 1 and 0 <= dropout < 1 ({self})")
 
@@ -52,7 +57,6 @@ class HierarchicalConfig:
 def backbone(name: str, weights: str | None = None) -> tuple[nn.Module, int]:
     """A torchvision backbone without its classifier, and its feature size."""
     from torchvision.models import convnext_tiny, resnet50
-    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
     if weights is not None and name.endswith("_mini"):
         raise ValueError(f"{name} has no pretrained weights; use resnet50 or convnext_tiny for weights={weights!r}")
@@ -63,7 +67,7 @@ def backbone(name: str, weights: str | None = None) -> tuple[nn.Module, int]:
     elif name == "convnext_tiny":
         net = convnext_tiny(weights=weights)
     else:
-        net = ConvNeXt([CNBlockConfig(24, 48, 1), CNBlockConfig(48, 96, 1), CNBlockConfig(96, 192, 1), CNBlockConfig(192, None, 1)])
+        net = convnext_mini()
     if FAMILY[name] == "ResNet":
         dim = net.fc.in_features
         net.fc = nn.Identity()
@@ -89,6 +93,20 @@ def resnet_mini() -> nn.Sequential:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+def convnext_mini() -> nn.Module:
+    """ConvNeXt's family at a CPU's scale: torchvision's ``ConvNeXt``, one block per stage, a quarter of
+    ConvNeXt-Tiny's widths (24, 48, 96, 192), and a 2 x 2 patchify stem of stride 2 (ConvNeXt-Tiny's is
+    4 x 4, stride 4) for small inputs: the same 16-fold downsampling as :func:`resnet_mini`."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    net = ConvNeXt([CNBlockConfig(24, 48, 1), CNBlockConfig(48, 96, 1), CNBlockConfig(96, 192, 1), CNBlockConfig(192, None, 1)])
+    stem = nn.Conv2d(3, 24, kernel_size=2, stride=2)
+    nn.init.trunc_normal_(stem.weight, std=0.02)  # torchvision's ConvNeXt initialisation
+    nn.init.zeros_(stem.bias)
+    net.features[0][0] = stem  # (B, 3, H, W) -> (B, 24, H/2, W/2), then its LayerNorm
+    return net
+
+
 def head(family: str, dim: int, hidden: int, dropout: float, outputs: int) -> nn.Sequential:
     if family == "ResNet":
         return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, outputs))
@@ -102,7 +120,7 @@ class HierarchicalNet(nn.Module):
         super().__init__()
         self.config = config
         self.backbone, dim = backbone(config.backbone, weights)
-        family = FAMILY[config.backbone]
+        family = config.head_family or FAMILY[config.backbone]
         self.super_head = head(family, dim, config.hidden, config.dropout, config.num_super) if config.heads == "two" else None
         self.sub_head = head(family, dim, config.hidden, config.dropout, config.num_sub)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
