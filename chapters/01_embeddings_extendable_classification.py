@@ -53,12 +53,22 @@ run_this_chapter("01_embeddings_extendable_classification", embedding_experiment
 # $$ \text{loss} = \max(N - P + m,\ 0) \qquad (3)$$
 #
 # The paper says the extended system loses no accuracy "in scale which would render the system
-# unusable". Its Eqs. (4)–(7) count the time to build each system and to add a class to it: the
-# embedding route costs more up front (Eq. 5 is Eq. 4 plus the embedding generator and the
-# classic classifiers), and adding a class should cost it less than training a new network
-# (Eq. 7 against Eq. 6). Its conclusion: **on MNIST the embedding route does not pay for
-# itself**, conventional networks being faster to train; on harder data it may. The paper
-# measures no time; this chapter does.
+# unusable". Its Eqs. (4)–(7) count the time to build each system and to add a class to it. The
+# embedding route costs more up front by construction (Eq. 5 is Eq. 4 plus the classifiers on the
+# embeddings), so that is no finding. Its argument about adding a class is **conditional**:
+#
+# > "Provided that for a practical task $t_{add.tr} \leq t_{tr}$ and $t_{tr.c} \ll t_{mod}$, the total
+# > time to add a new class to an embedding-based classifier would be significantly smaller than for
+# > a common classifier."
+#
+# and its conclusion, for MNIST, goes the other way:
+#
+# > "For simpler tasks, such as MNIST, the time costs for implementing and training the discussed
+# > approach do not justify the stated advantages, as training conventional classification neural
+# > networks is comparatively faster for such tasks. However, for more complex tasks involving larger
+# > and more complex images, this approach may be desirable [...]"
+#
+# The paper measures no time; this chapter measures the machine's part of each equation.
 #
 # ```{note}
 # **Two misprints, as the book reads them.** Eq. (3) is printed as max(P − N + m, 0). For
@@ -66,7 +76,7 @@ run_this_chapter("01_embeddings_extendable_classification", embedding_experiment
 # intended triplet loss is max(N − P + m, 0), implemented here. The stopping rule is garbled
 # ("using a Nadam [optimiser] until reaching a learning rate lower than 5000"): we read it as NAdam
 # from lr 1e-3, the rate cut tenfold whenever the epoch's loss stops improving (Keras'
-# `ReduceLROnPlateau`), and training stopped once it falls below 5e-5. Table 2's values are not in
+# `ReduceLROnPlateau` with its absolute `min_delta`, 1e-4 by default), and training stopped once it falls below 5e-5. Table 2's values are not in
 # the text of the paper the book works from (only its caption is), so its claim is judged by the
 # paper's words.
 # ```
@@ -74,7 +84,8 @@ run_this_chapter("01_embeddings_extendable_classification", embedding_experiment
 # **What this chapter shows.** The three steps on both datasets over several seeds; Table 2 redrawn
 # with six classic classifiers; Eqs. (4)–(7) measured, in the paper's setting and with the frozen
 # trunk's features cached; a FAISS index saved, reloaded and extended with the new class; and what
-# the paper leaves open: how much of the extension needs the further training at all, what the old
+# the paper leaves open: two controls for the extension (a new softmax head on the frozen trunk, and
+# kNN on the trunk's raw features), how much of the extension needs the further training at all, what the old
 # classes lose, and how the embedding space changes (a 2-D projection before and after).
 
 # %% tags=["parameters"]
@@ -84,8 +95,10 @@ device = "auto"  # "auto": CUDA when available, else the CPU
 results_root = "../results"  # results/<profile>/<chapter>/ receives results.json, figures/, checkpoints/ and index/
 smoke = False  # True: a plumbing test with tiny settings, which skips the sanity checks that such settings cannot pass
 datasets = ["mnist", "fashion-mnist"]  # paper: both
-classes = [0, 1, 2]  # the starting classes (paper: 3 classes, not named; we take the first three, see "The data")
-added_class = 3  # the class added later (paper: "a 4th class"; we take the next one)
+classes = [0, 1, 2]  # MNIST's starting classes (paper: 3 classes, not named; we take the first three, see "The data")
+added_class = 3  # MNIST's class added later (paper: "a 4th class"; we take the next one)
+fashion_classes = [[1, 5, 8]]  # Fashion-MNIST's starting classes, one case each (ours, see "The data"); the first judges the 0.998 claim. cpu: also [0, 1, 2]
+fashion_added = [9]  # the class added to each of them (cpu: [9, 3])
 train_per_class = 100  # training images per class, a seeded random subset (paper: all, 6,000)
 test_per_class = 100  # test images per class (paper: all, 1,000 or a few fewer)
 backbone = "small"  # "small": pre-activation ResNet, 1 block per stage, widths 8-64; "resnet50": the paper's ResNet50V2
@@ -103,6 +116,7 @@ similarity_scale = 0.2  # k of Eq. (2) (paper: 0.2)
 margin = 0.1  # m of Eq. (3), on the scaled similarities in [-k, k] (not given in the paper)
 head_lr = 0.001  # NAdam's starting learning rate for the embedding layer (paper: 1e-3)
 lr_factor = 0.1  # learning-rate cut on a plateau of the training loss (Keras' default)
+lr_min_delta = 0.0001  # an epoch improves only if its loss is below the best by more than this, an absolute amount (Keras' default min_delta)
 lr_patience = 2  # epochs without improvement before a cut
 min_lr = 5e-05  # training stops below this learning rate (our reading of the paper's garbled rule)
 max_head_epochs = 5  # ... or after this many epochs
@@ -115,6 +129,8 @@ channels_last = False  # NHWC memory layout, for tensor cores (the full profile 
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -125,6 +141,9 @@ from tqdm import tqdm
 from lib import embedding_experiment as experiment
 from lib.embedding_experiment import (
     CENTROID,
+    CONTROL_KNN,
+    CONTROL_SOFTMAX,
+    CONTROLS,
     EQ4,
     EQ5_CACHED,
     EQ5_KERAS,
@@ -132,11 +151,14 @@ from lib.embedding_experiment import (
     EQ7_CACHED,
     EQ7_KERAS,
     KNN,
+    KNN_RAW4,
     KNN_OLD_AFTER,
     KNN_OLD_BEFORE,
     MODEL3,
     MODEL4,
     ROUTES,
+    SOFTMAX4,
+    SOFTMAX_HEAD,
     STRAIGHT3,
     STRAIGHT4,
     STRAIGHT4_OLD,
@@ -146,6 +168,7 @@ from lib.embedding_experiment import (
 from lib.evaluation import compared, converged, mean_ci, percent_ci, points_ci, short_ci
 from lib.models import StraightClassifier
 from lib.plotting import confusion, image_grid, seed_points
+from lib.readings import earlier
 from lib.reporting import ChapterResults, show_stronger_profiles
 from lib.training import CLOCKS, pick_device
 from lib.verdicts import Above, AtLeast, Scale
@@ -153,24 +176,36 @@ from lib.verdicts import Above, AtLeast, Scale
 settings = experiment.Settings.of(globals())  # the parameters above, each checked by lib's Settings
 torch_device = pick_device(device)
 results = ChapterResults("01_embeddings_extendable_classification", settings, experiment)
-print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, datasets {datasets}")
+cases = settings.task.cases  # one class choice on one dataset each: MNIST's, then each of Fashion-MNIST's
+names = [c.name for c in cases]
+print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_device}, cases {names}")
 
 # %% [markdown]
 # ## The data
 #
-# For each dataset: the starting classes and the added one, relabelled `0..3` in that order, a
+# For each case: the starting classes and the added one, relabelled `0..3` in that order, a
 # seeded random subset of `train_per_class` training and `test_per_class` test images per class
 # (the subset is drawn again for every seed). Each model is tested on the classes it knows.
 #
-# **Which classes.** The paper names none. We take the first three of each dataset and add the
-# fourth: digits 0, 1, 2 and then 3; on Fashion-MNIST *T-shirt/top*, *Trouser*, *Pullover* and then
-# *Dress*. That Fashion-MNIST triple holds one of the dataset's hardest pairs, T-shirt/top against
-# Pullover (both upper-body garments of similar outline), so it is a stricter test than an easy
-# triple; the confusion matrices of the straight networks below show where their mistakes fall.
+# **Which classes.** The paper names none. On MNIST we take the first three digits and add the
+# fourth: 0, 1, 2 and then 3. On Fashion-MNIST the choice decides whether the paper's 0.998 is
+# within reach at all, so the book runs two triples (the cpu profile both, the quick profile the
+# first), both of them **ours**:
+#
+# - *Trouser, Sandal, Bag*, then *Ankle boot* (classes 1, 5, 8 and 9): three classes of unlike
+#   silhouette, a triple on which a near-perfect score is plausible. The straight network's 0.998
+#   is judged on it (`c1-straight-fashion-mnist`);
+# - *T-shirt/top, Trouser, Pullover*, then *Dress* (0, 1, 2 and 3; the case `fashion-mnist-012`):
+#   the hard case, one of the dataset's most confused pairs (T-shirt against Pullover, upper-body
+#   garments of similar outline). Its straight accuracy is reported beside the claim, not judged
+#   by it; the extension and time claims are judged on it too.
 
 # %% tags=["hide-input"]
 data = {name: experiment.DATASETS[name]() for name in datasets}
-splits = {(name, s): experiment.make_splits(data[name], settings.task, seed=s) for name in datasets for s in seeds}
+splits = {(c.name, s): experiment.make_splits(data[c.dataset], settings.task, seed=s, case=c) for c in cases for s in seeds}
+class_names = {c.name: [data[c.dataset].classes[k] for k in [*c.classes, c.added_class]] for c in cases}  # label 0..K -> its name
+title = {c.name: data[c.dataset].name + ("" if c.dataset == "mnist" else f" ({', '.join(class_names[c.name][:-1])} + {class_names[c.name][-1]})")
+         for c in cases}  # Fashion-MNIST's cases named by their classes
 for name, ds in data.items():  # which copy this machine read
     print(f"{ds.name}: {ds.provenance['format']}, lossy: {ds.provenance['lossy']}")
     for path, digest in sorted(ds.provenance["files"].items()):
@@ -178,18 +213,17 @@ for name, ds in data.items():  # which copy this machine read
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-for name, ds in data.items():
-    sp = splits[(name, seeds[0])]
-    print(f"{ds.name}: starting classes {[ds.classes[c] for c in classes]}, added class {ds.classes[added_class]!r}")
+for case in cases:
+    sp = splits[(case.name, seeds[0])]
+    print(f"{title[case.name]}: starting classes {class_names[case.name][:-1]}, added class {class_names[case.name][-1]!r}")
     print(f"  per class (train / test): {torch.bincount(sp.train.labels).tolist()} / {torch.bincount(sp.test.labels).tolist()}")
 
 # %% tags=["hide-input"]
-for name, ds in data.items():
-    sp = splits[(name, seeds[0])]
-    rows = [torch.nonzero(sp.train.labels == c).flatten()[:10] for c in range(len(classes) + 1)]
-    names = [ds.classes[c] for c in [*classes, added_class]]
-    fig = image_grid(sp.train.images[torch.cat(rows)], [names[c] + (" (added)" if c == len(classes) else "") for c in range(len(classes) + 1) for _ in range(10)],
-                     ncols=10, title=f"{ds.name}: the starting classes and, last row, the added one", scale=0.8)
+for case in cases:
+    sp, labels_, k = splits[(case.name, seeds[0])], class_names[case.name], len(case.classes)
+    rows = [torch.nonzero(sp.train.labels == c).flatten()[:10] for c in range(k + 1)]
+    fig = image_grid(sp.train.images[torch.cat(rows)], [labels_[c] + (" (added)" if c == k else "") for c in range(k + 1) for _ in range(10)],
+                     ncols=10, title=f"{title[case.name]}: the starting classes and, last row, the added one", scale=0.8)
     plt.show()
 
 # %% [markdown]
@@ -210,7 +244,7 @@ for name, ds in data.items():
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-probe = StraightClassifier(settings.pyramid.config(len(classes)))
+probe = StraightClassifier(settings.pyramid.config(len(cases[0].classes)))
 levels = probe.trunk.eval().pyramid(torch.zeros(1, 1, 28, 28))
 print(f"backbone {backbone}, input {input_size}x{input_size}: pyramid levels " + ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in levels.items()))
 print(f"pooled, concatenated pyramid: {probe.trunk.feature_dim:,} features")
@@ -228,10 +262,10 @@ del probe, levels
 
 # %%
 runs = {}
-for name, s in tqdm([(n, s) for n in datasets for s in seeds], desc="datasets x seeds"):
-    runs[(name, s)] = experiment.run_extension(
-        splits[(name, s)], settings, name, data[name].fingerprint, seed=s, device=torch_device,
-        records=results.units, index_dir=results.dir / "index",
+for case, s in tqdm([(c, s) for c in cases for s in seeds], desc="cases x seeds"):
+    runs[(case.name, s)] = experiment.run_extension(
+        splits[(case.name, s)], settings, case.dataset, data[case.dataset].fingerprint, seed=s, device=torch_device,
+        records=results.units, index_dir=results.dir / "index", case=case,
     )
 
 
@@ -257,74 +291,90 @@ print(f"straight classifiers trained at {images_per_s:,.0f} images/s on {torch_d
 # learning-rate rule rather than by the cap on its epochs.
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.2), squeeze=False)
-for ax, name in zip(axes[0], datasets):
+fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.2), squeeze=False)
+for ax, name in zip(axes[0], names):
     for network, colour in (("straight3", "C0"), ("straight4", "C1")):
         for s in seeds:
             curve = runs[(name, s)].curves[network]
             ax.plot(range(1, len(curve) + 1), curve, color=colour, marker="o", markersize=3, alpha=0.7,
                     label=f"{network[-1]}-class network" if s == seeds[0] else None)
-    ax.set(xlabel="epoch", ylabel="test accuracy", title=data[name].name)
+    ax.set(xlabel="epoch", ylabel="test accuracy", title=title[name])
     ax.legend(fontsize=8)
 fig.tight_layout()
 results.figure(fig, "straight_convergence")
 plt.show()
 curves_settled = all(converged(r.curves[k]) for r in runs.values() for k in ("straight3", "straight4"))
-heads_settled = all(report.ended_by_rule() for r in runs.values() for report in r.head_reports.values())
+heads_settled = all(r.head_reports[stage].ended_by_rule() for r in runs.values() for stage in (MODEL3, MODEL4))
+controls_settled = sum(r.head_reports[SOFTMAX_HEAD].ended_by_rule() for r in runs.values())
 results.converged(curves_settled and heads_settled,
                   "each straight network's test accuracy moves by less than 0.5 points over its last 3 epochs, and the "
                   "learning-rate rule ended each embedding layer's training, every dataset and seed")
 display(Markdown(f"Straight networks settled: **{'yes' if curves_settled else 'no'}**; embedding layers ended by the "
                  f"learning-rate rule: **{'yes' if heads_settled else 'no'}** "
-                 f"({sum(rep.ended_by_rule() for r in runs.values() for rep in r.head_reports.values())} of "
-                 f"{sum(len(r.head_reports) for r in runs.values())})."))
+                 f"({sum(r.head_reports[st].ended_by_rule() for r in runs.values() for st in (MODEL3, MODEL4))} of {2 * len(runs)}); "
+                 f"the control's softmax heads, trained by the same rule, ended by it in {controls_settled} of {len(runs)} (reported, not a "
+                 "condition of the claims, which are about the paper's method)."))
 
 # %% [markdown]
 # ## Step 1: the straight classifier
 #
 # Test accuracy on the starting classes' test images (the paper: 0.998 on both datasets), and where
-# the mistakes fall (seed 0, rows = true class, columns = predicted).
+# the mistakes fall (seed 0, rows = true class, columns = predicted). The paper's number is set
+# beside the first triple of each dataset; Fashion-MNIST's hard triple (T-shirt against Pullover),
+# when this run has it, is reported beside it.
 
 # %% tags=["hide-input"]
 lines = ["| dataset | straight 3-class network, test accuracy | paper |", "|---|---|---|"]
-lines += [f"| {data[n].name} | {percent_ci(values(n, STRAIGHT3), 2)} | 99.8% |" for n in datasets]
+lines += [f"| {title[c.name]} | {percent_ci(values(c.name, STRAIGHT3), 2)} | {'99.8%' if c.name == c.dataset else '— (our hard triple; the paper names none)'} |"
+          for c in cases]
 display(Markdown("\n".join(lines)))
-fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.4), squeeze=False)
-for ax, name in zip(axes[0], datasets):
-    confusion(ax, np.array(runs[(name, seeds[0])].confusion3), [data[name].classes[c] for c in classes],
-              f"{data[name].name}: straight 3-class network (seed {seeds[0]})")
+fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), squeeze=False)
+for ax, name in zip(axes[0], names):
+    confusion(ax, np.array(runs[(name, seeds[0])].confusion3), class_names[name][:-1],
+              f"{title[name]}: straight 3-class network (seed {seeds[0]})")
 fig.tight_layout()
 results.figure(fig, "straight_confusion")
 plt.show()
 mistakes = []
-for name in datasets:
+for name in names:
     cm = np.array([runs[(name, s)].confusion3 for s in seeds]).sum(0)
     np.fill_diagonal(cm, 0)
     i, j = np.unravel_index(cm.argmax(), cm.shape)
     if cm.sum():
-        mistakes.append(f"{data[name].name}: {cm.sum()} mistakes over all seeds, most often {data[name].classes[classes[i]]} "
-                        f"taken for {data[name].classes[classes[j]]} ({cm[i, j]})")
+        mistakes.append(f"{title[name]}: {cm.sum()} mistakes over all seeds, most often {class_names[name][i]} "
+                        f"taken for {class_names[name][j]} ({cm[i, j]})")
     else:
-        mistakes.append(f"{data[name].name}: no mistake over all seeds")
+        mistakes.append(f"{title[name]}: no mistake over all seeds")
 display(Markdown("In this run: " + "; ".join(mistakes) + "."))
 
 # %% [markdown]
 # ## Steps 2 and 3: the embedding generator, before and after the 4th class
 #
-# The triplet loss of every epoch, seed 0; a dotted line marks a cut of the learning rate. Training
-# stops when the learning rate falls below `min_lr`; the further training on four classes starts
-# again at `head_lr`, as the paper retrains "in the same manner as was the initial training".
+# The triplet loss of every epoch, every seed (log scale); a dotted line marks a cut of the learning
+# rate (seed 0). The rule is Keras' `ReduceLROnPlateau` with its absolute `min_delta`: an epoch
+# counts as an improvement only if its loss is below the best so far by more than
+# `lr_min_delta` (the dashed grey line). Once the loss is below that line it cannot improve by that
+# much: the cuts come on schedule, every `lr_patience` epochs, not on the noise of a loss that
+# barely moves. A loss of exactly 0 is drawn at the plot's floor, 1e-7. Training stops when the
+# learning rate falls below `min_lr`; the further training on four classes starts again at
+# `head_lr`, as the paper retrains "in the same manner as was the initial training".
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.4), squeeze=False)
-for ax, name in zip(axes[0], datasets):
-    for stage, style in ((MODEL3, "-"), (MODEL4, "--")):
-        report = runs[(name, seeds[0])].head_reports[stage]
-        line = ax.plot(range(1, len(report.losses) + 1), report.losses, style, marker="o", markersize=3, label=f"{stage} ({report.stopped})")[0]
-        for epoch in [e + 1 for e in range(1, len(report.lrs)) if report.lrs[e] < report.lrs[e - 1]]:
-            ax.axvline(epoch - 0.5, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set(xlabel="epoch", ylabel="mean triplet loss, Eq. (3)", title=data[name].name)
-    ax.legend(fontsize=8)
+fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 6.4), squeeze=False, sharex="col")
+for col, name in enumerate(names):
+    for ax, stage in zip(axes[:, col], (MODEL3, MODEL4)):
+        for s in seeds:
+            report = runs[(name, s)].head_reports[stage]
+            line = ax.plot(range(1, len(report.losses) + 1), np.maximum(report.losses, 1e-7), marker="o", markersize=3, alpha=0.8,
+                           label=f"seed {s} ({report.stopped})")[0]
+            if s == seeds[0]:
+                for epoch in [e + 1 for e in range(1, len(report.lrs)) if report.lrs[e] < report.lrs[e - 1]]:
+                    ax.axvline(epoch - 0.5, color=line.get_color(), linestyle=":", linewidth=1)
+        ax.axhline(lr_min_delta, color="grey", linestyle="--", linewidth=1, label=f"min_delta = {lr_min_delta:g}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(yscale="log", ylabel="mean triplet loss, Eq. (3)", title=f"{title[name]}: {stage} generator")
+        ax.legend(fontsize=6)
+    axes[-1, col].set_xlabel("epoch")
 fig.tight_layout()
 results.figure(fig, "embedding_training")
 plt.show()
@@ -341,23 +391,23 @@ display(Markdown(f"The layer trained on cached features and the one trained with
 
 # %% tags=["hide-input"]
 classifier_names = list(experiment.classic_classifiers(0, knn_k))
-header = "| classifier | " + " | ".join(f"{data[n].name}, {m}" for n in datasets for m in (MODEL3, MODEL4)) + " |"
-lines = [header, "|---" * (1 + 2 * len(datasets)) + "|"]
+header = "| classifier | " + " | ".join(f"{title[n]}, {m}" for n in names for m in (MODEL3, MODEL4)) + " |"
+lines = [header, "|---" * (1 + 2 * len(names)) + "|"]
 table2 = []
 for clf in classifier_names:
-    lines.append(f"| {clf} | " + " | ".join(short_ci(values(n, on_embeddings(clf, m))) for n in datasets for m in (MODEL3, MODEL4)) + " |")
-    table2 += [{"classifier": clf, "dataset": n, "model": m, "accuracy": values(n, on_embeddings(clf, m))} for n in datasets for m in (MODEL3, MODEL4)]
-lines.append("| *straight network (reference)* | " + " | ".join(short_ci(values(n, key)) for n in datasets for key in (STRAIGHT3, STRAIGHT4)) + " |")
+    lines.append(f"| {clf} | " + " | ".join(short_ci(values(n, on_embeddings(clf, m))) for n in names for m in (MODEL3, MODEL4)) + " |")
+    table2 += [{"classifier": clf, "dataset": n, "model": m, "accuracy": values(n, on_embeddings(clf, m))} for n in names for m in (MODEL3, MODEL4)]
+lines.append("| *straight network (reference)* | " + " | ".join(short_ci(values(n, key)) for n in names for key in (STRAIGHT3, STRAIGHT4)) + " |")
 results.table("table2", table2)
 display(Markdown("\n".join(lines)))
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 3.6), squeeze=False, sharey=True)
-for ax, name in zip(axes[0], datasets):
+fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.6), squeeze=False, sharey=True)
+for ax, name in zip(axes[0], names):
     seed_points(ax, {c.replace(" (", "\n("): {m: values(name, on_embeddings(c, m)) for m in (MODEL3, MODEL4)} for c in classifier_names},
                 "test accuracy")
     ax.tick_params(axis="x", labelrotation=35, labelsize=8)
-    ax.set_title(f"{data[name].name}: every seed, and the mean with its 95% interval (n = {len(seeds)})", fontsize=9)
+    ax.set_title(f"{title[name]}: every seed, and the mean with its 95% interval (n = {len(seeds)})", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 results.figure(fig, "table2_accuracy")
@@ -372,14 +422,42 @@ plt.show()
 # further, against a straight 4-class network trained from scratch. We read "usable" as losing at
 # most 5 points against it (our threshold: the paper gives none); a comparison between two methods
 # trained alike, it needs converged runs.
+#
+# **Two controls**, on the same images, seeds and cached trunk features, each trained with the
+# same care as the paper's route (the same NAdam start, plateau rule, `min_lr` and epoch cap):
+#
+# - *the cheap conventional extension*: the 3-class network's trunk frozen, a **new 4-output
+#   softmax head** (the straight network's dense layers, drawn afresh) trained on the cached
+#   features. It adds the class without retraining the trunk, as the embedding route does, but
+#   changes the network's last layer, which the paper's route avoids;
+# - *kNN on the trunk's raw features* (scaled to unit length, cosine like the embeddings), with no
+#   triplet-trained layer at all: what the embedding layer adds over the features it starts from.
+#
+# The paper makes no claim about either; they stand beside the claim rows, not as rows of their own.
 
 # %% tags=["hide-input"]
-extension = {n: [a - b for a, b in zip(values(n, on_embeddings(KNN, MODEL4)), values(n, STRAIGHT4))] for n in datasets}
-for name in datasets:
-    results.claim(f"c1-extension-{name}", f"{data[name].name}: the extended system stays usable (kNN on the 4-class embeddings minus a new 4-class network; at least −5 points)",
+extension = {n: [a - b for a, b in zip(values(n, on_embeddings(KNN, MODEL4)), values(n, STRAIGHT4))] for n in names}
+for name in names:
+    results.claim(f"c1-extension-{name}", f"{title[name]}: the extended system stays usable (kNN on the 4-class embeddings minus a new 4-class network; at least −5 points)",
                   "no unusable loss", extension[name], AtLeast(-0.05), needs=Scale.CONVERGED, unit="points")
-display(Markdown("\n".join(f"- {data[n].name}: kNN on the extended embeddings minus the new network, {points_ci(extension[n])} ({compared(extension[n])} zero)."
-                           for n in datasets)))
+ext_rows = [("kNN on the extended embeddings (the paper's route)", on_embeddings(KNN, MODEL4), EQ7_CACHED),
+            ("control: new softmax head on the frozen trunk", SOFTMAX4, CONTROL_SOFTMAX),
+            ("control: kNN on the trunk's features, no triplet layer", KNN_RAW4, CONTROL_KNN),
+            ("new 4-class network from scratch (Eq. 6)", STRAIGHT4, EQ6)]
+lines = ["| way to 4 classes | " + " | ".join(f"{title[n]}: accuracy | seconds to add the class" for n in names) + " |", "|---" * (1 + 2 * len(names)) + "|"]
+for label, key, route in ext_rows:
+    lines.append(f"| {label} | " + " | ".join(f"{short_ci(values(n, key))} | {short_ci(seconds(n, route.name), 1)}" for n in names) + " |")
+display(Markdown(f"Test accuracy on all four classes and the machine time of the extension ({CLOCKS[torch_device.type]}; cached trunk "
+                 "features for the first three rows, from the 3-class network's trunk), mean ± 95% interval over seeds\n\n" + "\n".join(lines)))
+results.table("extension_and_controls", [{"case": n, "way": label, "accuracy": values(n, key), "seconds": seconds(n, route.name)}
+                                          for n in names for label, key, route in ext_rows])
+control_gap = {n: [a - b for a, b in zip(values(n, on_embeddings(KNN, MODEL4)), values(n, SOFTMAX4))] for n in names}
+raw_gap = {n: [a - b for a, b in zip(values(n, on_embeddings(KNN, MODEL4)), values(n, KNN_RAW4))] for n in names}
+display(Markdown("\n".join(
+    f"- {title[n]}: kNN on the extended embeddings minus the new network, {points_ci(extension[n])} ({compared(extension[n])} zero); "
+    f"minus the control's softmax head on the frozen trunk, {points_ci(control_gap[n])} ({compared(control_gap[n])} zero); "
+    f"minus kNN on the trunk's raw features, {points_ci(raw_gap[n])} ({compared(raw_gap[n])} zero)."
+    for n in names)))
 
 # %% [markdown]
 # ## Beyond the paper: how much of the extension needs the further training?
@@ -394,22 +472,22 @@ rows = [("kNN, no further training", no_further(KNN), no_further(KNN, added_only
         ("nearest class mean, no further training", no_further(CENTROID), no_further(CENTROID, added_only=True)),
         ("kNN after further training (the paper)", on_embeddings(KNN, MODEL4), None),
         ("straight 4-class network from scratch", STRAIGHT4, None)]
-lines = ["| route to 4 classes | " + " | ".join(f"{data[n].name}, all 4 | {data[n].name}, added class" for n in datasets) + " |", "|---" * (1 + 2 * len(datasets)) + "|"]
+lines = ["| route to 4 classes | " + " | ".join(f"{title[n]}, all 4 | {title[n]}, added class" for n in names) + " |", "|---" * (1 + 2 * len(names)) + "|"]
 for label, key, added_key in rows:
-    lines.append(f"| {label} | " + " | ".join(f"{short_ci(values(n, key))} | {short_ci(values(n, added_key)) if added_key else '—'}" for n in datasets) + " |")
-lines += ["", "| starting classes' test images | " + " | ".join(f"{data[n].name}" for n in datasets) + " |", "|---" * (1 + len(datasets)) + "|"]
+    lines.append(f"| {label} | " + " | ".join(f"{short_ci(values(n, key))} | {short_ci(values(n, added_key)) if added_key else '—'}" for n in names) + " |")
+lines += ["", "| starting classes' test images | " + " | ".join(f"{title[n]}" for n in names) + " |", "|---" * (1 + len(names)) + "|"]
 for label, key in (("kNN, 3-class model (before)", KNN_OLD_BEFORE), ("kNN, 4-class model (after)", KNN_OLD_AFTER),
                    ("straight 3-class network (before)", STRAIGHT3), ("straight 4-class network (after)", STRAIGHT4_OLD)):
-    lines.append(f"| {label} | " + " | ".join(short_ci(values(n, key)) for n in datasets) + " |")
+    lines.append(f"| {label} | " + " | ".join(short_ci(values(n, key)) for n in names) + " |")
 display(Markdown("\n".join(lines)))
 route_keys = [k for _, key, added_key in rows for k in (key, added_key) if k]
 route_keys += [KNN_OLD_BEFORE, KNN_OLD_AFTER, STRAIGHT4_OLD]
-results.table("routes_and_forgetting", [{"dataset": n, "key": k, "accuracy": values(n, k)} for n in datasets for k in route_keys])
-forgetting = {n: [a - b for a, b in zip(values(n, KNN_OLD_AFTER), values(n, KNN_OLD_BEFORE))] for n in datasets}
+results.table("routes_and_forgetting", [{"dataset": n, "key": k, "accuracy": values(n, k)} for n in names for k in route_keys])
+forgetting = {n: [a - b for a, b in zip(values(n, KNN_OLD_AFTER), values(n, KNN_OLD_BEFORE))] for n in names}
 display(Markdown("\n".join(
-    f"- {data[n].name}: without further training, kNN finds the added class in {percent_ci(values(n, no_further(KNN, added_only=True)))} of its test images; "
+    f"- {title[n]}: without further training, kNN finds the added class in {percent_ci(values(n, no_further(KNN, added_only=True)))} of its test images; "
     f"training further changes the starting classes' kNN accuracy by {points_ci(forgetting[n])} ({compared(forgetting[n])} zero)."
-    for n in datasets)))
+    for n in names)))
 
 # %% [markdown]
 # ## Time costs: Eqs. (4)–(7), measured
@@ -434,10 +512,11 @@ display(Markdown("\n".join(
 
 # %% tags=["hide-input"]
 clock_name = CLOCKS[torch_device.type]
-fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 3.4), squeeze=False)
+shown_routes = (*ROUTES, *CONTROLS)
+fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
 time_rows = []
-for ax, name in zip(axes[0], datasets):
-    for i, route in enumerate(ROUTES):
+for ax, name in zip(axes[0], names):
+    for i, route in enumerate(shown_routes):
         left = 0.0
         for j, step in enumerate(route.steps):
             m = float(np.mean(seconds(name, step)))
@@ -448,51 +527,83 @@ for ax, name in zip(axes[0], datasets):
             ax.errorbar(total.mean, i, xerr=[[total.mean - total.low], [total.high - total.mean]], color="black", capsize=3)
         time_rows.append({"dataset": name, "route": route.name, "seconds": seconds(name, route.name),
                           "steps": {step: seconds(name, step) for step in route.steps}})
-    ax.set_yticks(range(len(ROUTES)), [r.name.replace(": ", ":\n") for r in ROUTES], fontsize=7)
+    ax.set_yticks(range(len(shown_routes)), [r.name.replace(": ", ":\n") for r in shown_routes], fontsize=7)
     ax.invert_yaxis()
-    ax.set(xlabel=f"seconds ({clock_name}; mean of {len(seeds)} seeds)", title=data[name].name)
+    ax.set(xlabel=f"seconds ({clock_name}; mean of {len(seeds)} seeds)", title=title[name])
 fig.tight_layout()
 results.figure(fig, "time_costs")
 plt.show()
 results.table("time_costs", time_rows)
 
 
-def ratio(name: str, a, b) -> list[float]:
-    """Per seed: route a's seconds over route b's."""
-    return [x / y for x, y in zip(seconds(name, a.name), seconds(name, b.name))]
+def log_ratio(name: str, top, bottom) -> list[float]:
+    """Per seed: ln of the summed seconds of the routes ``top`` over those of ``bottom`` (a route or a tuple of them).
+    Judged on the log, so that an interval of a ratio can never reach below zero; shown as its exp."""
+    total = lambda routes, s: sum(runs[(name, s)].seconds[r.name] for r in (routes if isinstance(routes, tuple) else (routes,)))  # noqa: E731
+    return [float(np.log(total(top, s) / total(bottom, s))) for s in seeds]
 
 
-lines = ["| dataset | Eq. (4) | Eq. (5), as Keras | Eq. (5), cached | Eq. (6) | Eq. (7), as Keras | Eq. (7), cached | Eq. 6 ÷ Eq. 7, as Keras | Eq. 6 ÷ Eq. 7, cached |",
+def times(logs: list[float]) -> str:
+    """A ratio from its logs: the geometric mean over seeds, and exp of the 95% interval of the logs."""
+    ci = mean_ci(logs)
+    return f"{np.exp(ci.mean):.2f}× [{np.exp(ci.low):.2f}, {np.exp(ci.high):.2f}]" if ci.n > 1 else f"{np.exp(ci.mean):.2f}× (one seed)"
+
+
+lines = ["| case | Eq. (4) | Eq. (5), as Keras | Eq. (5), cached | Eq. (6) | Eq. (7), as Keras | Eq. (7), cached | Eq. 6 ÷ Eq. 7, as Keras | Eq. 6 ÷ Eq. 7, cached |",
          "|---" * 9 + "|"]
-for n in datasets:
-    lines.append(f"| {data[n].name} | " + " | ".join(short_ci(seconds(n, r.name), 1) for r in ROUTES) + " | "
-                 f"{short_ci(ratio(n, EQ6, EQ7_KERAS), 2)} | {short_ci(ratio(n, EQ6, EQ7_CACHED), 2)} |")
-display(Markdown(f"Seconds ({clock_name}), mean ± 95% interval over seeds; a ratio above 1 means the embedding route adds the class faster.\n\n" + "\n".join(lines)))
+for n in names:
+    lines.append(f"| {title[n]} | " + " | ".join(short_ci(seconds(n, r.name), 1) for r in ROUTES) + " | "
+                 f"{times(log_ratio(n, EQ6, EQ7_KERAS))} | {times(log_ratio(n, EQ6, EQ7_CACHED))} |")
+display(Markdown(f"Seconds ({clock_name}), mean ± 95% interval over seeds; each ratio is the geometric mean over seeds with the exp of "
+                 "the 95% interval of its logarithm; above 1, the embedding route adds the class faster.\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# The paper's two timing claims, judged in its own (Keras) setting. Time on another network, at
-# another resolution, on another device, has other proportions: the trunk's share of the cost
-# grows with the network and the image size, the classic classifiers' does not. So both need the
-# paper's scale.
+# **The time claims, as the paper states them.** Eq. (5) contains Eq. (4), so the embedding route
+# always costs more to build: the chapter shows that in the table and does not judge it. What the
+# run can answer is each part of the paper's argument that a clock can see; the person's work
+# ($t_{\text{imp.}}$, $t_{\text{imp.c.}}$, $t_{\text{mod.}}$) is outside every measurement, so each
+# reading is of the machine's part alone. Both are judged in the paper's own setting (as Keras
+# trains), on the logarithm of the ratio, per seed: above 0 means the first time is the larger.
 #
-# - *On MNIST the embedding route does not justify its cost*: building it costs more than a
-#   conventional network (Eq. 5 over Eq. 4 above 1).
-# - *Adding a class the embedding way takes less time than training a new network* (Eq. 6 over
-#   Eq. 7 above 1), on both datasets.
+# - `c1-time-extend-*`, **the premise** "$t_{add.tr} \leq t_{tr}$" with the machine's part of its
+#   conclusion: adding the class the embedding way (Eq. 7: the further training, re-embedding,
+#   refitting the classic classifiers) takes less machine time than training a new network
+#   (Eq. 6): ln(Eq. 6 ÷ Eq. 7) > 0. The paper's "significantly smaller" asks more; a ratio above 1
+#   is the least its words require, so that is the rule. Judged on every case.
+# - `c1-time-mnist-not-justified`, **the conclusion for MNIST**, "the time costs for implementing
+#   and training the discussed approach do not justify the stated advantages": building the
+#   embedding route and adding one class to it (Eq. 5 + Eq. 7) takes longer than building a
+#   conventional network and training a new one for the added class (Eq. 4 + Eq. 6):
+#   ln((Eq. 5 + Eq. 7) ÷ (Eq. 4 + Eq. 6)) > 0. Unlike Eq. 5 against Eq. 4 this can fail: a cheap
+#   enough extension pays back the route's cost. The paper's other half, that harder images may
+#   favour the route, names no task this book runs, so it is not judged.
+#
+# The ratios are measured with the CPU-sized network at 28 px on this machine's clock, a stand-in
+# for the paper's ResNet50V2 at 128 px on its GPU: the trunk's share of the cost grows with the
+# network and the image, so the row names the stand-in, and the full profile is the paper's setting.
+# The control's cheap conventional extension (a new softmax head on the frozen trunk) is set beside
+# them below; the paper makes no claim about it.
 
 # %% tags=["hide-input"]
-if "mnist" in datasets:
-    results.claim("c1-time-initial-mnist", "MNIST: the embedding route costs more to build than a conventional network (Eq. 5 ÷ Eq. 4, as Keras trains)",
-                  "> 1", ratio("mnist", EQ5_KERAS, EQ4), Above(1.0), needs=Scale.PAPER, unit="×", timing=True)
-for name in datasets:
-    results.claim(f"c1-time-extend-{name}", f"{data[name].name}: adding a class the embedding way is faster than a new network (Eq. 6 ÷ Eq. 7, as Keras trains)",
-                  "> 1", ratio(name, EQ6, EQ7_KERAS), Above(1.0), needs=Scale.PAPER, unit="×", timing=True)
+TIME_STAND_IN = "CPU-sized ResNet+FPN at 28 px, timed on this CPU"
+for name in names:
+    results.claim(f"c1-time-extend-{name}", f"{title[name]}: adding a class the embedding way takes less machine time than a new network "
+                  "(ln of Eq. 6 ÷ Eq. 7, as Keras trains; the premise t_add.tr ≤ t_tr)",
+                  "ln > 0", log_ratio(name, EQ6, EQ7_KERAS), Above(0.0), needs=Scale.PAPER, unit="ln ×", timing=True, stand_in=TIME_STAND_IN)
+if "mnist" in names:
+    results.claim("c1-time-mnist-not-justified", "MNIST: the embedding route, built and extended once, takes more machine time than conventional "
+                  "networks (ln of (Eq. 5 + Eq. 7) ÷ (Eq. 4 + Eq. 6), as Keras trains)",
+                  "ln > 0", log_ratio("mnist", (EQ5_KERAS, EQ7_KERAS), (EQ4, EQ6)), Above(0.0), needs=Scale.PAPER, unit="ln ×", timing=True,
+                  stand_in=TIME_STAND_IN)
 results.show_claims([c for c in results.claims if c["id"].startswith("c1-time")])
 display(Markdown("\n".join(
-    f"- {data[n].name}: building the embedding route took {short_ci(ratio(n, EQ5_KERAS, EQ4), 2)}× a conventional network's time as Keras trains "
-    f"({short_ci(ratio(n, EQ5_CACHED, EQ4), 2)}× cached); adding the class took a new network {short_ci(ratio(n, EQ6, EQ7_KERAS), 2)}× the "
-    f"embedding route's time as Keras trains, {short_ci(ratio(n, EQ6, EQ7_CACHED), 2)}× with cached features."
-    for n in datasets)))
+    f"- {title[n]}: building the embedding route took {times(log_ratio(n, EQ5_KERAS, EQ4))} a conventional network's time as Keras trains "
+    f"({times(log_ratio(n, EQ5_CACHED, EQ4))} cached); a new network took {times(log_ratio(n, EQ6, EQ7_KERAS))} the embedding route's "
+    f"extension as Keras trains, {times(log_ratio(n, EQ6, EQ7_CACHED))} with cached features, and "
+    f"{times(log_ratio(n, EQ6, CONTROL_SOFTMAX))} the control's new softmax head on the frozen trunk; the embedding route's cached "
+    f"extension took {times(log_ratio(n, EQ7_CACHED, CONTROL_SOFTMAX))} the control's time. Built and extended once, the embedding route "
+    f"took {times(log_ratio(n, (EQ5_KERAS, EQ7_KERAS), (EQ4, EQ6)))} the conventional networks' time as Keras trains."
+    for n in names)))
 
 # %% [markdown]
 # ## Similarity search
@@ -504,27 +615,27 @@ display(Markdown("\n".join(
 # is the share of a test query's `search_k` nearest training images that share its class.
 
 # %% tags=["hide-input"]
-search_keys = list(runs[(datasets[0], seeds[0])].search)
-lines = ["| index, queries | " + " | ".join(data[n].name for n in datasets) + " |", "|---" * (1 + len(datasets)) + "|"]
-lines += [f"| {k} | " + " | ".join(short_ci([runs[(n, s)].search[k] for s in seeds]) for n in datasets) + " |" for k in search_keys]
+search_keys = list(runs[(names[0], seeds[0])].search)
+lines = ["| index, queries | " + " | ".join(title[n] for n in names) + " |", "|---" * (1 + len(names)) + "|"]
+lines += [f"| {k} | " + " | ".join(short_ci([runs[(n, s)].search[k] for s in seeds]) for n in names) + " |" for k in search_keys]
 display(Markdown(f"precision@{search_k}, mean ± 95% interval over seeds\n\n" + "\n".join(lines)))
-results.table("precision_at_k", [{"dataset": n, "index": k, "k": search_k, "precision": [runs[(n, s)].search[k] for s in seeds]} for n in datasets for k in search_keys])
+results.table("precision_at_k", [{"dataset": n, "index": k, "k": search_k, "precision": [runs[(n, s)].search[k] for s in seeds]} for n in names for k in search_keys])
 
 # %% tags=["hide-input"]
-for name in datasets:
+for name in names:
     run, sp = runs[(name, seeds[0])], splits[(name, seeds[0])]
     shown = min(search_k, 8)
     images, titles = [], []
-    names = [data[name].classes[c] for c in [*classes, added_class]]
+    labels_ = class_names[name]
     for q, neighbours in zip(run.query_ids, run.neighbours):
         images.append(sp.test.images[q])
-        titles.append(f"query: {names[int(sp.test.labels[q])]}"[:18])
+        titles.append(f"query: {labels_[int(sp.test.labels[q])]}"[:18])
         for i in neighbours[:shown]:
             hit = int(sp.train.labels[i]) == int(sp.test.labels[q])
             images.append(sp.train.images[i])
-            titles.append("✓" if hit else f"✗ {names[int(sp.train.labels[i])]}"[:14])
+            titles.append("✓" if hit else f"✗ {labels_[int(sp.train.labels[i])]}"[:14])
     fig = image_grid(torch.stack(images), titles, ncols=shown + 1, scale=0.9,
-                     title=f"{data[name].name}: queries (first column) and their {shown} nearest training images in the extended index (seed {seeds[0]})")
+                     title=f"{title[name]}: queries (first column) and their {shown} nearest training images in the extended index (seed {seeds[0]})")
     results.figure(fig, f"search_grid_{name}")
     plt.show()
 
@@ -536,18 +647,18 @@ for name in datasets:
 
 # %% tags=["hide-input"]
 if tsne_points > 0:
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 4.2 * len(datasets)), squeeze=False)
-    for row, name in zip(axes, datasets):
+    fig, axes = plt.subplots(len(names), 2, figsize=(9, 4.2 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
         run, sp = runs[(name, seeds[0])], splits[(name, seeds[0])]
         pick = run.map_rows
-        names = [data[name].classes[c] for c in [*classes, added_class]]
+        labels_ = class_names[name]
         for ax, stage in zip(row, (MODEL3, MODEL4)):
             xy = TSNE(n_components=2, init="pca", perplexity=min(30, len(pick) - 1), random_state=seeds[0]).fit_transform(run.maps[stage].numpy())
-            for c, label in enumerate(names):
+            for c, label in enumerate(labels_):
                 at = sp.test.labels[pick].numpy() == c
-                ax.scatter(xy[at, 0], xy[at, 1], s=6, label=label + (" (added)" if c == len(classes) else ""),
-                           marker="x" if c == len(classes) else "o")
-            ax.set(xticks=[], yticks=[], title=f"{data[name].name}: {stage.removesuffix(' model')} generator")
+                ax.scatter(xy[at, 0], xy[at, 1], s=6, label=label + (" (added)" if c == len(labels_) - 1 else ""),
+                           marker="x" if c == len(labels_) - 1 else "o")
+            ax.set(xticks=[], yticks=[], title=f"{title[name]}: {stage.removesuffix(' model')} generator")
         row[0].legend(fontsize=7, markerscale=2)
     fig.tight_layout()
     results.figure(fig, "tsne_before_after")
@@ -556,24 +667,29 @@ if tsne_points > 0:
 # %% [markdown]
 # ## The paper's claims, judged
 #
-# The straight network's 0.998 is an absolute accuracy: it needs the paper's network and all 6,000
-# training images of each class, and on Fashion-MNIST it also depends on which three classes the
-# paper took, which it does not say.
+# The straight network's 0.998 is an absolute accuracy on all 6,000 training images of each class.
+# A smaller network trained to convergence on all of them tests it fairly in one direction and
+# nearly so in the other: a 3-class problem this easy is not limited by the network's size (the
+# cpu profile's small network is named as the stand-in; a run on a subset of the images cannot
+# test it). On Fashion-MNIST the score also depends on the three classes, which the paper does not
+# name: it is judged on our triple Trouser, Sandal, Bag, where its number is plausible, and the
+# hard triple's accuracy is reported in the Step 1 table, not judged. The rule: at least 0.998 less
+# 0.002, the paper's last printed digit and one more of rounding and seed noise.
 
 # %% tags=["hide-input"]
-for name in datasets:
-    untestable = ("the paper does not name its three Fashion-MNIST classes, and the score depends on them (ours hold T-shirt/top against Pullover)"
-                  if name == "fashion-mnist" else
-                  f"this run trains on {train_per_class:,} of the paper's 6,000 images per class" if train_per_class < 6000 else None)
-    results.claim(f"c1-straight-{name}", f"straight 3-class network, {data[name].name} test accuracy", 0.998, values(name, STRAIGHT3),
-                  AtLeast(0.998, tolerance=0.002), needs=Scale.PAPER, untestable=untestable)
+for case in [c for c in cases if c.name == c.dataset]:  # each dataset's first class choice
+    untestable = (f"this run trains on {train_per_class:,} of the paper's 6,000 images per class; a run on all of them would test it"
+                  if train_per_class < 6000 and results.scale >= Scale.PAPER else None)  # below, "needs a larger run" says it
+    results.claim(f"c1-straight-{case.name}", f"straight 3-class network, {title[case.name]} test accuracy", 0.998, values(case.name, STRAIGHT3),
+                  AtLeast(0.998, tolerance=0.002), needs=Scale.PAPER, untestable=untestable,
+                  stand_in="CPU-sized ResNet+FPN at 28 px, all training images")
 results.show_claims()
 
 # %% [markdown]
 # ### At larger scales
 #
 # The **cpu** profile (`chapters/profiles/01_embeddings_extendable_classification.cpu.yaml`) uses
-# all training and test images of the four classes, a CPU-sized pre-activation ResNet and FPN at
+# all training and test images of the four classes, both Fashion-MNIST triples, a CPU-sized pre-activation ResNet and FPN at
 # native resolution, and trains the straight network for twice the paper's epochs on MNIST (8) and
 # 1.5 times on Fashion-MNIST (12) under a one-cycle learning rate, since at the paper's epochs and
 # constant rate the small network's test accuracy was still swinging by more than half a point; the **full** profile (`….full.yaml`) is the paper's
@@ -583,7 +699,39 @@ results.show_claims()
 
 # %% tags=["hide-input"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile,
-                                  ["table2_accuracy", "time_costs", "straight_confusion", *(f"search_grid_{n}" for n in datasets), "tsne_before_after"])
+                                  ["table2_accuracy", "time_costs", "embedding_training", "straight_confusion", *(f"search_grid_{n}" for n in names),
+                                   "tsne_before_after"])
+
+# %% [markdown]
+# **Readings changed since the last committed cpu run**, and why. Each rule below was written from
+# the paper's wording before the run that judges it; the earlier reading stays beside the new one.
+
+# %% tags=["hide-input"]
+CHANGES = {
+    "c1-time-initial-mnist": "dropped: Eq. 5 contains Eq. 4, so 'the embedding route costs more to build' could not fail; the measured times stay in "
+    "the time table, and the paper's MNIST conclusion is judged as c1-time-mnist-not-justified",
+    "c1-time-mnist-not-justified": "added: the paper's MNIST conclusion ('do not justify the stated advantages'), read as the route built and extended "
+    "once against conventional networks, Eq. 5 + Eq. 7 over Eq. 4 + Eq. 6, ln > 0; judged on the stand-in's clock",
+    "c1-time-extend-mnist": "restated as the paper's premise t_add.tr ≤ t_tr (Eq. 6 over Eq. 7, machine time only) and judged on ln of the ratio "
+    "(an interval of the ratio itself reached below zero); judged with the stand-in named instead of hidden as needing the paper's scale; "
+    "the embedding layer now stops by Keras' absolute min_delta",
+    "c1-time-extend-fashion-mnist": "as c1-time-extend-mnist; and now on our triple Trouser, Sandal, Bag + Ankle boot (the earlier triple is "
+    "c1-time-extend-fashion-mnist-012); its earlier interval, wholly below 1, had been hidden as needing the paper's scale",
+    "c1-time-extend-fashion-mnist-012": "added: the earlier c1-time-extend-fashion-mnist's triple (T-shirt/top, Trouser, Pullover + Dress), "
+    "on ln of the ratio, with the stand-in named",
+    "c1-extension-mnist": "same claim and rule; the embedding layer's stopping rule is now Keras' absolute min_delta (PyTorch's relative "
+    "threshold had cut the rate on the noise of a loss near 1e-4), and the controls are reported beside it",
+    "c1-extension-fashion-mnist": "now on our triple Trouser, Sandal, Bag + Ankle boot (the earlier triple is c1-extension-fashion-mnist-012); "
+    "Keras' absolute min_delta as for MNIST",
+    "c1-extension-fashion-mnist-012": "added: the earlier c1-extension-fashion-mnist's triple, the hard case",
+    "c1-straight-mnist": "judged at the cpu scale with the stand-in named (a small network trained to convergence on all training images), "
+    "instead of hidden as needing the paper's scale",
+    "c1-straight-fashion-mnist": "judged on our triple Trouser, Sandal, Bag, where the paper's number is plausible, with the stand-in named; "
+    "it was untestable only because of the triple chosen (T-shirt against Pullover), whose accuracy is now reported beside it",
+}
+kept = {c["id"] for run in earlier(Path(results_root) / "cpu" / results.chapter) for c in run["claims"]}  # the committed cpu readings
+results.show_changed_readings(results_root, {k: why for k, why in CHANGES.items() if k in kept or k in {c["id"] for c in results.claims}},
+                              stronger)  # a claim of a case this profile does not run is left to the profile that runs it
 
 # %% [markdown]
 # ### Sanity checks
@@ -596,9 +744,9 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile,
 
 # %% tags=["hide-input"]
 if not smoke:  # a smoke run's tiny settings cannot reach these
-    chance3, chance4 = 1 / len(classes), 1 / (len(classes) + 1)
     grid = "seeds 0-20 and three other class choices, benchmarks/any_choice.py"
-    for name in datasets:
+    for case in cases:
+        name, chance3, chance4 = case.name, 1 / len(case.classes), 1 / (len(case.classes) + 1)
         results.check(f"{name}: straight classifier's accuracy", values(name, STRAIGHT3), above=chance3 + 0.26, reference=chance3,
                       measured=f"{grid}: worst 0.860, chance + 0.527 (MNIST, classes 4 7 9, add 2); bound halfway")
         results.check(f"{name}: kNN on the embeddings", values(name, on_embeddings(KNN, MODEL3)), above=chance3 + 0.28, reference=chance3,
@@ -609,7 +757,7 @@ if not smoke:  # a smoke run's tiny settings cannot reach these
     # epoch, and on a hard added class (Pullover beside Coat) it rose in 1 of the grid's 30 trainings
     # (last over first 1.19): an outcome, not code health. The extended embeddings' kNN check covers it.
     # identities, not measurements: a share lies in [0, 1], and Eq. 5's steps include Eq. 4's
-    assert all(0 <= v <= 1 for name in datasets for s in seeds for v in runs[(name, s)].search.values())
+    assert all(0 <= v <= 1 for name in names for s in seeds for v in runs[(name, s)].search.values())
     assert all(r.seconds[EQ5_KERAS.name] > r.seconds[EQ4.name] for r in runs.values()), "Eq. 5 contains Eq. 4: it cannot cost less"
 results.save(
     device=torch_device, data=[data[n].provenance for n in datasets],
@@ -630,14 +778,32 @@ results.stop_on_failed_checks()
 verdicts = {c["id"]: c["verdict"] for c in results.claims}
 recap = ["- **The procedure runs as the paper describes it**: a straight classifier, its frozen trunk under a 64-d embedding layer "
          "trained with cosine triplets, classic classifiers on the embeddings, and a 4th class added by training the same layer further."]
-for n in datasets:
-    recap.append(f"- **{data[n].name}**: the straight network reaches {percent_ci(values(n, STRAIGHT3), 2)} on three classes; "
+for n in names:
+    recap.append(f"- **{title[n]}**: the straight network reaches {percent_ci(values(n, STRAIGHT3), 2)} on three classes; "
                  f"kNN on the extended embeddings scores {points_ci(extension[n])} against a new 4-class network "
-                 f"(verdict: {verdicts[f'c1-extension-{n}']}); adding the class took a new network {short_ci(ratio(n, EQ6, EQ7_KERAS), 2)}× the "
+                 f"(verdict: {verdicts[f'c1-extension-{n}']}) and {points_ci(control_gap[n])} against the control's new softmax head on the "
+                 f"frozen trunk; adding the class took a new network {times(log_ratio(n, EQ6, EQ7_KERAS))} the "
                  f"embedding route's time as Keras trains (verdict: {verdicts[f'c1-time-extend-{n}']}).")
+if "c1-time-mnist-not-justified" in verdicts:
+    recap.append(f"- **MNIST, built and extended once**: the embedding route took {times(log_ratio('mnist', (EQ5_KERAS, EQ7_KERAS), (EQ4, EQ6)))} "
+                 f"the conventional networks' machine time (verdict: {verdicts['c1-time-mnist-not-justified']}).")
 recap.append("- **The extended FAISS index** answers queries for the new class without being rebuilt; the precision@k table sets it "
              "against an index rebuilt from the generator trained further.")
 display(Markdown("\n".join(recap)))
+results.show_summary(
+    stronger,
+    method="The paper's three steps (a ResNet+FPN straight classifier; its frozen trunk under a 64-d layer trained with cosine triplets; "
+    "classic classifiers on the embeddings; a 4th class added by training the layer further) re-implemented in PyTorch, over several seeds, "
+    "on MNIST and two Fashion-MNIST triples of our choosing; Eqs. (4)-(7) timed step by step, as Keras trains and with cached features; "
+    "two controls (a new softmax head on the frozen trunk, kNN on the trunk's raw features) trained on the same features by the same rule.",
+    easy="The procedure is short and fully described apart from a few hyper-parameters; the frozen trunk makes the embedding layer cheap "
+    "to train on cached features, and the FAISS index grows with the new class without a rebuild.",
+    difficult="Table 2's values are missing from the paper's text, so the extension claim is judged on its words with a threshold of ours; "
+    "the stopping rule is garbled ('a learning rate lower than 5000'), and the triplet loss is small from the first epochs, so the plateau rule's "
+    "min_delta decides when training stops; the paper measures no time, and its time argument is conditional and mostly about people's work.",
+    left_open="Which three classes of each dataset the paper used; the margin m of Eq. (3); the dense layers, batch size and plateau "
+    "patience; whether the backbone started from ImageNet weights; Table 2's numbers; and any measured time.",
+)
 
 # %% [markdown]
 # **Deviations from the paper**
@@ -654,7 +820,11 @@ display(Markdown("\n".join(recap)))
 # - The straight classifier's dense layers, the batch size, the margin `m` and the plateau
 #   schedule are not given in the paper; the parameters cell states our choices.
 # - Eq. (3)'s sign and the stopping rule: see the note at the top. Times are the machine's part of
-#   Eqs. (4)–(7) only, on the clock named above.
+#   Eqs. (4)–(7) only, on the clock named above, and time ratios are judged on their logarithm.
+# - The classes: the paper names none. MNIST's 0, 1, 2 + 3 and Fashion-MNIST's Trouser, Sandal,
+#   Bag + Ankle boot (the triple that judges the 0.998) and T-shirt/top, Trouser, Pullover + Dress
+#   (the hard case) are our choices.
+# - The controls (a new softmax head on the frozen trunk, kNN on the trunk's features) are ours.
 #
 # **Exercises**
 #
@@ -665,22 +835,19 @@ display(Markdown("\n".join(recap)))
 # ````{exercise}
 # :label: ch1-ex-triple
 #
-# Choose another triple on Fashion-MNIST: `classes = [1, 5, 8]` (Trouser, Sandal, Bag) and
-# `added_class = 9` (Ankle boot). Does the straight network get nearer the paper's 0.998? Which
-# added class would you expect to be hardest for the extended embedding, and why?
+# Choose a harder MNIST triple: `classes = [4, 7, 9]` and `added_class = 2`. Where do the straight
+# network's mistakes fall, and does the extended embedding still keep up with a new network?
 # ````
 #
 # ````{solution} ch1-ex-triple
 # :class: dropdown
 #
-# Run `python -m lib.run chapters/01_embeddings_extendable_classification.py -p datasets "[fashion-mnist]" -p classes "[1, 5, 8]" -p added_class 9 -p results_root ../exercises`
-# and read the Step 1 table and its confusion matrix. The default triple (T-shirt/top, Trouser,
-# Pullover) holds two upper-body garments whose silhouettes overlap; the line under the confusion
-# matrices above gives this run's commonest mistake, summed over seeds.
-# Trouser, Sandal and Bag share no silhouette, so the network has far less to confuse and its
-# accuracy should move towards the paper's figure. The added Ankle boot is a shoe like the Sandal:
-# expect the 4-class model's mistakes (and the drop in Table 2's accuracy) to concentrate on that
-# pair, while Trouser and Bag stay apart.
+# Run `python -m lib.run chapters/01_embeddings_extendable_classification.py -p datasets "[mnist]" -p classes "[4, 7, 9]" -p added_class 2 -p results_root ../exercises`
+# and read the Step 1 table, its confusion matrix and the extension table. 4 and 9 share a closed
+# upper loop and a stem, 7 and 9 a stem and a bar: expect most of the straight network's mistakes
+# between 4 and 9, and the added 2 to be easy for kNN on the extended embeddings, since it shares
+# no shape with them. This triple was the worst of `benchmarks/any_choice.py`'s grid for the
+# straight network, which is why the sanity checks' bounds are measured on it.
 # ````
 #
 # ````{exercise}

@@ -8,9 +8,14 @@ One call of :func:`run_extension` is the paper's whole procedure for one dataset
 3. add ``added_class``: train the head further on all four classes, re-embed, retrain the
    classic classifiers (Table 2, "4-class model");
 
-and, for the time comparison of Eqs. (6)-(7), a new 4-class straight classifier from scratch.
-Every step's wall time is measured. Labels: the ``classes`` are ``0..K-1`` in the order given,
-the added class is ``K``.
+and, for the time comparison of Eqs. (6)-(7), a new 4-class straight classifier from scratch;
+and two controls for the extension, trained on the same cached trunk features: a new 4-output
+softmax head on the frozen trunk (the cheap conventional extension) and kNN on the trunk's own
+features (no triplet-trained layer). Every step's time is measured. Labels: the starting classes
+are ``0..K-1`` in the order given, the added class is ``K``.
+
+A *case* (:class:`Case`) is one class choice on one dataset: MNIST's ``classes`` and
+``added_class``, and each of Fashion-MNIST's ``fashion_classes`` with its ``fashion_added``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from .data import (
     to_unit,
 )
 from .evaluation import accuracy
-from .metric_learning import HeadReport, HeadSchedule, embed, fit_embedding_head
+from .metric_learning import HeadReport, HeadSchedule, embed, fit_embedding_head, fit_softmax_head
 from .models.pyramid import EmbeddingNet, PyramidConfig, StraightClassifier
 from .settings import ChapterSettings, positive
 from .similarity_search import VectorIndex, precision_at_k
@@ -69,21 +74,57 @@ def check_classes(classes, added_class: int) -> None:
 
 
 @dataclass(frozen=True)
+class Case:
+    """One class choice on one dataset: ``name`` keys its runs and claims (the dataset's name for its
+    first choice, e.g. ``fashion-mnist``; the dataset and the starting classes for the others, e.g.
+    ``fashion-mnist-012``)."""
+
+    name: str
+    dataset: str
+    classes: tuple[int, ...]
+    added_class: int
+
+
+@dataclass(frozen=True)
 class Task:
     """Which datasets and classes, and how many of their images; a group of :class:`Settings`' fields."""
 
     datasets: tuple[str, ...]
-    classes: tuple[int, ...]
-    added_class: int
+    classes: tuple[int, ...]  # MNIST's starting classes
+    added_class: int  # ... and its added class
     train_per_class: int
     test_per_class: int
+    fashion_classes: tuple[tuple[int, ...], ...] = ((1, 5, 8),)  # Fashion-MNIST's starting classes, one case each
+    fashion_added: tuple[int, ...] = (9,)  # the class added to each
 
     def __post_init__(self):
         unknown = [d for d in self.datasets if d not in DATASETS]
         if unknown or not self.datasets or len(set(self.datasets)) != len(self.datasets):
             raise ValueError(f"datasets {list(self.datasets)} must be distinct names among {sorted(DATASETS)}")
         check_classes(self.classes, self.added_class)
+        if not self.fashion_classes or len(self.fashion_classes) != len(self.fashion_added):
+            raise ValueError(f"fashion_classes {[list(c) for c in self.fashion_classes]} and fashion_added {list(self.fashion_added)} "
+                             "must be lists of the same length, at least 1: one added class for each choice of starting classes")
+        for classes, added in zip(self.fashion_classes, self.fashion_added):
+            check_classes(classes, added)
+        names = [c.name for c in self.cases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"fashion_classes {[list(c) for c in self.fashion_classes]} repeat a choice of starting classes")
         positive(train_per_class=self.train_per_class, test_per_class=self.test_per_class)
+
+    @property
+    def cases(self) -> tuple[Case, ...]:
+        """Every dataset's class choices, in the order of ``datasets``, the first choice of each first."""
+        out = []
+        for dataset in self.datasets:
+            choices = zip(self.fashion_classes, self.fashion_added) if dataset == "fashion-mnist" else [(self.classes, self.added_class)]
+            for i, (classes, added) in enumerate(choices):
+                name = dataset if i == 0 else f"{dataset}-{''.join(str(c) for c in classes)}"
+                out.append(Case(name, dataset, tuple(classes), added))
+        return tuple(out)
+
+    def case(self, name: str) -> Case:
+        return next(c for c in self.cases if c.name == name)
 
 
 @dataclass(frozen=True)
@@ -149,8 +190,10 @@ class Settings(ChapterSettings):
     """Chapter 1's parameters: its ``parameters`` cell, each value checked here; the defaults are the quick profile."""
 
     datasets: tuple[str, ...] = ("mnist", "fashion-mnist")  # paper: both
-    classes: tuple[int, ...] = (0, 1, 2)  # the starting classes (paper: 3 classes, not named)
-    added_class: int = 3  # the class added later (paper: "a 4th class")
+    classes: tuple[int, ...] = (0, 1, 2)  # MNIST's starting classes (paper: 3 classes, not named)
+    added_class: int = 3  # MNIST's class added later (paper: "a 4th class")
+    fashion_classes: tuple[tuple[int, ...], ...] = ((1, 5, 8),)  # Fashion-MNIST's starting classes, one case each (not named in the paper)
+    fashion_added: tuple[int, ...] = (9,)  # the class added to each
     train_per_class: int = 100  # training images per class, a seeded random subset (paper: all, 6,000)
     test_per_class: int = 100  # test images per class (paper: all, 1,000 or a few fewer)
     backbone: str = "small"  # "small": pre-activation ResNet, 1 block per stage, widths 8-64; "resnet50": the paper's ResNet50V2
@@ -168,6 +211,7 @@ class Settings(ChapterSettings):
     margin: float = 0.1  # m of Eq. (3), on the scaled similarities in [-k, k] (not given in the paper)
     head_lr: float = 0.001  # NAdam's starting learning rate for the embedding layer (paper: 1e-3)
     lr_factor: float = 0.1  # learning-rate cut on a plateau of the training loss (Keras' default)
+    lr_min_delta: float = 1e-4  # an epoch improves on the best loss only by more than this, absolute (Keras' default)
     lr_patience: int = 2  # epochs without improvement before a cut
     min_lr: float = 5e-05  # training stops below this learning rate
     max_head_epochs: int = 5  # ... or after this many epochs
@@ -179,6 +223,9 @@ class Settings(ChapterSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        object.__setattr__(self, "fashion_classes", tuple(tuple(c) if isinstance(c, (list, tuple)) else c for c in self.fashion_classes))
+        if any(not isinstance(c, tuple) for c in self.fashion_classes):
+            raise ValueError(f"fashion_classes {self.fashion_classes} must be a list of lists of classes, e.g. [[1, 5, 8], [0, 1, 2]]")
         self.task, self.pyramid, self.straight, self.head, self.evaluation  # their checks
         need = max(2, self.knn_k, self.search_k)
         if self.train_per_class < need:
@@ -186,7 +233,8 @@ class Settings(ChapterSettings):
 
     @property
     def task(self) -> Task:
-        return Task(tuple(self.datasets), tuple(self.classes), self.added_class, self.train_per_class, self.test_per_class)
+        return Task(tuple(self.datasets), tuple(self.classes), self.added_class, self.train_per_class, self.test_per_class,
+                    self.fashion_classes, tuple(self.fashion_added))
 
     @property
     def pyramid(self) -> Pyramid:
@@ -199,7 +247,7 @@ class Settings(ChapterSettings):
     @property
     def head(self) -> HeadSchedule:
         return HeadSchedule(batch_class_repeats=self.batch_class_repeats, scale=self.similarity_scale, margin=self.margin, lr=self.head_lr,
-                            factor=self.lr_factor, patience=self.lr_patience, min_lr=self.min_lr, max_epochs=self.max_head_epochs)
+                            factor=self.lr_factor, min_delta=self.lr_min_delta, patience=self.lr_patience, min_lr=self.min_lr, max_epochs=self.max_head_epochs)
 
     @property
     def evaluation(self) -> Evaluation:
@@ -212,12 +260,12 @@ BACKBONE_COST = {"small": 1.0, "resnet50": 60.0}  # a 28-px image through the tr
 def work(s: Settings) -> float:
     """What the settings ask, in 28-px images through the small trunk (relative units): both straight
     networks (forward and backward: three passes an image), and the embedding layer trained with the
-    trunk in every step (three images a triplet, forward only) at most epochs, for every dataset and seed."""
-    n, k = s.task.train_per_class, len(s.task.classes)
+    trunk in every step (three images a triplet, forward only) at most epochs, for every case and seed."""
+    n = s.task.train_per_class
     per_image = BACKBONE_COST[s.pyramid.backbone] * (s.pyramid.input_size / 28) ** 2 * max(1.0, s.pyramid.fpn_channels / 16)
     total = 0.0
-    for dataset in s.task.datasets:
-        epochs = s.straight.recipe(dataset).epochs
+    for case in s.task.cases:  # the controls train on cached features: no trunk pass of their own
+        k, epochs = len(case.classes), s.straight.recipe(case.dataset).epochs
         total += 3 * n * (2 * k + 1) * epochs + 3 * n * (2 * k + 1) * s.head.max_epochs
     return len(s.run.seeds) * total * per_image
 
@@ -228,6 +276,9 @@ MODEL3, MODEL4 = "3-class model", "4-class model"  # Table 2's columns: the gene
 STRAIGHT3, STRAIGHT4 = "straight 3-class", "straight 4-class"
 STRAIGHT4_OLD = "straight 4-class, starting classes"
 KNN_OLD_BEFORE, KNN_OLD_AFTER = "k-nearest neighbours, starting classes, before", "k-nearest neighbours, starting classes, after"
+# The extension's controls, on the same cached trunk features and images: a new softmax head, and kNN with no triplet layer.
+SOFTMAX4, KNN_RAW4 = "control: new softmax head on the frozen trunk", "control: kNN on the trunk's features"
+SOFTMAX_HEAD = "softmax head (control)"  # its HeadReport, beside MODEL3 and MODEL4
 
 
 def on_embeddings(classifier: str, model: str) -> str:
@@ -247,6 +298,7 @@ T_HEAD3, T_HEAD3_UNCACHED = "embedding layer, 3 classes, cached features", "embe
 T_HEAD4, T_HEAD4_UNCACHED = "embedding layer trained further, cached features", "embedding layer trained further, trunk every step"
 T_EMBED3, T_REEMBED = "embedding the training images (layer only)", "re-embedding the training images (layer only)"
 T_CLASSIC3, T_CLASSIC4 = "classic classifiers, 3 classes", "classic classifiers, 4 classes"
+T_SOFTMAX4, T_KNN_RAW4 = "softmax head on cached features, 4 classes", "kNN on the trunk's features, fit and test, 4 classes"
 
 
 @dataclass(frozen=True)
@@ -269,6 +321,17 @@ EQ7_KERAS = Route("Eq. (7): adding the class the embedding way, as Keras trains"
                   (T_HEAD4_UNCACHED, T_FEATURES_OLD, T_FEATURES_ADDED, T_REEMBED, T_CLASSIC4))
 EQ7_CACHED = Route("Eq. (7): adding the class the embedding way, cached features", (T_FEATURES_ADDED, T_HEAD4, T_REEMBED, T_CLASSIC4))
 ROUTES = (EQ4, EQ5_KERAS, EQ5_CACHED, EQ6, EQ7_KERAS, EQ7_CACHED)
+# The controls' ways to add the class, each from the 3-class network's cached trunk features (as EQ7_CACHED).
+CONTROL_SOFTMAX = Route("Control: a new softmax head on the frozen trunk, cached features", (T_FEATURES_ADDED, T_SOFTMAX4))
+CONTROL_KNN = Route("Control: kNN on the frozen trunk's features", (T_FEATURES_ADDED, T_KNN_RAW4))
+CONTROLS = (CONTROL_SOFTMAX, CONTROL_KNN)
+
+
+def knn_on_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int) -> np.ndarray:
+    """kNN on features scaled to unit length (cosine similarity, the metric the embeddings are searched
+    with): the predicted class of every test row."""
+    unit = lambda x: torch.nn.functional.normalize(x.float().cpu(), dim=1).numpy()  # noqa: E731
+    return KNeighborsClassifier(n_neighbors=k).fit(unit(train_x), train_y.cpu().numpy()).predict(unit(test_x))
 
 
 def classic_classifiers(seed: int, knn_k: int) -> dict:
@@ -309,9 +372,10 @@ class ExtensionSplits:
         return int(self.train.labels.max())
 
 
-def make_splits(dataset: Dataset, task: Task, seed: int) -> ExtensionSplits:
-    """Seeded per-class subsets of the dataset's own train and test sets, relabelled."""
-    order = [*task.classes, task.added_class]
+def make_splits(dataset: Dataset, task: Task, seed: int, case: Case | None = None) -> ExtensionSplits:
+    """Seeded per-class subsets of the dataset's own train and test sets, relabelled: ``case``'s classes
+    (by default ``task``'s MNIST classes), the added one last."""
+    order = [*task.classes, task.added_class] if case is None else [*case.classes, case.added_class]
     train, test = select_classes(dataset.train, order), select_classes(dataset.test, order)
     return ExtensionSplits(take(train, per_class_subset(train.labels, task.train_per_class, seed)),
                            take(test, per_class_subset(test.labels, task.test_per_class, seed)))
@@ -337,10 +401,16 @@ class ExtensionRun:
     trainings: int = 0
 
 
-def extension_unit(settings: Settings, dataset: str, data: str, seed: int) -> Unit:
-    """The whole procedure for one dataset and seed: six trainings (two straight networks, the layer
-    twice each way), the classic classifiers, the search."""
-    n, k, m = settings.task.train_per_class, len(settings.task.classes), settings.task.test_per_class
+def default_case(settings: Settings, dataset: str) -> Case:
+    """The dataset's first class choice."""
+    return next(c for c in settings.task.cases if c.dataset == dataset)
+
+
+def extension_unit(settings: Settings, dataset: str, data: str, seed: int, case: Case | None = None) -> Unit:
+    """The whole procedure for one case and seed: seven trainings (two straight networks, the layer
+    twice each way, the control's softmax head), the classic classifiers, the search."""
+    case = case or default_case(settings, dataset)
+    n, k, m = settings.task.train_per_class, len(case.classes), settings.task.test_per_class
     recipe, head = settings.straight.recipe(dataset), settings.head
     config = settings.pyramid.config(k)
     rows = n * (2 * k + 1)  # the 3-class and the 4-class images
@@ -348,12 +418,14 @@ def extension_unit(settings: Settings, dataset: str, data: str, seed: int) -> Un
                 flops=forward_flops(lambda: StraightClassifier(config), (1, 28, 28), key=config),
                 steps=-(-rows // recipe.batch_size) * recipe.epochs + 4 * head.max_epochs * -(-n // head.batch_class_repeats),
                 cpu_seconds=2 * 5e-8 * (n * (k + 1)) ** 2)
-    key = ("extension", dataset, data, settings.task, settings.pyramid, recipe, head, settings.evaluation, seed)
-    return Unit(f"{dataset}-seed{seed}", key, f"the three steps and a new 4-class network on {dataset}, seed {seed}", work)
+    key = ("extension", dataset, data, case, settings.task.train_per_class, settings.task.test_per_class, settings.pyramid, recipe, head,
+           settings.evaluation, seed)
+    return Unit(f"{case.name}-seed{seed}", key, f"the three steps, the controls and a new 4-class network on {dataset}, classes "
+                f"{list(case.classes)} + {case.added_class}, seed {seed}", work)
 
 
 def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, data: str, *, seed: int, device: torch.device,
-                  records: Records, index_dir: Path | None = None) -> ExtensionRun:
+                  records: Records, index_dir: Path | None = None, case: Case | None = None) -> ExtensionRun:
     """The paper's three steps and the from-scratch 4-class network for one dataset and seed (a unit,
     :func:`extension_unit`; ``data`` is the dataset's fingerprint).
 
@@ -362,9 +434,10 @@ def run_extension(splits: ExtensionSplits, settings: Settings, dataset: str, dat
     used), once with the trunk in every step (the paper's Keras setting; timed, and checked to end
     in the same place).
     """
-    unit = extension_unit(settings, dataset, data, seed)
+    case = case or default_case(settings, dataset)
+    unit = extension_unit(settings, dataset, data, seed, case)
     record = records.run(unit, lambda checkpoint: extension_record(
-        _extension(splits, settings, dataset, seed=seed, device=device, checkpoint=checkpoint, index_dir=index_dir)))
+        _extension(splits, settings, dataset, seed=seed, device=device, checkpoint=checkpoint, index_dir=index_dir, tag=case.name)))
     fields = {f.name for f in dataclasses.fields(ExtensionRun)}
     return ExtensionRun(**{k: v for k, v in record.items() if k in fields} | {
         "head_reports": {k: HeadReport(**v) for k, v in record["head_reports"].items()},
@@ -392,8 +465,8 @@ def check_layout(device: torch.device, channels_last: bool) -> None:
 
 
 def _extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, seed: int, device: torch.device,
-               checkpoint: Checkpoint | None, index_dir: Path | None) -> ExtensionRun:
-    run, k_old, tag = ExtensionRun(), splits.num_old, dataset
+               checkpoint: Checkpoint | None, index_dir: Path | None, tag: str) -> ExtensionRun:
+    run, k_old = ExtensionRun(), splits.num_old
     train_old, test_old = splits.old(splits.train), splits.old(splits.test)
     is_new_train, is_new_test = splits.train.labels == k_old, splits.test.labels == k_old
     recipe, pyramid, ev = settings.straight.recipe(dataset), settings.pyramid, settings.evaluation
@@ -495,13 +568,30 @@ def _extension(splits: ExtensionSplits, settings: Settings, dataset: str, *, see
     run.accuracy[KNN_OLD_BEFORE] = float((knn_before == test_old.labels.numpy()).mean())
     run.accuracy[KNN_OLD_AFTER] = float((knn_after == test_old.labels.numpy()).mean())
 
+    # The controls, on the same cached features: a new 4-output softmax head on the frozen trunk (the cheap
+    # conventional extension, trained by the embedding layer's rule), and kNN on the trunk's own features.
+    seed_everything(seed)
+    softmax = copy.deepcopy(straight3.head)
+    softmax[-1] = torch.nn.Linear(softmax[-1].in_features, k_old + 1)
+    for layer in softmax:  # a new head: every layer's weights drawn again from the seed
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    softmax_report = fit_softmax_head(softmax, train_f, splits.train.labels, settings.head, seed=seed,
+                                      checkpoint=checkpoint.part("softmax4") if checkpoint else None, desc=f"{tag} softmax head (control)")
+    run.resumed, run.trainings = run.resumed + softmax_report.resumed, run.trainings + 1
+    run.head_reports[SOFTMAX_HEAD], run.seconds[T_SOFTMAX4] = softmax_report, softmax_report.clock_s
+    with torch.no_grad():
+        run.accuracy[SOFTMAX4] = accuracy(softmax(test_f.float()).cpu(), splits.test.labels)
+    knn_raw = timed(T_KNN_RAW4, lambda: knn_on_features(train_f, splits.train.labels, test_f, ev.knn_k))
+    run.accuracy[KNN_RAW4] = float((knn_raw == splits.test.labels.numpy()).mean())
+
     # Eq. (6): the conventional alternative, a new 4-class straight classifier on the same images.
     straight4, report = straight(k_old + 1, splits.train, splits.test, "straight4")
     run.seconds[T_STRAIGHT4] = report.clock_s
     logits = predict(straight4, splits.test.images, amp=amp, channels_last=channels_last)
     run.accuracy[STRAIGHT4] = accuracy(logits, splits.test.labels)
     run.accuracy[STRAIGHT4_OLD] = accuracy(logits[old_te], test_old.labels)
-    for route in ROUTES:
+    for route in (*ROUTES, *CONTROLS):
         run.seconds[route.name] = sum(run.seconds[step] for step in route.steps)
 
     # Step 6: similarity search in a saved, reloaded, extended index.
@@ -523,11 +613,11 @@ def confusion(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -
 def plan(settings: Settings, records: Records) -> list[Unit]:
     """Every unit the chapter runs, in its order (the data must be findable: their fingerprints are part of the keys)."""
     units = []
-    for dataset in settings.task.datasets:
-        data = locate(dataset)
+    for case in settings.task.cases:
+        data = locate(case.dataset)
         if data is None:
-            raise DataError(f"{dataset} is in no data root: the plan needs its files (see data/README.md)")
-        units += [extension_unit(settings, dataset, data, seed) for seed in settings.run.seeds]
+            raise DataError(f"{case.dataset} is in no data root: the plan needs its files (see data/README.md)")
+        units += [extension_unit(settings, case.dataset, data, seed, case) for seed in settings.run.seeds]
     return units
 
 

@@ -10,7 +10,11 @@ negative of another class. The paper's stopping rule is garbled in its text ("us
 [optimiser] until reaching a learning rate lower than 5000"); the book reads it as NAdam at
 lr 1e-3, the learning rate cut by ``factor`` whenever the epoch's loss stops improving for
 ``patience`` epochs (Keras' ``ReduceLROnPlateau``), and training stops once it falls below
-``min_lr`` = 5e-5, or after ``max_epochs``.
+``min_lr`` = 5e-5, or after ``max_epochs``. "Improving" is Keras' test: the loss falls below the best
+so far by more than ``min_delta`` (an absolute amount, Keras' default 1e-4), not by a share of it.
+
+:func:`fit_softmax_head` trains a softmax head on the same cached features by the same rule: the
+conventional way to add a class to a network whose trunk stays frozen (the chapter's control).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class HeadSchedule:
     margin: float = 0.1  # m of Eq. (3), on the scaled similarities (not given in the paper)
     lr: float = 1e-3  # NAdam's starting learning rate (paper: 1e-3)
     factor: float = 0.1  # learning-rate cut on a plateau (Keras' default)
+    min_delta: float = 1e-4  # an epoch improves only if its loss falls below the best by more than this, absolute (Keras' default)
     patience: int = 2  # epochs without improvement that bring a cut, counted as Keras counts them (the paper's framework)
     min_lr: float = 5e-5  # stop once the learning rate is below this
     max_epochs: int = 30  # stop here in any case
@@ -80,6 +85,19 @@ class HeadSchedule:
             raise ValueError("batch_class_repeats, patience and max_epochs must be at least 1")
         if not (0 < self.factor < 1) or self.lr <= 0 or self.min_lr <= 0 or self.scale <= 0 or self.margin < 0:
             raise ValueError("factor must lie in (0, 1); lr, min_lr and scale must be positive; margin non-negative")
+        if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
+            raise ValueError(f"min_delta={self.min_delta} must be a non-negative amount of loss (Keras' default: 1e-4)")
+
+    def plateau(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        """Keras' ``ReduceLROnPlateau(factor, patience, min_delta)`` on ``opt``: an epoch improves when its
+        loss is below the best so far by more than ``min_delta`` (absolute: ``threshold_mode="abs"``);
+        Keras cuts once ``patience`` epochs in a row bring no improvement, PyTorch only after more than
+        ``patience``: one less here keeps the Keras count."""
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.factor, patience=self.patience - 1,
+                                                          threshold=self.min_delta, threshold_mode="abs")
+
+    def stopped(self, opt: torch.optim.Optimizer) -> str:
+        return f"learning rate below {self.min_lr:g}" if opt.param_groups[0]["lr"] < self.min_lr else f"max_epochs = {self.max_epochs}"
 
 
 class HeadReport(NamedTuple):
@@ -113,9 +131,7 @@ def fit_embedding_head(
     device = next(head.parameters()).device if encode is not None else inputs.device
     head.to(device).train()
     opt = torch.optim.NAdam(head.parameters(), lr=schedule.lr)
-    # Keras' ReduceLROnPlateau cuts once `patience` epochs in a row bring no improvement; PyTorch's
-    # cuts only after more than `patience`: one less here keeps the Keras count.
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=schedule.factor, patience=schedule.patience - 1)
+    plateau = schedule.plateau(opt)
     steps = math.ceil(len(labels) / ((int(labels.max()) + 1) * schedule.batch_class_repeats))
     stateful = {"head": head, "optimiser": opt, "plateau": plateau, "generator": generator}
     members = class_members(labels)
@@ -123,7 +139,10 @@ def fit_embedding_head(
     def train_epoch(loop: dict) -> None:
         total = torch.zeros((), device=device)
         loop["lrs"].append(opt.param_groups[0]["lr"])
-        epoch_rows = torch.cat(sample_triplets(members, schedule.batch_class_repeats, generator, batches=steps), 1).to(inputs.device)
+        triplets = sample_triplets(members, schedule.batch_class_repeats, generator, batches=steps)
+        if steps == 1:  # one batch comes back without its batch dimension
+            triplets = tuple(t[None] for t in triplets)
+        epoch_rows = torch.cat(triplets, 1).to(inputs.device)  # (steps, 3 * K * repeats)
         for step in range(steps):
             rows = epoch_rows[step]  # anchors, positives, negatives
             t = len(rows) // 3
@@ -144,8 +163,45 @@ def fit_embedding_head(
     loop, resumed = fit_epochs(schedule.max_epochs, stateful, {"losses": [], "lrs": []}, train_epoch, device=device,
                                stop=lambda loop: opt.param_groups[0]["lr"] < schedule.min_lr, checkpoint=checkpoint, desc=desc)
     head.eval()
-    stopped = f"learning rate below {schedule.min_lr:g}" if opt.param_groups[0]["lr"] < schedule.min_lr else f"max_epochs = {schedule.max_epochs}"
-    return HeadReport(loop["losses"], loop["lrs"], stopped, loop["seconds"], resumed, loop["clock"])
+    return HeadReport(loop["losses"], loop["lrs"], schedule.stopped(opt), loop["seconds"], resumed, loop["clock"])
+
+
+def fit_softmax_head(
+    head: nn.Module, features: torch.Tensor, labels: torch.Tensor, schedule: HeadSchedule, *, seed: int,
+    checkpoint: Checkpoint | None = None, desc: str = "softmax head",
+) -> HeadReport:
+    """Train ``head`` (features -> logits) with cross-entropy on cached features, by the embedding
+    layer's rule: NAdam from ``schedule.lr``, Keras' plateau cuts on the epoch's mean loss, stopped
+    below ``min_lr`` or at ``max_epochs``. A batch holds as many rows as a triplet batch has anchors
+    (``K * batch_class_repeats``); an epoch shows every row once, in a seeded order. The margin and
+    the similarity scale of the schedule are not used."""
+    generator = seed_everything(seed)
+    device = features.device
+    head.to(device).train()
+    opt = torch.optim.NAdam(head.parameters(), lr=schedule.lr)
+    plateau = schedule.plateau(opt)
+    batch = (int(labels.max()) + 1) * schedule.batch_class_repeats
+    labels = labels.to(device)
+    stateful = {"head": head, "optimiser": opt, "plateau": plateau, "generator": generator}
+
+    def train_epoch(loop: dict) -> None:
+        total = torch.zeros((), device=device)
+        loop["lrs"].append(opt.param_groups[0]["lr"])
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        for start in range(0, len(labels), batch):
+            rows = order[start : start + batch]
+            loss = F.cross_entropy(head(features[rows]), labels[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(rows)
+        loop["losses"].append(float(total) / len(labels))
+        plateau.step(loop["losses"][-1])
+
+    loop, resumed = fit_epochs(schedule.max_epochs, stateful, {"losses": [], "lrs": []}, train_epoch, device=device,
+                               stop=lambda loop: opt.param_groups[0]["lr"] < schedule.min_lr, checkpoint=checkpoint, desc=desc)
+    head.eval()
+    return HeadReport(loop["losses"], loop["lrs"], schedule.stopped(opt), loop["seconds"], resumed, loop["clock"])
 
 
 @torch.no_grad()

@@ -76,7 +76,11 @@ def test_a_tiny_run_of_the_whole_procedure(mnist, tmp_path):
         + s[experiment.T_REEMBED] + s[experiment.T_CLASSIC4],
         experiment.EQ7_CACHED: s[experiment.T_FEATURES_ADDED] + s[experiment.T_HEAD4] + s[experiment.T_REEMBED] + s[experiment.T_CLASSIC4],
     }
-    assert set(by_hand) == set(experiment.ROUTES)
+    by_hand |= {experiment.CONTROL_SOFTMAX: s[experiment.T_FEATURES_ADDED] + s[experiment.T_SOFTMAX4],
+                experiment.CONTROL_KNN: s[experiment.T_FEATURES_ADDED] + s[experiment.T_KNN_RAW4]}
+    assert set(by_hand) == {*experiment.ROUTES, *experiment.CONTROLS}
+    assert {experiment.SOFTMAX4, experiment.KNN_RAW4} <= set(run.accuracy)  # the controls' 4-class test accuracies
+    assert run.head_reports[experiment.SOFTMAX_HEAD].lrs[0] == settings.head.lr
     for route, seconds in by_hand.items():
         assert s[route.name] == pytest.approx(seconds), route.name
     # the "as Keras trains" figures are measured, not the cached ones plus something: the layer trained with the
