@@ -100,15 +100,18 @@ def changed_readings_markdown(folder: Path, now: list[dict], judged: dict | None
     return "\n".join(lines)
 
 
-def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str) -> str:
+def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str,
+                            ids: list[str] | None = None) -> str:
     """The chapter's reproducibility summary (markdown). ``by_profile``: each profile's saved results
     that the page holds (this run's included). Scope, results and compute come from them; ``method``,
-    ``easy``, ``difficult`` and ``left_open`` are the chapter's words."""
+    ``easy``, ``difficult`` and ``left_open`` are the chapter's words. ``ids``: the claims the chapter
+    makes today (a claim an earlier run judged and the chapter has since dropped is left out)."""
     order = sorted(by_profile, key=PROFILE_SCALE.get, reverse=True)
     strongest: dict[str, tuple[str, dict]] = {}
     for profile in order:
         for c in by_profile[profile]["claims"]:
-            strongest.setdefault(c["id"], (profile, c))
+            if ids is None or c["id"] in ids:
+                strongest.setdefault(c["id"], (profile, c))
     scope = ", ".join(f"{sum(p == profile for p, _ in strongest.values())} at the {profile} profile's scale"
                       for profile in order if any(p == profile for p, _ in strongest.values()))
     tally = Counter(legacy_verdict(c) for _, c in strongest.values())

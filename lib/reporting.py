@@ -187,7 +187,8 @@ class ChapterResults:
         from .readings import reproducibility_summary
 
         by_profile = {**shown, self.profile: {"claims": self.claims, "run_card": self.card}}
-        display(Markdown(reproducibility_summary(by_profile, method=method, easy=easy, difficult=difficult, left_open=left_open)))
+        display(Markdown(reproducibility_summary(by_profile, method=method, easy=easy, difficult=difficult, left_open=left_open,
+                                                 ids=[c["id"] for c in self.claims])))
 
     def table(self, name: str, rows: list[dict]) -> None:
         self.tables[name] = rows

@@ -54,3 +54,6 @@ def test_the_summary_reads_scope_results_and_compute_from_the_runs(tmp_path):
     assert "3 claims" in text and "2 at the cpu profile's scale, 1 at the quick profile's scale" in text
     assert "2 reproduced" in text and "1 inconclusive" in text  # each claim counted once, at its strongest profile
     assert text.index("cpu:") < text.index("quick:") and "3 seeds" in text and "**What was difficult.** D." in text
+    dropped = reproducibility_summary({"cpu": cpu, "quick": {"claims": quick.claims, "run_card": quick.card}}, method="M.", easy="E.",
+                                      difficult="D.", left_open="L.", ids=["gain", "only-quick"])  # "same" was dropped since the cpu run
+    assert "2 claims" in dropped and "1 at the cpu profile's scale, 1 at the quick profile's scale" in dropped
