@@ -20,7 +20,7 @@ folder) once per perturbation:
 ========================  ==============================================================================
 
 For every claim the regression guard compares (timings aside) it records the mean over the seeds
-under each perturbation; the claim's **drift** is the largest difference between two of those means.
+under each perturbation (accuracy points as fractions of 1, the guard's scale); the claim's **drift** is the largest difference between two of those means.
 The result goes to ``tests/guard_drift.json``, which the guard (``tests/test_regression_guard.py``)
 reads: no claim's tolerance is below its drift times the guard's margin.
 
@@ -44,6 +44,7 @@ from pathlib import Path
 from chapter_runs import ROOT, chapter_digest, run_chapter
 
 from lib.provenance import cpu_description, git_commit
+from lib.reporting import comparable_values
 
 DRIFT_FILE = ROOT / "tests" / "guard_drift.json"
 
@@ -75,7 +76,7 @@ def run_quick(chapter: Path, perturbation: Perturbation) -> tuple[dict[str, list
     run = run_chapter(chapter, env=perturbation.env)
     if run.saved is None:
         raise RuntimeError(f"{chapter.name} under {perturbation.name} failed before saving its results:\n{run.tail}")
-    return {c["id"]: c["ours"] for c in run.saved["claims"] if not c.get("timing") and c["ours"]}, run.wall_s
+    return {c["id"]: comparable_values(c) for c in run.saved["claims"] if not c.get("timing") and c["ours"]}, run.wall_s
 
 
 def drift_of(runs: dict[str, dict[str, list[float]]]) -> dict[str, float]:

@@ -55,11 +55,14 @@ run_this_chapter("02_self_organizing_class_embeddings", soc_experiment)
 # certainty**.
 #
 # **What this chapter shows.** Both tables and both accuracy-against-features plots redrawn over
-# several seeds, with a control the paper lacks: cross-entropy through a linear bottleneck of the
-# same $d$ dimensions, which separates SOC's loss from the size of its output; the paper's 1-, 2-
-# and 3-feature pictures (points, class Gaussians, decision regions); a class added to a frozen
-# model, against retraining everything; and whether SOC's log-density tells an image of an unseen
-# class from known ones better than a softmax maximum does.
+# several seeds, with controls the paper lacks: cross-entropy through a linear bottleneck of the
+# same $d$ dimensions, which separates SOC's loss from the size of its output; a capacity sweep
+# (cross-entropy, the bottleneck and SOC at a few feature dimensions, at other encoder widths),
+# which separates a small output from a small encoder; and an arm in which SOC's class means learn
+# at another rate than the encoder. Then the paper's 1-, 2- and 3-feature pictures (points, class
+# Gaussians, decision regions); a class added to a frozen model, against retraining everything and
+# against the same addition to a frozen cross-entropy model (one new softmax row); and whether SOC's
+# log-density tells an image of an unseen class from known ones better than a softmax maximum does.
 
 # %% tags=["parameters"]
 profile = "quick"  # "quick": these defaults (CPU, about 3 minutes); "cpu" and "full": chapters/profiles/02_self_organizing_class_embeddings.<profile>.yaml
@@ -80,6 +83,10 @@ lr = 0.01  # peak learning rate of the one-cycle schedule
 weight_decay = 0.0  # L2 penalty of the optimiser (never on SOC's class means)
 means_lr_scale = 10.0  # the class means learn this many times faster than the rest (1: the paper's single rate)
 label_smoothing = 0.0  # label smoothing of the images' cross-entropy, in every head's loss alike (0: the paper's loss)
+widths = [4]  # the capacity sweep: cross-entropy, the bottleneck and SOC with width_features features also at these encoder widths ([]: none; small encoder only)
+width_features = 3  # ... that sweep's feature dimension (one of cifar10_features; 3: the paper's "fraction of the features")
+arm_means_lr_scale = 1.0  # an arm: SOC also trained with this means_lr_scale, at arm_features (1: the paper's single rate)
+arm_features = [3]  # ... the arm's feature dimensions (each one of cifar10_features; []: no arm)
 held_out_class = 7  # beyond the paper: the class left out of training and added later (7: horse)
 ood_features = 10  # ... feature dimension of that experiment's SOC model (one of cifar10_features)
 new_class_steps = 200  # ... Adam steps that place the new class's mean on the frozen model
@@ -101,10 +108,10 @@ from tqdm import tqdm
 from lib import soc_experiment as experiment
 from lib.data import DataUnavailable
 from lib.evaluation import compared, converged, mean_ci, percent_ci, points_ci, short_ci
-from lib.models import FeatureClassifier, FeatureClassifierConfig
+from lib.models import FeatureClassifier
 from lib.plotting import band, feature_space_1d, feature_space_2d, feature_space_3d, image_grid
 from lib.reporting import ChapterResults, show_stronger_profiles
-from lib.soc_experiment import CE, CE_SOFTMAX, LOG_DENSITY, MEAN_OF_POINTS, SOC_SOFTMAX, TRAINED_MEAN, bottleneck, soc
+from lib.soc_experiment import CE, CE_SOFTMAX, LOG_DENSITY, MEAN_OF_POINTS, NEW_SOFTMAX_ROW, SOC_SOFTMAX, TRAINED_MEAN, at_width, bottleneck, soc
 from lib.training import pick_device
 from lib.verdicts import AtLeast, Between, Scale
 
@@ -122,7 +129,7 @@ print(f"profile {profile} ({results.scale.label}), seeds {seeds}, device {torch_
 # re-encoded as a JPEG of quality 75. That copy is **lossy**: fine texture and colour edges are
 # slightly smeared, which costs a classifier a little accuracy against the official files. The run
 # card records which files were read, with their checksums. CIFAR-100 (100 classes, same sizes) is
-# used when it can be found or downloaded; otherwise its claims are marked *not run*, never filled
+# used when it can be found or downloaded; otherwise its claims are marked *untestable here*, never filled
 # from other data.
 #
 # Every seed draws its own stratified subsets of `n_train` training and `n_test` test images.
@@ -137,7 +144,7 @@ for name, load in experiment.DATASETS.items():
         data[name] = load()
     except DataUnavailable as err:  # offline and no copy: say so, and carry on with the rest
         missing[name] = f"{name} unavailable"
-        print(f"{name}: unavailable, its claims will be marked not run ({str(err).split('(')[0].strip()})")
+        print(f"{name}: unavailable, its claims are untestable here ({str(err).split('(')[0].strip()})")
 for name, ds in data.items():
     print(f"{ds.name}: {ds.provenance['format']}, lossy: {ds.provenance['lossy']}, "
           f"{len(ds.train.labels):,} training and {len(ds.test.labels):,} test images, {len(ds.classes)} classes")
@@ -168,27 +175,34 @@ plt.show()
 # per class is an option (`FeatureClassifierConfig(learn_scale=True)`); the paper found it less
 # stable and keeps the scale at 1, and so does this chapter.
 #
-# All three get the same recipe ({py:func}`lib.soc_experiment.train_model`): batches augmented on
+# All three train with one recipe ({py:func}`lib.soc_experiment.train_model`): batches augmented on
 # the training device (random crop with 4 pixels of padding and a horizontal flip,
-# {py:func}`lib.data.random_crop_flip`), a one-cycle learning rate {cite:p}`smith2019superconvergence`, the same optimiser and
-# epochs.
-# Weight decay, when the recipe has any, never applies to SOC's class means.
+# {py:func}`lib.data.random_crop_flip`), a one-cycle learning rate {cite:p}`smith2019superconvergence`, the same optimiser,
+# peak learning rate and epochs. Two things differ, and only for SOC's class means, which no other
+# head has: they learn `means_lr_scale` times as fast as every other weight, and weight decay, when
+# the recipe has any, never applies to them. The cell below says what this run uses.
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-for model in experiment.sweep_models(tuple(cifar10_features)):
-    probe = FeatureClassifier(FeatureClassifierConfig(encoder=encoder, width=width, num_classes=10, head=model.head,
-                                                      num_features=model.features or 10))
+for model in experiment.sweep_models(tuple(cifar10_features)) + experiment.width_models(tuple(widths), width_features):
+    probe = FeatureClassifier(experiment.model_config(settings.encoder_config, model, 10))
     head_params = sum(p.numel() for p in [*probe.project.parameters(), *probe.head.parameters()])
     print(f"{model.name:<40}: encoder {sum(p.numel() for p in probe.encoder.parameters()):,} parameters, head {head_params:,}")
 del probe
+print(f"SOC's class means learn at {means_lr_scale:g}× the learning rate of every other weight in this run"
+      + (" (the paper's single rate)" if means_lr_scale == 1 else " (the paper uses one rate for everything: 1)")
+      + (f"; the arm trains SOC with {arm_features} features at {arm_means_lr_scale:g}× too" if arm_features else "; no arm"))
 
 # %% [markdown]
 # ## The sweep
 #
 # For every dataset and seed, {py:func}`lib.soc_experiment.run_sweep` trains the cross-entropy
 # model, and a bottleneck model and an SOC model per feature dimension, and tests each on the
-# seed's test images. Every training checkpoints as it goes: re-running the chapter after an
+# seed's test images after every epoch. On CIFAR-10 it also trains the capacity sweep (the three
+# heads with `width_features` features at every width of `widths`) and the arm (SOC at
+# `arm_features`, its means learning at `arm_means_lr_scale`). Then, per seed,
+# {py:func}`lib.soc_experiment.run_beyond` trains the nine-class models of the experiments beyond the
+# paper (shown below). Every training checkpoints as it goes: re-running the chapter after an
 # interruption resumes.
 
 # %%
@@ -210,35 +224,71 @@ def minus(name: str, model: experiment.Model, reference: experiment.Model = CE) 
     return [a - b for a, b in zip(values(name, model), values(name, reference))]
 
 
+beyond = {}
+for s in tqdm(seeds, desc="nine-class models x seeds"):
+    beyond[s] = experiment.run_beyond(*splits[("cifar10", s)], settings, cifar10.fingerprint, seed=s, device=torch_device,
+                                      records=results.units)
+
 sweep_seconds = sum(sum(r.seconds.values()) for r in sweeps.values())
 images_per_s = float(np.mean([v for r in sweeps.values() for v in r.images_per_s.values()]))
 print(f"{sum(len(r.accuracy) for r in sweeps.values())} trainings, {sweep_seconds:.0f} s of training in all, "
       f"{images_per_s:,.0f} training images/s on average on {torch_device}")
 
 # %% [markdown]
-# ### Did the baseline converge?
+# ### Did every model converge?
 #
-# Cross-entropy's test accuracy after every epoch, per seed. The book's criterion for a converged
+# Every model's test accuracy after every epoch, per seed. The book's criterion for a converged
 # run: over the last three epochs it moves by less than half a point, for every seed. Comparisons
-# between models are judged only at the converged scale.
+# between models are judged only at the converged scale, so the criterion covers every head a claim
+# compares: the sweep's cross-entropy, bottleneck and SOC models, the capacity sweep's, and the
+# nine-class models of the new-class experiment (their curves are drawn with that experiment,
+# below). The arm's SOC models are reported beside the sweep but judge no claim; their curves are
+# drawn, and their convergence said, without deciding the run's scale.
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 3.2), squeeze=False)
-for ax, name in zip(axes[0], data):
+TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+NINE = {"soc": f"nine classes, SOC, {ood_features} features", "ce": "nine classes, cross-entropy"}  # the new-class experiment's models
+curve_models = {name: list(sweeps[(name, seeds[0])].curves) for name in data}
+panels = [(name, m) for name in data for m in curve_models[name]] + [("nine", k) for k in NINE]
+ncols = min(4, len(panels))
+fig, axes = plt.subplots(-(-len(panels) // ncols), ncols, figsize=(3.6 * ncols, 2.6 * -(-len(panels) // ncols)), squeeze=False)
+for ax, (name, m) in zip(axes.flat, panels):
     for s in seeds:
-        curve = sweeps[(name, s)].curve
-        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=f"seed {s}")
-    ax.set(xlabel="epoch", ylabel="test accuracy", title=f"{data[name].name}: cross-entropy, epoch by epoch")
-    ax.legend(fontsize=8)
+        curve = beyond[s].curves[m] if name == "nine" else sweeps[(name, s)].curves[m]
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2, label=f"seed {s}")
+    ax.set_title(f"CIFAR-10, {NINE[m]}" if name == "nine" else f"{TITLE[name]}: {m.name}", fontsize=8)
+    ax.set(xlabel="epoch", ylabel="test accuracy")
+    ax.tick_params(labelsize=7)
+for ax in axes.flat[len(panels):]:
+    ax.axis("off")
+axes.flat[0].legend(fontsize=7)
 fig.tight_layout()
 results.figure(fig, "convergence")
 plt.show()
-is_converged = all(converged(sweeps[(n, s)].curve) for n in data for s in seeds)
-results.converged(is_converged, "cross-entropy's test accuracy moves by less than 0.5 points over the last 3 epochs, every seed")
-moves = [max(sweeps[(n, s)].curve[-3:]) - min(sweeps[(n, s)].curve[-3:]) for n in data for s in seeds]
-display(Markdown(f"Over the last three epochs the test accuracy moved by up to {100 * max(moves):.2f} points: "
-                 f"{'converged' if is_converged else 'not converged'} by the book's criterion."))
 
+
+def moved(curve: list[float]) -> float:
+    """How far a test-accuracy curve moved over its last three epochs."""
+    return max(curve[-3:]) - min(curve[-3:])
+
+
+judged_curves = {(TITLE[name], m.name, s): sweeps[(name, s)].curves[m] for name in data for s in seeds for m in curve_models[name]
+                 if m.means_lr_scale is None}  # the arm judges no claim
+judged_curves |= {("CIFAR-10", NINE[k], s): beyond[s].curves[k] for s in seeds for k in NINE}
+arm_curves = {("CIFAR-10", m.name, s): sweeps[("cifar10", s)].curves[m] for s in seeds for m in curve_models["cifar10"] if m.means_lr_scale is not None}
+is_converged = all(converged(c) for c in judged_curves.values())
+results.converged(is_converged, "every compared model's test accuracy (cross-entropy, bottleneck and SOC of the sweep and the capacity sweep, "
+                                "the nine-class models) moves by less than 0.5 points over the last 3 epochs, every seed")
+worst = max(judged_curves, key=lambda k: moved(judged_curves[k]))
+not_converged = sorted({f"{d}: {m}" for (d, m, _), c in judged_curves.items() if not converged(c)})
+arm_converged = all(converged(c) for c in arm_curves.values())
+display(Markdown(
+    f"Over the last three epochs the compared models' test accuracy moved by up to {100 * moved(judged_curves[worst]):.2f} points "
+    f"({worst[1]}, {worst[0]}, seed {worst[2]}): {'converged' if is_converged else 'not converged'} by the book's criterion"
+    + (f" (not converged: {'; '.join(not_converged)})." if not_converged else ".")
+    + (f" The arm's SOC models moved by up to {100 * max(map(moved, arm_curves.values())):.2f} points "
+       f"({'converged' if arm_converged else 'not converged'})." if arm_curves else "")
+))
 # %% [markdown]
 # ## The tables
 #
@@ -255,8 +305,6 @@ PAPER = {
     "cifar100": {CE: 0.5965, 1: 0.0571, 5: 0.5032, 10: 0.5433, 25: 0.5806, 50: 0.5834, 75: 0.5859, 100: 0.5921,
                  125: 0.5855, 150: 0.5854, 200: 0.5849},
 }
-TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-
 for name in PAPER:
     lines = [f"**{TITLE[name]}**", "", "| features | paper, SOC | ours, SOC | ours, bottleneck | SOC − cross-entropy | SOC − bottleneck |", "|---|---|---|---|---|---|"]
     table = []
@@ -304,72 +352,195 @@ results.figure(fig, "accuracy_vs_features")
 plt.show()
 
 # %% [markdown]
+# ### Capacity: accuracy against the encoder's width
+#
+# At a few features both SOC and the bottleneck control may fall behind cross-entropy for a reason
+# that is not the head: a small encoder may not be able to map ten classes into so few dimensions.
+# The capacity sweep trains the three heads (cross-entropy, and the bottleneck and SOC with
+# `width_features` features) at other encoder widths too; the paper's ResNet-18 has about 11 million
+# parameters. The paper's "fraction of the features" claim is judged below at the widest width.
+
+# %% tags=["hide-input"]
+all_widths = sorted({width, *widths})
+capacity_heads = [CE, bottleneck(width_features), soc(width_features)]
+
+
+def at(model: experiment.Model, w: int) -> experiment.Model:
+    """The model at encoder width ``w`` (the sweep's own models at the sweep's width)."""
+    return model if w == width else at_width(model, w)
+
+
+def encoder_parameters(w: int) -> int:
+    probe = FeatureClassifier(experiment.model_config(experiment.Encoder(encoder, w), CE, 10))
+    return sum(p.numel() for p in probe.encoder.parameters())
+
+
+if len(all_widths) > 1:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for model, colour in zip(capacity_heads, ("tab:orange", "tab:green", "tab:blue")):
+        band(ax, all_widths, [[sweeps[("cifar10", s)].accuracy[at(model, w)] for w in all_widths] for s in seeds], model.name, color=colour)
+    ax.set(xlabel="encoder width (first block's channels)", ylabel="test accuracy", xticks=all_widths,
+           title=f"CIFAR-10: accuracy against width ({width_features} features for SOC and the bottleneck)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    results.figure(fig, "accuracy_vs_width")
+    plt.show()
+    gaps = {w: {m: [sweeps[("cifar10", s)].accuracy[at(m, w)] - sweeps[("cifar10", s)].accuracy[at(CE, w)] for s in seeds]
+                for m in capacity_heads[1:]} for w in all_widths}
+    lines = ["| width | encoder parameters | cross-entropy | bottleneck − cross-entropy | SOC − cross-entropy |", "|---|---|---|---|---|"]
+    for w in all_widths:
+        lines.append(f"| {w}{' (the sweep)' if w == width else ''} | {encoder_parameters(w):,} | "
+                     f"{percent_ci([sweeps[('cifar10', s)].accuracy[at(CE, w)] for s in seeds])} | "
+                     f"{points_ci(gaps[w][capacity_heads[1]])} | {points_ci(gaps[w][capacity_heads[2]])} |")
+    display(Markdown("\n".join(lines)))
+    results.table("capacity_sweep", [{"width": w, "model": m.name, "accuracy": [sweeps[("cifar10", s)].accuracy[at(m, w)] for s in seeds]}
+                                     for w in all_widths for m in capacity_heads])
+    narrow, wide = all_widths[0], all_widths[-1]
+    change = {m: [b - a for a, b in zip(gaps[narrow][m], gaps[wide][m])] for m in capacity_heads[1:]}
+    capacity_finding = (
+        f"from width {narrow} to {wide}, SOC's gap to cross-entropy changed by {points_ci(change[capacity_heads[2]])} "
+        f"({compared(change[capacity_heads[2]])} zero) and the bottleneck's by {points_ci(change[capacity_heads[1]])} "
+        f"({compared(change[capacity_heads[1]])} zero)")
+    display(Markdown(f"In this run, {capacity_finding}. A gap that shrinks as the encoder widens is the encoder's capacity, "
+                     "not the head; one that stays is the head's."))
+else:
+    capacity_finding = "no capacity sweep in this profile (widths is empty)"
+    display(Markdown(f"Not in this profile: `widths` is empty, so every model has the encoder of width {width}. "
+                     "The cpu profile runs the capacity sweep."))
+
+# %% [markdown]
+# ### The class means' learning rate: an arm
+#
+# The paper trains one model with one optimiser (its pseudocode, and a Keras model compiled with one
+# optimiser), so its class means learn at the same rate as every other weight: `means_lr_scale = 1`.
+# The quick profile lets them learn 10× faster, because in its few steps they otherwise barely move
+# from their random start; the committed cpu run did the same; the cpu profile now uses 1, the
+# paper's setting, and the full profile 1 too. The claims are judged on this run's own setting, which
+# is the paper's in the cpu and full profiles. The arm trains SOC at `arm_features` with the other
+# rate, reported beside the sweep's SOC and judging no claim.
+
+# %% tags=["hide-input"]
+arm = [experiment.Model("soc", d, means_lr_scale=arm_means_lr_scale) for d in arm_features]
+if arm:
+    lines = [f"| SOC, features | means at ×{means_lr_scale:g} (the sweep) | means at ×{arm_means_lr_scale:g} (the arm) | arm − sweep |",
+             "|---|---|---|---|"]
+    for m in arm:
+        ours, theirs = values("cifar10", soc(m.features)), values("cifar10", m)
+        lines.append(f"| {m.features} | {percent_ci(ours)} | {percent_ci(theirs)} | {points_ci([b - a for a, b in zip(ours, theirs)])} |")
+    display(Markdown("\n".join(lines)))
+    results.table("means_lr_arm", [{"model": mm.name, "accuracy": values("cifar10", mm)} for m in arm for mm in (soc(m.features), m)])
+else:
+    display(Markdown(f"Not in this profile: `arm_features` is empty; every SOC model's means learn at ×{means_lr_scale:g}."))
+
+# %% [markdown]
 # ### The paper's summary claims
 #
 # Each is a comparison between models trained alike, so it needs converged runs of the paper's
-# data; the thresholds are ours, as the paper gives none:
+# data; a CPU-sized encoder stands in for the paper's ResNet-18. Where the paper gives no threshold,
+# the one below is ours, derived from its words:
 #
-# - *"On average about as good as cross-entropy"* (CIFAR-10): SOC minus cross-entropy averaged
-#   over the sweep's feature dimensions of 3 and more (the paper's own table gives the average over
-#   the same dimensions beside ours); reproduced when the interval lies within ±1 point.
-# - *"A bit worse on CIFAR-100"*: the same average on CIFAR-100, between −5 and 0 points.
-# - *"Very close to the original performance with a fraction of the features"*: SOC with 3 features
-#   on CIFAR-10 (25 on CIFAR-100) minus cross-entropy, at least −1 point.
+# - *"On average about as good as cross-entropy"* (CIFAR-10): "on average" is over the paper's runs
+#   ("in this cherry picked results we beat it"), so it is judged at one setting: SOC with 10
+#   features, as many as cross-entropy has outputs (the paper's comparable setting; its table:
+#   +0.31 points). "About as good": the 95% interval of SOC minus cross-entropy lies within ±1 point.
+# - At 3 features the paper says only that SOC is "very close to the original performance while only
+#   using a fraction of the original features" (its table: −0.43 points). Its own row: SOC with 3
+#   features minus cross-entropy at the sweep's width, at least −1 point.
+# - *"Very close to the original performance with a fraction of the features"*: the same difference,
+#   at the widest encoder of the capacity sweep (the least capacity-bound), at least −1 point; the
+#   row says what the capacity sweep showed. On CIFAR-100 with 25 features, likewise.
+# - *"A bit worse on CIFAR-100"*: SOC with 100 features (one per class) minus cross-entropy, between
+#   −5 and 0 points. No CIFAR-100 is reachable here: these claims are not run, and the full profile on
+#   a machine with torchvision's CIFAR-100 files would test them.
 # - *"One feature for ten classes achieves a non-trivial accuracy"*: SOC with 1 feature on CIFAR-10,
 #   at least twice chance (20%).
+#
+# The readings that changed since the committed cpu run are listed in `CHANGES`, and shown with the
+# stronger profiles' results below.
 
-# %% tags=["hide-input"]
-def average_over_dims(name: str) -> tuple[list[float] | None, float | None, list[int]]:
-    """SOC minus cross-entropy averaged over the sweep's d >= 3, per seed, and the paper's average over the same d."""
-    used = [d for d in dims.get(name, []) if d >= 3]
-    if name in missing or not used:
-        return None, None, used
-    ours = [float(np.mean([sweeps[(name, s)].accuracy[soc(d)] - sweeps[(name, s)].accuracy[CE] for d in used])) for s in seeds]
-    known = [d for d in used if d in PAPER[name]]
-    paper = float(np.mean([PAPER[name][d] for d in known]) - PAPER[name][CE]) if known else None
-    return ours, paper, used
+# %%
+CHANGES = {  # claim id -> why its reading changed since the committed cpu run (lib.readings)
+    "c2-cifar10-as-good": "the paper's \"on average\" is over runs, not over feature dimensions: judged at d = 10, the comparable setting, "
+                          "not averaged over d = 3 and 10; the cpu run's means now learn at the paper's single rate",
+    "c2-cifar10-d3": "new: d = 3, formerly half of the average, judged by the paper's words at 3 features (\"very close\")",
+    "c2-cifar10-fraction": "judged at the widest encoder of the new capacity sweep (the cpu encoder has 4,344 parameters and the "
+                           "bottleneck control fell as far as SOC at d = 3), and at the paper's single learning rate",
+    "c2-cifar100-worse": "judged at d = 100 (one feature per class), not averaged over d; CIFAR-100 is not reachable here",
+    "c2-cifar100-fraction": "not run here: CIFAR-100 is not reachable",
+    "c2-one-feature": "the cpu run's class means now learn at the paper's single rate (means_lr_scale 1, was 10)",
+    "c2-new-class": "the nine-class SOC model's means now learn at the paper's single rate; its curves are in the convergence criterion",
+    "c2-new-class-old": "as c2-new-class; beside it, the control (a new softmax row on the frozen cross-entropy model)",
+    "c2-new-class-overall": "new: the other half of the trade-off, the ten-class accuracy of the frozen model against retraining",
+}
+NO_CIFAR100 = ("untestable here: no CIFAR-100 is reachable from this machine (offline, no copy); the full profile on a machine with "
+               "torchvision's CIFAR-100 files would test it")
 
 
-summary = [
-    ("c2-cifar10-as-good", "cifar10", "SOC is on average about as good as cross-entropy on CIFAR-10", Between(-0.01, 0.01)),
-    ("c2-cifar100-worse", "cifar100", "SOC is on average a bit worse than cross-entropy on CIFAR-100", Between(-0.05, 0.0)),
-]
-for claim_id, name, claim, rule in summary:
-    ours, paper, used = average_over_dims(name)
-    if name in missing:
-        results.not_run(claim_id, claim, "", f"not run: {missing[name]}", needs=Scale.CONVERGED)
-    elif ours is None:
-        results.not_run(claim_id, claim, "", f"no feature dimension of 3 or more in this profile's sweep {dims[name]}", needs=Scale.CONVERGED)
-    else:
-        results.claim(claim_id, f"{claim} (mean over d = {used})", "—" if paper is None else f"{paper:+.4f}", ours, rule,
-                      needs=Scale.CONVERGED, unit="points")
-for claim_id, name, d, claim, paper, rule in (
-    ("c2-cifar10-fraction", "cifar10", 3, "close to cross-entropy with a fraction of the features (CIFAR-10, 3 features)", -0.0043, AtLeast(-0.01)),
-    ("c2-cifar100-fraction", "cifar100", 25, "close to cross-entropy with a fraction of the features (CIFAR-100, 25 features)", -0.0159, AtLeast(-0.01)),
+def cifar100_missing(claim_id: str, claim: str, paper: float | str) -> None:
+    """A CIFAR-100 claim with no data: not run, saying what would test it."""
+    unreachable = "unavailable" in missing["cifar100"]
+    results.not_run(claim_id, claim, paper, NO_CIFAR100 if unreachable else f"not run: {missing['cifar100']}", needs=Scale.CONVERGED,
+                    untestable=unreachable)
+
+
+def paper_points(name: str, d: int) -> float:
+    """The paper's SOC with d features minus its cross-entropy, in points (its own table)."""
+    return round(100 * (PAPER[name][d] - PAPER[name][CE]), 2)
+
+
+stand_in = f"CPU-sized encoder, width {width}" if encoder == "small" else None
+d_as_good = len(cifar10.classes)  # the comparable setting: as many features as cross-entropy has outputs
+claim = f"SOC is about as good as cross-entropy on CIFAR-10 (with {d_as_good} features, one per class)"
+if d_as_good in dims["cifar10"]:
+    results.claim("c2-cifar10-as-good", claim, paper_points("cifar10", d_as_good), minus("cifar10", soc(d_as_good)),
+                  Between(-0.01, 0.01), needs=Scale.CONVERGED, unit="points", stand_in=stand_in)
+else:
+    results.not_run("c2-cifar10-as-good", claim, paper_points("cifar10", d_as_good),
+                    f"not in this profile's sweep ({d_as_good} features)", needs=Scale.CONVERGED)
+claim = f"with 3 features SOC is very close to cross-entropy (CIFAR-10, encoder width {width}; at least −1 point, our threshold)"
+if 3 in dims["cifar10"]:
+    results.claim("c2-cifar10-d3", claim, paper_points("cifar10", 3), minus("cifar10", soc(3)), AtLeast(-0.01),
+                  needs=Scale.CONVERGED, unit="points", stand_in=stand_in)
+else:
+    results.not_run("c2-cifar10-d3", claim, paper_points("cifar10", 3), "not in this profile's sweep (3 features)",
+                    needs=Scale.CONVERGED)
+widest = max(all_widths) if width_features == 3 else width  # the capacity sweep's widest encoder, when it sweeps the 3 features
+claim = (f"close to cross-entropy with a fraction of the features (CIFAR-10, 3 features, at the widest encoder width, {widest}; "
+         f"at least −1 point, our threshold); the capacity sweep: {capacity_finding}")
+if 3 in dims["cifar10"]:
+    results.claim("c2-cifar10-fraction", claim, paper_points("cifar10", 3), minus("cifar10", at(soc(3), widest), at(CE, widest)),
+                  AtLeast(-0.01), needs=Scale.CONVERGED, unit="points",
+                  stand_in=f"CPU-sized encoder, width {widest}" if encoder == "small" else None)
+else:
+    results.not_run("c2-cifar10-fraction", claim, paper_points("cifar10", 3), "not in this profile's sweep (3 features)",
+                    needs=Scale.CONVERGED)
+for claim_id, d, claim, rule in (
+    ("c2-cifar100-worse", 100, "SOC is a bit worse than cross-entropy on CIFAR-100 (with 100 features, one per class; 0 to 5 points worse)",
+     Between(-0.05, 0.0)),
+    ("c2-cifar100-fraction", 25, "close to cross-entropy with a fraction of the features (CIFAR-100, 25 features; at least −1 point)",
+     AtLeast(-0.01)),
 ):
-    if name in missing:
-        results.not_run(claim_id, claim, paper, f"not run: {missing[name]}", needs=Scale.CONVERGED)
-    elif d not in dims[name]:
+    paper = paper_points("cifar100", d)
+    if "cifar100" in missing:
+        cifar100_missing(claim_id, claim, paper)
+    elif d not in dims["cifar100"]:
         results.not_run(claim_id, claim, paper, f"not in this profile's sweep ({d} features)", needs=Scale.CONVERGED)
     else:
-        results.claim(claim_id, claim, paper, minus(name, soc(d)), rule, needs=Scale.CONVERGED, unit="points")
+        results.claim(claim_id, claim, paper, minus("cifar100", soc(d)), rule, needs=Scale.CONVERGED, unit="points", stand_in=stand_in)
 one_claim = "one feature for ten classes gives a non-trivial accuracy (CIFAR-10, at least twice chance)"
 if 1 in cifar10_features:
-    results.claim("c2-one-feature", one_claim, 0.7180, values("cifar10", soc(1)), AtLeast(0.2), needs=Scale.CONVERGED)
+    results.claim("c2-one-feature", one_claim, 0.7180, values("cifar10", soc(1)), AtLeast(0.2), needs=Scale.CONVERGED, stand_in=stand_in)
 else:
     results.not_run("c2-one-feature", one_claim, 0.7180, "not in this profile's sweep (1 feature)", needs=Scale.CONVERGED)
 results.show_claims()
 
 # %% tags=["hide-input"]
 findings = []
-ours10, paper10, used10 = average_over_dims("cifar10")
-if ours10 is not None:
-    findings.append(f"Averaged over d = {used10}, SOC minus cross-entropy is {points_ci(ours10)} on CIFAR-10"
-                    + (f" (the paper's own table, over the same d: {100 * paper10:+.1f} points)." if paper10 is not None else "."))
 for d in cifar10_features:
     vs_ce, vs_bn = minus("cifar10", soc(d)), minus("cifar10", soc(d), bottleneck(d))
     findings.append(f"With {d} feature{'s' if d > 1 else ''}: SOC is {compared(vs_ce)} cross-entropy ({points_ci(vs_ce)}) and "
                     f"{compared(vs_bn)} the bottleneck of the same size ({points_ci(vs_bn)}).")
+findings.append(f"The capacity sweep: {capacity_finding}.")
 display(Markdown("What this run shows, per seed and then averaged:\n\n" + "\n".join(f"- {f}" for f in findings)))
 
 # %% [markdown]
@@ -421,54 +592,76 @@ for d, draw in ((1, feature_space_1d), (2, feature_space_2d), (3, feature_space_
 # frozen, and the new class's mean is placed in two ways
 # ({py:func}`lib.soc_experiment.add_class_to_frozen_model`): at the mean of the new class's training
 # points (the maximum-likelihood mean of a unit Gaussian), and by `new_class_steps` Adam steps on the
-# SOC loss over all training points with only that mean free. The reference is retraining
-# everything: the 10-class SOC model of the sweep, with the same features and seed.
+# SOC loss over all training points with only that mean free. Two references:
+#
+# - **retraining everything**: the 10-class SOC model of the sweep, with the same features and seed.
+#   Adding a class cheaply is a trade-off, so the claims judge both halves: the new class's images
+#   won, the old classes kept, and the accuracy over all ten classes against retraining;
+# - **the control**: the same addition to the frozen nine-class cross-entropy model, one new row of
+#   its softmax layer (weights and bias) trained on the same training points with the same steps,
+#   batches, optimiser and seed ({py:func}`lib.soc_experiment.add_class_to_frozen_softmax`). The
+#   paper presents the frozen addition as a gain of SOC; the control asks whether a softmax head
+#   allows it as well.
 
 # %%
-beyond = {}
-for s in tqdm(seeds, desc="nine-class models x seeds"):
-    beyond[s] = experiment.run_beyond(*splits[("cifar10", s)], settings, cifar10.fingerprint, seed=s, device=torch_device,
-                                      records=results.units)
-
 retrained = soc(ood_features)
 
 
-def placed(how: str) -> tuple[list[float], list[float], list[float]]:
-    """Per seed: accuracy on the added class, on the old classes, and seconds, of one placement."""
-    return tuple([getattr(beyond[s].placements[how], k) for s in seeds] for k in ("added", "old", "seconds"))
+def placed(how: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per seed: accuracy on the added class, on the old classes and on all ten, and seconds, of one placement."""
+    return tuple([getattr(beyond[s].placements[how], k) for s in seeds] for k in ("added", "old", "overall", "seconds"))
+
+
+def retraining(model: experiment.Model) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per seed: the sweep's ten-class ``model``, read as a placement: added class, old classes, all ten, training seconds."""
+    per_class = [sweeps[("cifar10", s)].per_class[model] for s in seeds]
+    return ([p[held_out_class] for p in per_class], [float(np.mean([a for c, a in enumerate(p) if c != held_out_class])) for p in per_class],
+            values("cifar10", model), [sweeps[("cifar10", s)].seconds[model] for s in seeds])
 
 
 before = [beyond[s].soc9_accuracy for s in seeds]
 new_class_rows = {
-    "nine-class model, before": (None, before, None),
-    f"frozen, {MEAN_OF_POINTS}": placed(MEAN_OF_POINTS),
-    f"frozen, {TRAINED_MEAN}": placed(TRAINED_MEAN),
-    "retrained, all ten classes": (
-        [sweeps[("cifar10", s)].per_class[retrained][held_out_class] for s in seeds],
-        [float(np.mean([a for c, a in enumerate(sweeps[("cifar10", s)].per_class[retrained]) if c != held_out_class])) for s in seeds],
-        [sweeps[("cifar10", s)].seconds[retrained] for s in seeds],
-    ),
+    "SOC: nine-class model, before": (None, before, None, None),
+    f"SOC: frozen, {MEAN_OF_POINTS}": placed(MEAN_OF_POINTS),
+    f"SOC: frozen, {TRAINED_MEAN}": placed(TRAINED_MEAN),
+    "SOC: retrained, all ten classes": retraining(retrained),
+    "cross-entropy: nine-class model, before": (None, [beyond[s].ce9_accuracy for s in seeds], None, None),
+    f"{NEW_SOFTMAX_ROW} (frozen; the control)": placed(NEW_SOFTMAX_ROW),
+    "cross-entropy: retrained, all ten classes": retraining(CE),
 }
-lines = [f"Added class: **{cifar10.classes[held_out_class]}**, SOC with {ood_features} features, test accuracy (mean ± 95% interval over seeds)", "",
-         "| model | added class | old classes | seconds to add the class |", "|---|---|---|---|"]
-for label, (added, old, secs) in new_class_rows.items():
-    lines.append(f"| {label} | {percent_ci(added) if added else '—'} | {percent_ci(old)} | {short_ci(secs, 2) if secs else '—'} |")
+lines = [f"Added class: **{cifar10.classes[held_out_class]}**; SOC with {ood_features} features; test accuracy (mean ± 95% interval over seeds)", "",
+         "| model | added class | old classes | all ten classes | seconds to add the class |", "|---|---|---|---|---|"]
+for label, (added, old, overall, secs) in new_class_rows.items():
+    lines.append(f"| {label} | {percent_ci(added) if added else '—'} | {percent_ci(old)} | {percent_ci(overall) if overall else '—'} | "
+                 f"{short_ci(secs, 2) if secs else '—'} |")
 display(Markdown("\n".join(lines)))
-results.table("new_class_on_frozen_model", [{"model": k, "added class": a, "old classes": o, "seconds": t} for k, (a, o, t) in new_class_rows.items()])
+results.table("new_class_on_frozen_model", [{"model": k, "added class": a, "old classes": o, "all ten classes": t, "seconds": sec}
+                                            for k, (a, o, t, sec) in new_class_rows.items()])
 
-added_trained, old_trained, _ = placed(TRAINED_MEAN)
+added_trained, old_trained, overall_trained, _ = placed(TRAINED_MEAN)
 old_cost = [a - b for a, b in zip(old_trained, before)]
+overall_cost = [a - b for a, b in zip(overall_trained, values("cifar10", retrained))]
 results.claim("c2-new-class", "a new class can be learnt with the image model frozen (its test images won, trained mean; at least half, our threshold)",
-              "claimed, not shown", added_trained, AtLeast(0.5), needs=Scale.CONVERGED)
+              "claimed, not shown", added_trained, AtLeast(0.5), needs=Scale.CONVERGED, stand_in=stand_in)
 results.claim("c2-new-class-old", "… without losing the old classes (their accuracy minus the nine-class model's; at most 5 points lost, our threshold)",
-              "claimed, not shown", old_cost, AtLeast(-0.05), needs=Scale.CONVERGED, unit="points")
+              "claimed, not shown", old_cost, AtLeast(-0.05), needs=Scale.CONVERGED, unit="points", stand_in=stand_in)
+results.claim("c2-new-class-overall", "… at little cost against retraining (accuracy over all ten classes, frozen model with the trained mean "
+              "minus the retrained ten-class model; at most 5 points lost, our threshold)",
+              "claimed, not shown", overall_cost, AtLeast(-0.05), needs=Scale.CONVERGED, unit="points", stand_in=stand_in)
+row_added, row_old, row_overall, _ = placed(NEW_SOFTMAX_ROW)
+soc_vs_row = {"added": [a - b for a, b in zip(added_trained, row_added)], "overall": [a - b for a, b in zip(overall_trained, row_overall)]}
+results.table("new_class_soc_minus_softmax_row", [{"measure": k, "difference": v} for k, v in soc_vs_row.items()])
 display(Markdown(
     f"The seconds of the frozen placements include the frozen encoder's pass over the training images; retraining is the whole "
     f"10-class training. In this run the trained mean wins {percent_ci(added_trained)} of the new class's test images, against "
-    f"{percent_ci(new_class_rows['retrained, all ten classes'][0])} for retraining everything, and changes the old classes' accuracy by "
-    f"{points_ci(old_cost)}; the mean of the new class's points wins {percent_ci(placed(MEAN_OF_POINTS)[0])} of them and changes the old "
-    f"classes' accuracy by {points_ci([a - b for a, b in zip(placed(MEAN_OF_POINTS)[1], before)])}. A frozen encoder was never asked to "
-    "separate the new class, so how far it can be placed apart is bounded by the features it already has."
+    f"{percent_ci(new_class_rows['SOC: retrained, all ten classes'][0])} for retraining everything; it changes the old classes' accuracy by "
+    f"{points_ci(old_cost)}, and the accuracy over all ten classes is {points_ci(overall_cost)} against retraining. The mean of the new "
+    f"class's points wins {percent_ci(placed(MEAN_OF_POINTS)[0])} of them and changes the old classes' accuracy by "
+    f"{points_ci([a - b for a, b in zip(placed(MEAN_OF_POINTS)[1], before)])}. **The control**: a new softmax row on the frozen "
+    f"cross-entropy model wins {percent_ci(row_added)} of the new class's images; SOC's trained mean minus it: {points_ci(soc_vs_row['added'])} "
+    f"on the new class ({compared(soc_vs_row['added'])} zero) and {points_ci(soc_vs_row['overall'])} over all ten classes "
+    f"({compared(soc_vs_row['overall'])} zero). A frozen encoder was never asked to separate the new class, so how far it can be placed "
+    "apart is bounded by the features it already has, whatever the head."
 ))
 
 # %% [markdown]
@@ -534,17 +727,21 @@ results.show_claims()
 # ### At larger scales
 #
 # The **cpu** profile (`chapters/profiles/02_self_organizing_class_embeddings.cpu.yaml`) trains a
-# CPU-sized encoder on all 50,000 training images to convergence and tests on all 10,000; the
+# CPU-sized encoder on all 50,000 training images to convergence and tests on all 10,000, with the
+# capacity sweep and the arm of the class means' learning rate; the
 # **full** profile (`….full.yaml`) is the paper's ResNet-18 with a standard strong recipe (SGD with
 # Nesterov momentum, weight decay, one-cycle, label smoothing {cite:p}`szegedy2016rethinking`; after
 # airbench {cite:p}`jordan2024airbench`), on a GPU. Their committed results are shown here as
 # saved, with their run cards; each executed notebook, this page made from that run, is in
-# `results/<profile>/02_self_organizing_class_embeddings/`.
+# `results/<profile>/02_self_organizing_class_embeddings/`. Below them, the claims whose reading
+# changed since the committed cpu run (`CHANGES`): the earlier reading and verdict beside the rule
+# the next run is judged by.
 
 # %% tags=["hide-input"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile,
-                                  ["accuracy_vs_features", "convergence", "one_feature_two_classes", "feature_space_2d", "feature_space_3d",
-                                   "certainty_histograms"])
+                                  ["accuracy_vs_features", "accuracy_vs_width", "convergence", "one_feature_two_classes", "feature_space_2d",
+                                   "feature_space_3d", "certainty_histograms"])
+results.show_changed_readings(results_root, CHANGES, stronger)
 
 # %% [markdown]
 # ### Sanity checks
@@ -593,30 +790,44 @@ verdicts = {c["id"]: c["verdict"] for c in results.claims}
 recap = [
     "- **The SOC head is a few lines**: a table of class means, the Gaussian log-density as logits, and the paper's two-term loss.",
     f"- **Against cross-entropy** (CIFAR-10): " + " ".join(findings) + f" Verdict on \"about as good\": {verdicts['c2-cifar10-as-good']}.",
-    f"- **A class added to a frozen model** wins {percent_ci(added_trained)} of its test images with a trained mean, and the old "
-    f"classes change by {points_ci(old_cost)} (verdicts: {verdicts['c2-new-class']}, {verdicts['c2-new-class-old']}).",
+    f"- **A class added to a frozen model** wins {percent_ci(added_trained)} of its test images with a trained mean, the old "
+    f"classes change by {points_ci(old_cost)}, and all ten classes are {points_ci(overall_cost)} against retraining (verdicts: "
+    f"{verdicts['c2-new-class']}, {verdicts['c2-new-class-old']}, {verdicts['c2-new-class-overall']}); a new softmax row on the frozen "
+    f"cross-entropy model wins {percent_ci(row_added)} of them.",
+    f"- **Capacity**: {capacity_finding}.",
     f"- **Certainty**: SOC's log-density flags the unseen class with AUROC {short_ci(auroc[LOG_DENSITY])}, against "
     f"{short_ci(auroc[CE_SOFTMAX])} for cross-entropy's softmax maximum.",
-    f"- **Convergence**: {'converged' if is_converged else 'not converged'} by the book's criterion (up to {100 * max(moves):.2f} points "
-    "over the last three epochs).",
+    f"- **Convergence**: {'converged' if is_converged else 'not converged'} by the book's criterion (every compared model; up to "
+    f"{100 * moved(judged_curves[worst]):.2f} points over the last three epochs).",
 ]
 display(Markdown("\n".join(recap)))
 
 # %% [markdown]
 # **Deviations from the paper**
-#
-# - The paper gives no training recipe ("an unoptimized training"). All heads here share one:
-#   one-cycle learning rate, crop-and-flip augmentation; the quick profile uses Adam at lr 0.01, the
-#   full profile SGD with Nesterov momentum and weight decay (never on the class means). The class
-#   means may learn faster than the encoder (`means_lr_scale`): with few steps they otherwise barely
-#   move from their random start.
-# - The quick profile trains the book's small CNN (width 8) on a subset of CIFAR-10 for a few
-#   epochs; it tests none of the paper's claims, and the cpu profile is the scale that can.
-# - The bottleneck control is ours: the paper compares SOC only with one output per class.
-# - The offline CIFAR-10 is a JPEG (quality 75) copy; CIFAR-100 is used when torchvision's files
-#   can be found or downloaded, and otherwise its claims are *not run*.
-# - The paper's 1-feature, 2-class figure names no classes; we take automobile and frog.
-#
+
+# %% tags=["hide-input"]
+pair_names = " and ".join(cifar10.classes[c] for c in pair_classes)
+deviations = [
+    "The paper gives no training recipe (\"an unoptimized training\"). All heads here share one: one-cycle learning rate, "
+    "crop-and-flip augmentation, one optimiser and its peak rate; the quick and cpu profiles use Adam at lr 0.01, the full profile SGD "
+    "with Nesterov momentum and weight decay (never on the class means).",
+    f"SOC's class means learn at {means_lr_scale:g}× the rate of every other weight in this run (`means_lr_scale`; the paper: one rate, 1)"
+    + (f"; the arm trains SOC with {arm_features} features at {arm_means_lr_scale:g}×" if arm_features else "")
+    + ". The quick profile uses 10, because in its few steps the means otherwise barely move from their random start; the cpu and "
+    "full profiles use 1, and their claims are judged there.",
+    f"This run trains the {'book’s small CNN (width ' + str(width) + ')' if encoder == 'small' else 'paper’s ResNet-18'} on "
+    f"{min(n_train, 50_000):,} training images for {epochs} epochs"
+    + (f", and the capacity sweep at widths {widths}" if widths else ", with no capacity sweep (`widths` is empty)")
+    + f"; its scale is {results.scale.label}. The quick profile tests none of the paper's claims; the cpu profile is the scale that can.",
+    "The bottleneck control, the capacity sweep and the new-softmax-row control are ours: the paper compares SOC only with one output "
+    "per class.",
+    "The offline CIFAR-10 is a JPEG (quality 75) copy; CIFAR-100 is used when torchvision's files can be found or downloaded, and "
+    "otherwise its claims are *untestable here*.",
+    f"The paper's 1-feature, 2-class figure names no classes; this run takes {pair_names} (`pair_classes`).",
+]
+display(Markdown("\n".join(f"- {d}" for d in deviations)))
+
+# %% [markdown]
 # **Exercises**
 #
 # Each solution's command files its results under `../exercises/` (`-p results_root ../exercises`),
@@ -702,3 +913,22 @@ display(Markdown("\n".join(recap)))
 # stable" (it does not explain it); the unit scale removes the shortcut and leaves only the means to
 # learn.
 # ````
+
+# %% [markdown]
+# ## Reproducibility summary
+
+# %% tags=["hide-input"]
+results.show_summary(
+    stronger,
+    method="The paper's SOC head and loss (its pseudocode) on a shared encoder, against cross-entropy and a cross-entropy bottleneck of the "
+           "same feature dimension, all trained with one recipe over several seeds on CIFAR-10 (CIFAR-100 when reachable); a capacity sweep "
+           "over encoder widths, an arm of the class means' learning rate, and a class added to frozen SOC and cross-entropy models.",
+    easy="The method: a table of class means, the Gaussian log-density as logits and the two-term loss are a few lines, and the "
+         "log-density matches torch.distributions. Adding a class to a frozen model is one trainable row.",
+    difficult="The paper gives no training recipe, no seeds and no spread, and reports one run per setting (\"cherry picked\"); its "
+              "claims compare heads, which a CPU-sized encoder can test only where its capacity does not decide the comparison, hence "
+              "the capacity sweep. CIFAR-100 is not reachable here.",
+    left_open="The recipe (optimiser, learning rate, epochs, augmentation), whether the class means learn at the encoder's rate, which "
+              "two classes its one-feature picture shows, how many runs its \"on average\" covers, and how a new class was added (it is "
+              "claimed, not shown).",
+)

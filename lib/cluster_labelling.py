@@ -48,9 +48,17 @@ class LabellingConfig:
     a: float = 1.0  # distance decay of Eq. (2), per unit of latent distance
     elbow_sample: int = 5000  # latents used to choose k (the final k-means uses all)
     label_source: str = "clusters"  # "clusters" (the paper) or "random" (baseline: random images, see train_labelling_vae)
-    random_labels: int = 0  # with label_source="random": how many random images are labelled
+    random_labels: tuple[int, ...] = ()  # with label_source="random": new random images labelled in each training round (an int: one round)
+    oracle: bool = False  # control: a centre is labelled with its cluster's majority true digit, confidence 1 (no annotator)
 
     def __post_init__(self):
+        if isinstance(self.random_labels, int):  # one round, after the first labelling epoch
+            object.__setattr__(self, "random_labels", (self.random_labels,))
+        object.__setattr__(self, "random_labels", tuple(int(n) for n in self.random_labels))
+        if any(n < 0 for n in self.random_labels):
+            raise ValueError(f"random_labels {list(self.random_labels)} must be non-negative counts, one a round")
+        if self.oracle and self.label_source != "clusters":
+            raise ValueError("the oracle labels cluster centres: it needs label_source='clusters'")
         if self.label_source not in ("clusters", "random"):
             raise ValueError(f"label_source must be 'clusters' or 'random', not {self.label_source!r}")
         if not 0 <= self.unsupervised_epochs < self.epochs:
@@ -120,6 +128,7 @@ class Labelling:
     centre_labels: torch.Tensor  # (M,)
     centre_confidence: torch.Tensor  # (M,) p_c
     centre_level: torch.Tensor  # (M,) 1 or 2
+    centre_majority: torch.Tensor | None = None  # (M,) the majority true digit of each centre's members (-1: none); None without truth
 
     @property
     def labels_given(self) -> int:
@@ -127,6 +136,17 @@ class Labelling:
 
     def valid(self, threshold: float) -> torch.Tensor:
         return self.centre_confidence >= threshold
+
+    def agreement(self) -> float | None:
+        """The share of annotated centres (with members) whose label is their cluster's majority true digit (None if unknown)."""
+        if self.centre_majority is None or not (known := self.centre_majority >= 0).any():
+            return None
+        return float((self.centre_labels[known] == self.centre_majority[known]).float().mean())
+
+
+def majority(truth: np.ndarray, idx: np.ndarray) -> int:
+    """The most frequent digit among ``truth[idx]`` (the smallest on a tie); -1 for an empty cluster."""
+    return int(np.bincount(truth[idx]).argmax()) if len(idx) else -1
 
 
 def confidence_weights(distances: torch.Tensor, p_c: torch.Tensor, a: float) -> torch.Tensor:
@@ -140,13 +160,26 @@ def label_clusters(
     annotator: Annotator,
     config: LabellingConfig,
     seed: int,
+    truth: torch.Tensor | None = None,
 ) -> Labelling:
     """Cluster ``points`` (N, D), show the decoded centres to ``annotator``, propagate (Eq. 2).
 
     ``decode`` maps centres (M, D) to images (M, C, H, W) in [0, 1]: the VAE's decoder, or a
-    reshape when the points are raw pixels.
+    reshape when the points are raw pixels. ``truth`` (N,), the points' true digits, is never used
+    to label, except by the oracle (``config.oracle``: each centre takes its members' majority digit
+    with confidence 1, one label spent a centre); with it, every centre's majority is recorded.
     """
     z = points.float().cpu().numpy()
+    truth_np = truth.cpu().numpy() if truth is not None else None
+    if config.oracle and truth_np is None:
+        raise ValueError("the oracle annotator needs the points' true digits (truth=)")
+
+    def annotate(images: torch.Tensor, groups: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not config.oracle:
+            return annotator.label(images)
+        annotator.labels_given += len(images)  # the oracle's answers are labels spent too
+        return torch.tensor([majority(truth_np, g) for g in groups], dtype=torch.int64), torch.ones(len(groups))
+
     if config.fixed_k:
         k, inertias = config.fixed_k, {}
     else:
@@ -156,7 +189,7 @@ def label_clusters(
     members = [np.flatnonzero(first.labels_ == c) for c in range(k)]
     levels = [np.ones(k, dtype=int)]
     c_img = decode(torch.from_numpy(first.cluster_centers_).float())
-    c_lab, c_conf = annotator.label(c_img)
+    c_lab, c_conf = annotate(c_img, members)
     images, labels, confs = [c_img], [c_lab], [c_conf]
     # second level: split again every cluster whose centre is not a valid digit
     for c in np.flatnonzero(c_conf.numpy() < config.valid_confidence):
@@ -166,7 +199,7 @@ def label_clusters(
         k2, _ = choose_k(z[idx], 2, config.k_second_max, seed, config.elbow_sample)
         sub = KMeans(k2, n_init=3, random_state=seed).fit(z[idx])
         s_img = decode(torch.from_numpy(sub.cluster_centers_).float())
-        s_lab, s_conf = annotator.label(s_img)
+        s_lab, s_conf = annotate(s_img, [idx[sub.labels_ == j] for j in range(k2)])
         centres.append(sub.cluster_centers_)
         levels.append(np.full(k2, 2))
         images.append(s_img), labels.append(s_lab), confs.append(s_conf)
@@ -185,17 +218,25 @@ def label_clusters(
         d = (z_t[idx_t] - centres_t[m]).norm(dim=1)
         targets[idx_t] = lab_t[m]
         weights[idx_t] = confidence_weights(d, conf_t[m], config.a)
-    return Labelling(targets, weights, k, inertias, centres_t, torch.cat(images), lab_t, conf_t, torch.from_numpy(np.concatenate(levels)))
+    majorities = torch.tensor([majority(truth_np, idx) for idx in members], dtype=torch.int64) if truth_np is not None else None
+    return Labelling(targets, weights, k, inertias, centres_t, torch.cat(images), lab_t, conf_t, torch.from_numpy(np.concatenate(levels)),
+                     majorities)
 
 
-def random_labelling(n_images: int, images: torch.Tensor, annotator: Annotator, n_labels: int, seed: int) -> Labelling:
+def random_labelling(n_images: int, images: torch.Tensor, annotator: Annotator, n_labels: int, seed: int, *,
+                     previous: Labelling | None = None) -> Labelling:
     """Baseline: the annotator labels ``n_labels`` randomly chosen training images (the same ones for
-    the same ``seed``); the weight of each is the annotator's confidence, Eq. (2) with d = 0."""
-    pick = torch.from_numpy(np.random.default_rng(seed).permutation(n_images)[:n_labels])
+    the same ``seed``); the weight of each is the annotator's confidence, Eq. (2) with d = 0.
+
+    With ``previous`` (an earlier round of the same seed), the images are the next ``n_labels`` of
+    the same seeded order, added to those already labelled: round after round, the labelled images
+    are the first ones of one permutation, so their union is what one draw of the total would label."""
+    before = 0 if previous is None else int((previous.targets >= 0).sum())
+    pick = torch.from_numpy(np.random.default_rng(seed).permutation(n_images)[before:before + n_labels])
     shown = to_unit(images[pick].cpu())
     lab, conf = annotator.label(shown)
-    targets = torch.full((n_images,), -1, dtype=torch.int64)
-    weights = torch.zeros(n_images)
+    targets = torch.full((n_images,), -1, dtype=torch.int64) if previous is None else previous.targets.clone()
+    weights = torch.zeros(n_images) if previous is None else previous.weights.clone()
     targets[pick], weights[pick] = lab, conf
     return Labelling(targets, weights, 0, {}, torch.zeros(0), shown, lab, conf, torch.ones(len(pick), dtype=torch.int64))
 
@@ -247,13 +288,16 @@ def train_labelling_vae(
 
     With ``label_source="clusters"`` (the paper) every image takes its cluster's label and Eq. (3)
     averages the weighted cross-entropy over each batch. With ``"random"`` (the baseline) the
-    annotator labels ``random_labels`` random images once; so that those few images get as much
-    supervision as the method's, every step adds a batch of ``batch_size`` of them (drawn with
-    replacement) whose mean weighted cross-entropy is Eq. (3)'s classification term.
+    annotator labels ``random_labels[r]`` new random images after the r-th labelling epoch (as many
+    an epoch as the method it controls spent), and keeps every image labelled so far; so that those
+    few images get as much supervision as the method's, every step adds a batch of ``batch_size`` of
+    them (drawn with replacement) whose mean weighted cross-entropy is Eq. (3)'s classification term.
+    With ``config.oracle`` the centres are labelled with their members' majority true digit.
 
     ``train.labels`` are never used for training: only to report how many propagated labels
-    are right (``label_purity``). Returns the per-epoch history, the labels spent per round,
-    and the annotated centres of the epochs in ``keep_centres`` (for the paper's Figs. 2-3).
+    are right (``label_purity``) and how often a centre's label is its members' majority digit
+    (``annotator_agreement``); and, with ``config.oracle`` (a control arm), as that majority label.
+    Returns the per-epoch history, the labels spent per round, and the annotated centres of the epochs in ``keep_centres`` (for the paper's Figs. 2-3).
     Resumes from ``checkpoint`` when a run with the same settings was interrupted; ``resumed_at_epoch``
     says where (0 for a run trained from scratch here).
     """
@@ -295,13 +339,17 @@ def train_labelling_vae(
         epoch, record, labelling = loop["epoch"], current["record"], current.get("labelling")
         record["test_accuracy"] = test_accuracy(model, test)
         record["reconstruction_accuracy"] = reconstruction_accuracy(model, judge, val)
-        if labelled and epoch >= config.unsupervised_epochs and (labelling is None or config.label_source == "clusters"):
+        round_ = epoch - config.unsupervised_epochs  # 0 after the first labelling epoch
+        random_round = round_ < len(config.random_labels) and epoch < config.epochs
+        if labelled and round_ >= 0 and (config.label_source == "clusters" or random_round):
             before = annotator.labels_given
             if config.label_source == "clusters":
-                labelling = label_clusters(encode_all(model, images), lambda c: decode_cpu(model, c), annotator, config, seed + epoch)
+                labelling = label_clusters(encode_all(model, images), lambda c: decode_cpu(model, c), annotator, config, seed + epoch,
+                                           truth=train.labels)
             else:
-                labelling = random_labelling(n, images, annotator, config.random_labels, seed)
+                labelling = random_labelling(n, images, annotator, config.random_labels[round_], seed, previous=labelling)
             has = labelling.targets >= 0
+            valid = labelling.valid(config.valid_confidence)
             record.update(
                 labels_given=annotator.labels_given - before,
                 k=labelling.k,
@@ -309,6 +357,8 @@ def train_labelling_vae(
                 labelled_fraction=float(has.float().mean()),
                 label_purity=float((labelling.targets[has] == train.labels[has]).float().mean()) if has.any() else None,
                 used_for_training=epoch < config.epochs,
+                annotator_agreement=labelling.agreement(),  # centres labelled as their cluster's majority (None for random images)
+                digits_labelled=len(set(labelling.centre_labels[valid].tolist())),  # distinct digits among the valid labels of this round
             )
             if epoch in keep_centres:
                 loop["centres"][epoch] = {k: v for k, v in asdict(labelling).items() if k not in ("targets", "weights")}

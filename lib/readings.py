@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from .keys import code_digest
 from .verdicts import PROFILE_SCALE, VERDICTS, legacy_verdict
 
 EARLIER = "earlier_readings.json"
@@ -100,6 +101,11 @@ def changed_readings_markdown(folder: Path, now: list[dict], judged: dict | None
     return "\n".join(lines)
 
 
+def _stale(card: dict) -> bool:
+    """Whether a run was made by other code than its chapter's current code (its code digest differs)."""
+    return card["versions"]["lib"] != code_digest(card["experiment"])
+
+
 def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str,
                             ids: list[str] | None = None) -> str:
     """The chapter's reproducibility summary (markdown). ``by_profile``: each profile's saved results
@@ -112,10 +118,16 @@ def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: s
         for c in by_profile[profile]["claims"]:
             if ids is None or c["id"] in ids:
                 strongest.setdefault(c["id"], (profile, c))
-    scope = ", ".join(f"{sum(p == profile for p, _ in strongest.values())} at the {profile} profile's scale"
+    stale = {p for p in order if _stale(by_profile[p]["run_card"])}
+    scope = ", ".join(f"{sum(p == profile for p, _ in strongest.values())} at the {profile} profile's scale{' †' if profile in stale else ''}"
                       for profile in order if any(p == profile for p, _ in strongest.values()))
     tally = Counter(legacy_verdict(c) for _, c in strongest.values())
     results = "; ".join(f"{tally[v]} {v}" for v in VERDICTS if tally[v])
+    used = sorted({p for p, _ in strongest.values()} & stale, key=order.index)
+    if used:
+        results += (f". † The {' and '.join(used)} run{'s were' if len(used) > 1 else ' was'} made by an earlier version of this "
+                    "chapter's code: its verdicts are earlier readings, some under rules revised since (the changed readings above "
+                    "say which), until that profile is run again")
     compute = []
     for profile in order:
         card = by_profile[profile]["run_card"]

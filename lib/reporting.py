@@ -31,6 +31,12 @@ from .verdicts import NEEDS_LARGER, NOT_RUN, PROFILE_SCALE, UNTESTABLE, Region, 
 
 GUARD_KEY = "book_claims"  # the output metadata that carries a claims table's values (see ChapterResults.show_claims)
 GUARD_DATA_KEY = "book_data"  # ... and the data files a run read (see ChapterResults.show_saved)
+
+
+def comparable_values(claim: dict) -> list[float]:
+    """A claim's values on one scale whatever its printed unit, for comparing two runs of it (the
+    regression guard, ``benchmarks/guard_drift.py``): accuracy points back to fractions of 1."""
+    return [v / 100 for v in claim["ours"]] if claim.get("unit") == "points" else list(claim["ours"])
 RESULTS_ENV = "BOOK_RESULTS_ROOT"  # when set, where every chapter run writes instead of its results_root (the test suite sets it)
 
 
@@ -106,10 +112,12 @@ class ChapterResults:
         self._add(row)
         return row
 
-    def not_run(self, id: str, claim: str, paper: float | str, reason: str, *, needs: Scale) -> dict:
-        """A claim this run could not test (say, its dataset is unreachable); never a made-up number."""
+    def not_run(self, id: str, claim: str, paper: float | str, reason: str, *, needs: Scale, untestable: bool = False) -> dict:
+        """A claim this run could not test; never a made-up number. ``untestable``: nothing any machine
+        here can reach tests it (its data, say), and ``reason`` says what would: the verdict is
+        "untestable here" rather than "not run"."""
         row = {"id": id, "claim": claim, "paper": paper, "ours": [], "n": 0, "unit": "", "rule": "", "why": reason,
-               "needs": needs.name, "scale": self.scale.name, "profile": self.profile, "verdict": NOT_RUN}
+               "needs": needs.name, "scale": self.scale.name, "profile": self.profile, "verdict": UNTESTABLE if untestable else NOT_RUN}
         self._add(row)
         return row
 
@@ -153,7 +161,7 @@ class ChapterResults:
         from IPython.display import Markdown, display
 
         claims = self.claims if claims is None else claims
-        guard = [{"id": c["id"], "ours": c["ours"], "timing": c.get("timing", False)} for c in claims]
+        guard = [{"id": c["id"], "ours": c["ours"], "unit": c.get("unit", ""), "timing": c.get("timing", False)} for c in claims]
         display(Markdown(claims_markdown(claims)), metadata={GUARD_KEY: guard})
 
     def show_saved(self) -> None:
@@ -273,7 +281,7 @@ UNIT_SUFFIX = {"points": " pts", "×": "×"}  # a unit printed after the number;
 
 
 def format_ours(c: dict) -> str:
-    if c["verdict"] == NOT_RUN:
+    if c["verdict"] == NOT_RUN or not c["ours"]:
         return "—"
     suffix = UNIT_SUFFIX.get(c.get("unit", ""), "")
     if c["n"] < 2:

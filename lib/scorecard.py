@@ -136,7 +136,7 @@ def figure(root: Path = ROOT):
     from matplotlib.patches import Patch
 
     results = load_all(root)
-    columns = [(py, [r for r in strongest(results.get(py.stem, {})) if r[0]["verdict"] != NOT_RUN])
+    columns = [(py, [r for r in strongest(results.get(py.stem, {})) if r[0]["verdict"] != NOT_RUN and r[0]["ours"]])
                for py in sorted((root / "chapters").glob("[0-9]*.py"))]
     columns = [(py, rows) for py, rows in columns if rows]
     if not columns:

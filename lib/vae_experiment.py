@@ -8,6 +8,7 @@ difference) and the VAE's training images. The test set is MNIST's own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,7 +27,8 @@ MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
 # The ways to label the training images that the chapter compares (names of its results, imported by the chapter).
 CLUSTER_CENTRES = "cluster centres (the paper)"
-RANDOM_IMAGES = "random images, as many labels, as much supervision"
+RANDOM_IMAGES = "random images, as many labels an epoch, as much supervision"
+ORACLE = "cluster centres, an oracle annotator (the cluster's majority digit)"
 LABELS_ALONE = "random images, a classifier trained on them alone"
 PIXEL_KMEANS = "k-means on raw pixels"
 
@@ -57,7 +59,10 @@ class Settings(ChapterSettings):
     valid_confidence: float = 0.5  # below this confidence a decoded centre is "not a valid digit"
     a: float = 1.0  # distance decay of Eq. (2), per unit of latent distance (not given in the paper)
     z_dims: tuple[int, ...] = (2, 10)  # latent dimensions swept with gamma 0, the paper's Fig. 5
-    budget_ks: tuple[int, ...] = ()  # beyond the paper: clusters per round forced to these k
+    budget_ks: tuple[int, ...] = ()  # clusters per round fixed to these k (the paper's 10-16 labels an epoch), each beside its random control
+    paper_k: int = 0  # the arm judged against the paper: the fixed k of one of budget_ks, or 0 for the elbow arm
+    oracle: bool = False  # control: the judged arm again, its centres labelled with their cluster's majority true digit
+    beta_control: float = 0.0  # > 0: the judged arm and the plain VAE again at this KL weight (0: not run)
 
     def __post_init__(self):
         super().__post_init__()
@@ -73,6 +78,12 @@ class Settings(ChapterSettings):
         distinct_positive("z_dims", self.z_dims)
         if any(not isinstance(k, int) or k < 2 for k in self.budget_ks):
             raise ValueError(f"budget_ks {list(self.budget_ks)} must all be integers of at least 2 (clusters per round)")
+        if len(set(self.budget_ks)) != len(self.budget_ks):
+            raise ValueError(f"budget_ks {list(self.budget_ks)} must be distinct")
+        if self.paper_k and self.paper_k not in self.budget_ks:
+            raise ValueError(f"paper_k={self.paper_k} must be 0 (the elbow arm) or one of budget_ks {list(self.budget_ks)}")
+        if self.beta_control < 0 or (self.beta_control and self.beta_control == self.beta):
+            raise ValueError(f"beta_control={self.beta_control} must be 0 (not run) or a positive KL weight other than beta={self.beta}")
         self.annotator, self.method  # their own checks
 
     @property
@@ -93,7 +104,7 @@ class Settings(ChapterSettings):
 
     @property
     def sweeps(self) -> Sweeps:
-        return Sweeps(tuple(self.z_dims), tuple(self.budget_ks))
+        return Sweeps(tuple(self.z_dims), tuple(self.budget_ks), self.paper_k, bool(self.oracle), float(self.beta_control))
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,9 @@ class Sweeps:
 
     z_dims: tuple[int, ...]
     budget_ks: tuple[int, ...]
+    paper_k: int = 0
+    oracle: bool = False
+    beta_control: float = 0.0
 
 
 def work(s: Settings) -> float:
@@ -122,7 +136,9 @@ def work(s: Settings) -> float:
     m = s.method
     widths = [784, *m.hidden, m.z_dim]
     mlp = sum(a * b for a, b in zip(widths[:-1], widths[1:])) / 468_000  # the paper's encoder (512, 128, 32) is 1
-    vaes = 2 + len(s.sweeps.z_dims) + (s.method.z_dim not in s.sweeps.z_dims) + 2 * len(s.sweeps.budget_ks)  # semi, random, plain per z, forced k
+    w = s.sweeps
+    vaes = (1 + 2 * len(w.budget_ks) + (w.paper_k == 0)  # the elbow arm, each fixed k and its random control, the elbow's control if judged
+            + len(w.z_dims) + (m.z_dim not in w.z_dims) + w.oracle + 2 * (w.beta_control > 0))  # plain per z, the oracle, the beta pair
     readers = 2 * (s.data.n_annotator + s.data.n_judge) * s.annotator.epochs  # small CNNs, about twice the MLP's cost an image
     return len(s.run.seeds) * s.data.n_train * m.epochs * vaes * mlp + readers
 
@@ -203,6 +219,16 @@ def train_vae(splits: Splits, s: Settings, annotator: Annotator, judge: Annotato
     return records.run(vae_unit(s, tag, seed, config, data), compute)
 
 
+def diminishing_returns(accuracy_by_z: dict[int, float], z_low: int, z_mid: int, z_high: int) -> float:
+    """Fig. 5's "not in the same proportion", for one seed: the accuracy gained per doubling of z_dim
+    from ``z_low`` to ``z_mid``, minus that gained per doubling from ``z_mid`` to ``z_high`` (> 0:
+    diminishing returns beyond ``z_mid``)."""
+    if not z_low < z_mid < z_high:
+        raise ValueError(f"need z_low < z_mid < z_high, got {z_low}, {z_mid}, {z_high}")
+    a = accuracy_by_z
+    return (a[z_mid] - a[z_low]) / math.log2(z_mid / z_low) - (a[z_high] - a[z_mid]) / math.log2(z_high / z_mid)
+
+
 def supervised_steps(config: LabellingConfig, n_train: int) -> int:
     """How many optimiser steps of the method use labels: every step after the unsupervised epochs."""
     return (config.epochs - config.unsupervised_epochs) * -(-n_train // config.batch_size)
@@ -251,9 +277,43 @@ def labels_alone(splits: Splits, s: Settings, annotator: Annotator, n_labels: in
                        lambda checkpoint: train_on_labels_alone(splits, annotator, s.method, n_labels, seed=seed, device=device))
 
 
-def random_config(s: Settings, labels: int) -> LabellingConfig:
-    """The random-image baseline labelling ``labels`` images (as many as the method spent)."""
-    return replace(s.method, label_source="random", random_labels=labels)
+def random_config(s: Settings, labels: tuple[int, ...]) -> LabellingConfig:
+    """The random-image control labelling ``labels[r]`` new images after the r-th labelling epoch (as
+    many an epoch as the arm it controls spent), for the same number of epochs."""
+    return replace(s.method, label_source="random", random_labels=tuple(labels))
+
+
+def rounds_spent(record: dict) -> tuple[int, ...]:
+    """The labels a training of the method spent in each round that trained an epoch, in order."""
+    return tuple(r["labels_given"] for r in record["history"] if r.get("used_for_training"))
+
+
+def arm_config(s: Settings, k: int) -> LabellingConfig:
+    """The method with k fixed (k > 0), or with k by the elbow (k = 0)."""
+    return replace(s.method, fixed_k=k) if k else s.method
+
+
+def arm_tag(k: int) -> str:
+    return f"budget{k}" if k else "semi"
+
+
+def control_tag(k: int) -> str:
+    return f"random{k}" if k else "random"
+
+
+def arms(s: Settings) -> list[int]:
+    """The labelled arms, as their fixed k (0: the elbow), in the chapter's order."""
+    return [0, *s.sweeps.budget_ks]
+
+
+def controlled(s: Settings) -> list[int]:
+    """The arms trained beside a random-image control: every fixed k, and the elbow arm when it is the judged one."""
+    return [k for k in arms(s) if k or s.sweeps.paper_k == 0]
+
+
+def beta_tags(s: Settings) -> tuple[str, str]:
+    b = f"{s.sweeps.beta_control:g}".replace(".", "p")
+    return f"beta{b}-{arm_tag(s.sweeps.paper_k)}", f"beta{b}-plain-z{s.method.z_dim}"
 
 
 def plan(s: Settings, records: Records) -> list[Unit]:
@@ -264,20 +324,24 @@ def plan(s: Settings, records: Records) -> list[Unit]:
     if data is None:
         raise DataError("MNIST is in no data root: the plan needs its files (see data/README.md)")
 
-    def spent(tag: str, seed: int, config: LabellingConfig) -> int:
-        path = records.path(vae_unit(s, tag, seed, config, data))
-        return int(torch.load(path, weights_only=True)["labels_spent"]) if path.is_file() else 0
+    def spent(k: int, seed: int) -> tuple[int, ...]:
+        path = records.path(vae_unit(s, arm_tag(k), seed, arm_config(s, k), data))
+        return rounds_spent(torch.load(path, weights_only=True)) if path.is_file() else ()
 
+    seeds, paper = s.run.seeds, s.sweeps.paper_k
     units = [reader_unit(s, role, data) for role in READERS]
-    units += [vae_unit(s, "semi", seed, s.method, data) for seed in s.run.seeds]
+    units += [vae_unit(s, arm_tag(k), seed, arm_config(s, k), data) for k in arms(s) for seed in seeds]
+    units += [vae_unit(s, control_tag(k), seed, random_config(s, spent(k, seed)), data) for k in controlled(s) for seed in seeds]
     z_dims = [*s.sweeps.z_dims, *([s.method.z_dim] if s.method.z_dim not in s.sweeps.z_dims else [])]
-    units += [vae_unit(s, f"plain-z{z}", seed, replace(s.method, z_dim=z, gamma=0.0), data) for z in z_dims for seed in s.run.seeds]
-    units += [vae_unit(s, "random", seed, random_config(s, spent("semi", seed, s.method)), data) for seed in s.run.seeds]
-    units += [alone_unit(s, seed, spent("semi", seed, s.method), data) for seed in s.run.seeds]
-    for k in s.sweeps.budget_ks:
-        forced = replace(s.method, fixed_k=k)
-        units += [vae_unit(s, f"budget{k}", seed, forced, data) for seed in s.run.seeds]
-        units += [vae_unit(s, f"random{k}", seed, random_config(s, spent(f"budget{k}", seed, forced)), data) for seed in s.run.seeds]
+    units += [vae_unit(s, f"plain-z{z}", seed, replace(s.method, z_dim=z, gamma=0.0), data) for z in z_dims for seed in seeds]
+    units += [alone_unit(s, seed, sum(spent(paper, seed)), data) for seed in seeds]
+    if s.sweeps.oracle:
+        units += [vae_unit(s, "oracle", seed, replace(arm_config(s, paper), oracle=True), data) for seed in seeds]
+    if s.sweeps.beta_control:
+        semi_tag, plain_tag = beta_tags(s)
+        b = s.sweeps.beta_control
+        units += [vae_unit(s, semi_tag, seed, replace(arm_config(s, paper), beta=b), data) for seed in seeds]
+        units += [vae_unit(s, plain_tag, seed, replace(s.method, beta=b, gamma=0.0), data) for seed in seeds]
     return units
 
 

@@ -218,3 +218,59 @@ def test_second_level_members_are_weighted_by_their_own_centre():
         members = torch.nonzero((points - centre).norm(dim=1) < 0.3).flatten()  # the tight half around this centre
         assert len(members) == 100
         torch.testing.assert_close(result.weights[members], p_c * torch.exp(-0.5 * (points[members] - centre).norm(dim=1)))
+
+
+class NeverAsked(nn.Module):
+    """An annotator model that fails the test if it is ever shown an image (the oracle must not ask it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        raise AssertionError("the oracle asked the simulated annotator")
+
+
+def test_the_oracle_labels_each_centre_with_its_clusters_majority_digit_by_hand():
+    # three far-apart blobs whose true digits are mixed: 20 sevens and 10 ones; 25 twos; 15 fours and 14 nines
+    points = torch.from_numpy(np.concatenate([blobs(30, [(-10.0, 0.0)], 0.1, seed=1), blobs(25, [(10.0, 0.0)], 0.1, seed=2),
+                                              blobs(29, [(0.0, 10.0)], 0.1, seed=3)]))
+    truth = torch.tensor([7] * 20 + [1] * 10 + [2] * 25 + [4] * 15 + [9] * 14)
+    annotator = Annotator(NeverAsked())
+    config = LabellingConfig(fixed_k=3, valid_confidence=0.9, a=0.5, oracle=True)
+    result = label_clusters(points, lambda c: c.view(-1, 1, 1, 2), annotator, config, seed=0, truth=truth)
+    assert annotator.labels_given == 3 and (result.centre_level == 1).all()  # one label a centre, nothing split again
+    by_blob = {}
+    for lab, centre in zip(result.centre_labels.tolist(), result.centres.tolist()):
+        by_blob["left" if centre[0] < -5 else "right" if centre[0] > 5 else "top"] = lab
+    assert by_blob == {"left": 7, "right": 2, "top": 4}  # the majorities, counted by hand
+    assert (result.centre_confidence == 1).all()
+    expected = torch.tensor([7] * 30 + [2] * 25 + [4] * 29)  # every member takes its cluster's majority, wrong or right
+    assert torch.equal(result.targets, expected)
+    assert result.agreement() == 1.0
+    with pytest.raises(ValueError, match="true digits"):
+        label_clusters(points, lambda c: c.view(-1, 1, 1, 2), annotator, config, seed=0)
+
+
+def test_the_annotators_agreement_is_the_share_of_centres_labelled_as_their_majority_by_a_naive_count():
+    # the sign reader says 0 left and 1 right; the true majority is 0 on both sides: it agrees on one centre of two
+    points = torch.from_numpy(np.concatenate([blobs(40, [(-3.0, 0.0)], 0.05, seed=1), blobs(40, [(3.0, 0.0)], 0.05, seed=2)]))
+    truth = torch.tensor([0] * 30 + [1] * 10 + [0] * 25 + [1] * 15)
+    config = LabellingConfig(fixed_k=2, valid_confidence=0.9)
+    result = label_clusters(points, lambda c: c.view(-1, 1, 1, 2), Annotator(SignReader()), config, seed=0, truth=truth)
+    naive = []
+    for lab, centre in zip(result.centre_labels.tolist(), result.centres.tolist()):
+        side = slice(0, 40) if centre[0] < 0 else slice(40, 80)
+        counts = torch.bincount(truth[side], minlength=2).tolist()
+        naive.append(lab == counts.index(max(counts)))
+    assert sorted(result.centre_labels.tolist()) == [0, 1] and result.centre_majority.tolist() == [0, 0]
+    assert result.agreement() == pytest.approx(sum(naive) / len(naive)) == 0.5
+    # without the truth nothing is recorded, and labelling is unchanged
+    blind = label_clusters(points, lambda c: c.view(-1, 1, 1, 2), Annotator(SignReader()), config, seed=0)
+    assert blind.centre_majority is None and blind.agreement() is None and torch.equal(blind.targets, result.targets)
+
+
+@pytest.mark.parametrize("bad", [dict(random_labels=(3, -1)), dict(oracle=True, label_source="random")])
+def test_config_rejects_a_negative_round_and_a_random_oracle(bad):
+    with pytest.raises(ValueError):
+        LabellingConfig(**bad)

@@ -190,3 +190,95 @@ def test_eq3_trains_the_class_head_and_eq1_alone_does_not():
         heads[gamma] = out["model"].head.weight.detach()
     assert torch.equal(heads[0.0], initial), "Eq. (1) alone moved the class head"
     assert not torch.allclose(heads[1.0], initial), "Eq. (3)'s classification term did not reach the class head"
+
+
+def test_random_labelling_round_after_round_adds_the_next_images_of_one_draw():
+    n = 30
+    annotator = Annotator(IdReader())
+    first = random_labelling(n, id_images(n), annotator, 4, seed=2)
+    second = random_labelling(n, id_images(n), annotator, 5, seed=2, previous=first)
+    order = np.random.default_rng(2).permutation(n).tolist()  # the naive draw
+    assert set(torch.nonzero(first.targets >= 0).flatten().tolist()) == set(order[:4])
+    assert set(torch.nonzero(second.targets >= 0).flatten().tolist()) == set(order[:9])  # kept, and the next five added
+    assert torch.round(second.centre_images[:, 0, 0, 0] * 255).long().tolist() == order[4:9]  # only the new ones were shown
+    assert annotator.labels_given == 9 and second.labels_given == 5
+    for i in order[:9]:
+        label, confidence = id_answer(i)
+        assert int(second.targets[i]) == label and float(second.weights[i]) == pytest.approx(confidence, rel=1e-6)
+
+
+def test_the_random_control_labels_as_many_new_images_each_round_as_its_schedule_says():
+    n, schedule = 48, (3, 5)
+    g = torch.Generator().manual_seed(0)
+    images = id_images(n, (1, 28, 28))
+    images.view(n, -1)[:, 1:] = torch.randint(0, 256, (n, 783), generator=g, dtype=torch.uint8)
+    data = Split(images, torch.arange(n) % 3)
+    config = LabellingConfig(z_dim=2, hidden=(16, 8, 4), epochs=4, unsupervised_epochs=1, batch_size=16, gamma=1.0,
+                             label_source="random", random_labels=schedule)
+    annotator = Annotator(Reader28())
+    out = train_labelling_vae(config, data, data, data, annotator, Annotator(Reader28()), seed=4, device=torch.device("cpu"), checkpoint=None)
+    rows = [r for r in out["history"] if "labels_given" in r]
+    assert [(r["epoch"], r["labels_given"]) for r in rows] == [(1, 3), (2, 5)]  # no third round: the schedule has two
+    assert annotator.labels_given == out["labels_spent"] == 8
+    order = np.random.default_rng(4).permutation(n).tolist()
+    assert rows[0]["labelled_fraction"] == pytest.approx(3 / n) and rows[1]["labelled_fraction"] == pytest.approx(8 / n)
+    assert rows[1]["label_purity"] == pytest.approx(sum(id_answer(i)[0] == i % 3 for i in order[:8]) / 8)
+
+
+def test_the_oracle_arm_trains_with_majority_labels_and_spends_one_label_a_centre():
+    n = 48
+    g = torch.Generator().manual_seed(0)
+    images = id_images(n, (1, 28, 28))
+    images.view(n, -1)[:, 1:] = torch.randint(0, 256, (n, 783), generator=g, dtype=torch.uint8)
+    data = Split(images, torch.arange(n) % 3)
+    config = LabellingConfig(z_dim=2, hidden=(16, 8, 4), epochs=2, unsupervised_epochs=1, batch_size=16, gamma=1.0, fixed_k=4, oracle=True)
+    reader = Reader28()
+    out = train_labelling_vae(config, data, data, data, Annotator(reader), Annotator(Reader28()), seed=0, device=torch.device("cpu"), checkpoint=None)
+    rounds = [r for r in out["history"] if "labels_given" in r]
+    assert [r["labels_given"] for r in rounds] == [4, 4] and [r["second_level"] for r in rounds] == [0, 0]
+    assert all(r["annotator_agreement"] == 1.0 for r in rounds) and not reader.inner.shown  # the simulated annotator saw nothing
+
+
+def test_diminishing_returns_is_the_gain_per_doubling_below_minus_above_by_hand():
+    from lib.vae_experiment import diminishing_returns
+
+    accuracy = {2: 0.50, 10: 0.70, 20: 0.72}
+    # 0.20 over log2(5) = 2.3219 doublings, minus 0.02 over one doubling
+    assert diminishing_returns(accuracy, 2, 10, 20) == pytest.approx(0.20 / 2.321928 - 0.02, rel=1e-5)
+    assert diminishing_returns({2: 0.5, 10: 0.5 + 0.1 * math.log2(5), 20: 0.6 + 0.1 * math.log2(5)}, 2, 10, 20) == pytest.approx(0.0, abs=1e-12)
+    assert diminishing_returns({2: 0.5, 10: 0.55, 20: 0.75}, 2, 10, 20) < 0  # growing returns
+    with pytest.raises(ValueError):
+        diminishing_returns(accuracy, 10, 2, 20)
+
+
+def chapter_settings(**changes):
+    from lib.vae_experiment import Settings
+
+    return Settings(**{"profile": "full", "results_root": "/tmp/unused", **changes})
+
+
+@pytest.mark.parametrize("bad", [dict(budget_ks=(10,), paper_k=13), dict(paper_k=10), dict(beta_control=5.0), dict(beta_control=-1.0),
+                                 dict(budget_ks=(10, 10))])
+def test_chapter_settings_refuse_a_judged_arm_that_is_not_run_and_a_beta_control_equal_to_beta(bad):
+    with pytest.raises(ValueError):
+        chapter_settings(**bad)
+
+
+def test_the_work_estimate_counts_every_vae_the_plan_lists(tmp_path):
+    """lib.budget bounds the quick profile by ``work``: it must count the VAEs that the plan trains, arm by arm."""
+    from lib.data import locate
+    from lib.units import Records
+    from lib.vae_experiment import plan, work
+
+    if locate("mnist") is None:
+        pytest.skip("MNIST is in no data root")
+    records = Records(tmp_path / "units", "test", tmp_path / "checkpoints", stamp={})
+    for changes in ({}, dict(budget_ks=(10, 16), paper_k=10, oracle=True, beta_control=1.0, z_dims=(2, 10, 20)),
+                    dict(budget_ks=(10,), z_dims=(2, 5))):
+        s = chapter_settings(seeds=(0, 1, 2), **changes)
+        vaes = [u for u in plan(s, records) if u.name not in ("annotator", "judge") and not u.name.startswith("labels-alone")]
+        per_vae = s.data.n_train * s.method.epochs * sum(a * b for a, b in zip([784, *s.method.hidden, s.method.z_dim][:-1],
+                                                                             [784, *s.method.hidden, s.method.z_dim][1:])) / 468_000
+        readers = 2 * (s.data.n_annotator + s.data.n_judge) * s.annotator.epochs
+        assert (work(s) - readers) / per_vae == pytest.approx(len(vaes)), changes
+        assert len({u.name for u in vaes}) == len(vaes)  # every unit named once

@@ -10,7 +10,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "04_vae_cluster_labelling"
 TINY = {"seeds": [0], "smoke": True, "n_train": 1000, "n_val": 100, "n_annotator": 300, "n_judge": 300, "n_test": 300, "epochs": 2,
-        "annotator_epochs": 1, "elbow_sample": 300, "z_dims": [10], "budget_ks": [20]}
+        "annotator_epochs": 1, "elbow_sample": 300, "z_dims": [10], "budget_ks": [20], "paper_k": 20, "oracle": False,
+        "beta_control": 0.0}
 
 
 def test_a_chapter_runs_through_papermill_with_a_profile_file(tmp_path):

@@ -57,3 +57,9 @@ def test_the_summary_reads_scope_results_and_compute_from_the_runs(tmp_path):
     dropped = reproducibility_summary({"cpu": cpu, "quick": {"claims": quick.claims, "run_card": quick.card}}, method="M.", easy="E.",
                                       difficult="D.", left_open="L.", ids=["gain", "only-quick"])  # "same" was dropped since the cpu run
     assert "2 claims" in dropped and "1 at the cpu profile's scale, 1 at the quick profile's scale" in dropped
+    assert "†" not in text  # both runs were made by the code as it is
+    cpu["run_card"]["versions"]["lib"] = "an earlier digest"
+    stale = reproducibility_summary({"cpu": cpu, "quick": {"claims": quick.claims, "run_card": quick.card}},
+                                    method="M.", easy="E.", difficult="D.", left_open="L.")
+    assert "2 at the cpu profile's scale †, 1 at the quick profile's scale" in stale
+    assert "† The cpu run was made by an earlier version of this chapter's code" in stale

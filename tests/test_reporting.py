@@ -11,7 +11,7 @@ import torch
 from lib import scorecard, vae_experiment
 from lib.evaluation import accuracy, mean_ci, short_ci
 from lib.provenance import ONEDNN_ISAS, cpu_description, git_commit, native_bf16, numeric_path, onednn_isa
-from lib.reporting import ChapterResults, claims_markdown, load_results, run_card_markdown, run_scale, show_stronger_profiles
+from lib.reporting import ChapterResults, claims_markdown, format_ours, load_results, run_card_markdown, run_scale, show_stronger_profiles
 from lib.settings import RunSettings
 from lib.verdicts import INCONCLUSIVE, NEEDS_LARGER, NOT_REPRODUCED, NOT_RUN, REPRODUCED, UNTESTABLE, Above, AtLeast, Between, Scale
 
@@ -91,6 +91,7 @@ def test_results_file_carries_claims_and_run_card(tmp_path):
     results.claim("x", "a claim", 0.5, [0.4, 0.6], AtLeast(0.5), needs=Scale.PAPER)
     results.claim("y", "a narrow one", 0.5, [0.61, 0.6], AtLeast(0.5), needs=Scale.PAPER)
     results.not_run("z", "another claim", 1.0, "dataset unavailable", needs=Scale.PAPER)
+    results.not_run("u", "a claim on data no machine here reaches", 1.0, "untestable here: no copy", needs=Scale.PAPER, untestable=True)
     with pytest.raises(ValueError, match="no valid values"):
         results.claim("w", "bad", 1.0, [float("nan")], AtLeast(1), needs=Scale.TOY)
     path = results.save(device=torch.device("cpu"), data=[{"dataset": "d", "files": {"f": "sha256:00"}}], initialisation="random")
@@ -102,7 +103,8 @@ def test_results_file_carries_claims_and_run_card(tmp_path):
         assert key in card
     assert f"ATen {torch.backends.cpu.get_cpu_capability()}" in card["device"] and "oneDNN" in card["device"]
     assert {"python", "torch", "torchvision", "lib", "git"} <= set(card["versions"])
-    assert [c["verdict"] for c in saved["claims"]] == [INCONCLUSIVE, REPRODUCED, NOT_RUN]  # two seeds: [0.4, 0.6] decides nothing
+    assert [c["verdict"] for c in saved["claims"]] == [INCONCLUSIVE, REPRODUCED, NOT_RUN, UNTESTABLE]  # two seeds: [0.4, 0.6] decides nothing
+    assert format_ours(saved["claims"][3]) == "—"
     assert load_results(tmp_path, "full", "99_test") == saved
     assert load_results(tmp_path, "cpu", "99_test") is None
     assert "cpu" in run_card_markdown(card) and "wall time" in run_card_markdown(card) and "converged: **yes**" in run_card_markdown(card)

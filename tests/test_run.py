@@ -142,7 +142,10 @@ def test_chapter2_cpu_profile_trains_every_model_of_the_sweep_on_all_of_cifar10(
     assert (settings.subsets.n_train, settings.subsets.n_test) == (50_000, 10_000)
     assert len(settings.run.seeds) >= 2 and settings.recipe.schedule == "onecycle"
     heads = {(m.head, m.features) for m in sweep_models(settings.sweep.cifar10_features)}
-    assert {(h, d) for h in ("soc", "bottleneck") for d in (1, 2, 3, 10)} <= heads
+    assert {(h, d) for h in ("soc", "bottleneck") for d in (1, 3, 10)} <= heads
+    assert len(settings.run.seeds) >= 5 and settings.recipe.means_lr_scale == 1.0  # the paper's single rate, where the claims are judged
+    assert settings.capacity.widths and max(settings.capacity.widths) > settings.encoder_config.width and settings.capacity.features == 3
+    assert settings.capacity.arm_features and settings.capacity.arm_means_lr_scale != settings.recipe.means_lr_scale
 
 
 def test_the_runner_finds_every_chapters_experiment_without_a_table():

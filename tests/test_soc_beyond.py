@@ -76,7 +76,7 @@ def test_the_log_density_flags_far_away_images_that_the_softmax_is_sure_of():
 
 def tiny_settings(**beyond) -> experiment.Settings:
     return experiment.Settings(n_train=2000, width=4, epochs=2, lr=0.01, batch_size=32, means_lr_scale=1.0, channels_last=False,
-                               cifar10_features=(2,), cifar100_features=(),
+                               cifar10_features=(2,), cifar100_features=(), widths=(), arm_features=(),
                                **{"held_out_class": 3, "ood_features": 2, "new_class_steps": 10, **beyond})
 
 
@@ -140,8 +140,9 @@ def test_run_beyond_trains_nine_classes_without_the_held_out_one_and_reports_wha
     for name, s in run.scores.items():
         assert run.auroc[name] == pytest.approx(roc_auc_score(run.unseen.numpy(), (-s).numpy()))
 
-    assert set(run.placements) == {experiment.MEAN_OF_POINTS, experiment.TRAINED_MEAN}
-    assert all(0 <= p.added <= 1 and 0 <= p.old <= 1 and p.seconds > 0 for p in run.placements.values())
+    assert set(run.placements) == {experiment.MEAN_OF_POINTS, experiment.TRAINED_MEAN, experiment.NEW_SOFTMAX_ROW}
+    assert all(0 <= p.added <= 1 and 0 <= p.old <= 1 and 0 <= p.overall <= 1 and p.seconds > 0 for p in run.placements.values())
+    assert set(run.curves) == {"soc", "ce"} and all(len(c) == 2 for c in run.curves.values())  # the nine-class models, every epoch
     # the mean-of-points placement by hand: the held-out class's mean is the mean of its training points,
     # and with unit scales every test image goes to the nearest of the ten means
     new_mean = soc_points(soc9, train.images[train.labels == held_out]).mean(0)
