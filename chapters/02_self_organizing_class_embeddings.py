@@ -19,6 +19,28 @@
 # **Paper.** R. Pisoni, *Decoupling Features and Classes with Self-Organizing Class Embeddings*
 # (2023 blog paper; `shared/papers/2-self-organizing-class-embeddings.txt`) {cite:p}`pisoni2023soc`.
 
+# %% tags=["hide-input", "outside-clone"]
+# Outside a clone of the book's repository (Colab, a notebook downloaded from the book's page), fetch the
+# book at the commit its page was built from, install it with its pinned packages, and go on in its
+# chapters/ folder. Inside a clone, Binder's included, this cell does nothing.
+import os, pathlib, subprocess, sys
+
+BOOK_REPOSITORY = os.environ.get("BOOK_REPOSITORY", "")  # the book's build writes its repository here
+BOOK_COMMIT = os.environ.get("BOOK_COMMIT", "main")  # ... and the commit the page was built from
+if not (pathlib.Path.cwd().parent / "lib" / "units.py").is_file():
+    if not BOOK_REPOSITORY:
+        raise RuntimeError("This notebook is outside a clone of the book and does not name its repository: download it "
+                           "from the book's page (that copy names it), or set BOOK_REPOSITORY to the repository's URL "
+                           "(in the environment, or as the default on its line above).")
+    home = pathlib.Path(os.environ.get("BOOK_HOME", pathlib.Path.home() / "beyond-softmax-book"))
+    if not (home / ".git").is_dir():
+        subprocess.run(["git", "clone", "--quiet", BOOK_REPOSITORY, str(home)], check=True)
+    subprocess.run(["git", "-C", str(home), "checkout", "--quiet", BOOK_COMMIT], check=True)
+    pip_options = os.environ.get("BOOK_PIP_OPTIONS", "").split()  # e.g. --no-index, for an offline mirror
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pip_options, "-e", str(home)], check=True)
+    os.chdir(home / "chapters")
+    sys.path.insert(0, str(home))
+
 # %% tags=["remove-input"]
 from lib import soc_experiment
 from lib.reporting import run_this_chapter

@@ -356,11 +356,22 @@ def profile_summary(chapter: str, profile: str) -> str:
     return re.split(r"\.\s+(?=[A-Z])", header, maxsplit=1)[0].rstrip(".")  # "Fig. 5" ends no sentence
 
 
-def run_this_chapter(chapter: str, experiment) -> None:
+OUTSIDE_A_CLONE = (
+    "**On Colab, on Binder, or from a downloaded notebook.** The page's launch button opens this chapter on Colab or "
+    "Binder, and its download button gives the notebook. Binder starts in a clone of the book. Anywhere else, the "
+    "chapter's first cell (collapsed above) clones the book at the commit the page was built from, installs it with "
+    "its pinned packages (`pip install -e`) and goes on in its `chapters/` folder; inside a clone it does nothing. "
+    "`tests/test_outside_clone.py` checks this offline: a copy of the chapter, run in an empty folder with the clone "
+    "made from a local path, runs its first cells. ")
+
+
+def run_this_chapter(chapter: str, experiment, outside_a_clone: str = "Its datasets download on first use "
+                     "(torchvision's downloaders; that needs the internet, which the offline check does not use).") -> None:
     """In a notebook, at the top of a chapter: how to run it in each profile, with lib.run and with
     papermill directly, what each profile runs (its profile file's header) and how long it takes: the
     quick profile's measured minutes (``lib.budget``), the cpu and full profiles'
-    training time from their committed run cards, or that they have not been run."""
+    training time from their committed run cards, or that they have not been run; and how it runs
+    outside a clone (Colab, Binder, a downloaded notebook), ``outside_a_clone`` saying what its data needs."""
     from IPython.display import Markdown, display
 
     profiles = [p for p in PROFILES if p == "quick" or (ROOT / "chapters" / "profiles" / f"{chapter}.{p}.yaml").is_file()]
@@ -389,4 +400,5 @@ def run_this_chapter(chapter: str, experiment) -> None:
         "`export BOOK_DATA_DIR=$HOME/datasets`; `data/README.md` lists what it holds). With the book's runner, "
         "`-p name value` changes one more parameter (the value is YAML: `-p seeds '[0, 1]'`, `-p smoke true`); "
         "with papermill, `-p name value` for a number or a string, `-y 'name: value'` for a list or a boolean "
-        "(a profile file sets every parameter it changes, `profile` included).\n\n" + "\n\n".join(parts) + "\n````"))
+        "(a profile file sets every parameter it changes, `profile` included).\n\n" + "\n\n".join(parts) + "\n\n"
+        + OUTSIDE_A_CLONE + outside_a_clone + "\n````"))

@@ -19,6 +19,7 @@ import pytest
 from lib.book import build
 
 ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = "https://github.com/example/beyond-softmax-book"  # a public address, as Actions or $BOOK_REPOSITORY_URL give one
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHAPTERS = sorted(p.stem for p in (ROOT / "chapters").glob("[0-9]*.py"))
 PAGES = ["index", "scorecard", "reference", "bibliography", *(f"chapters/{c}" for c in CHAPTERS)]
@@ -31,10 +32,11 @@ if CHROMIUM is None:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory) -> Path:
-    """A fresh build of the book, from the committed executed notebooks, with warnings as errors."""
+    """A fresh build of the book, from the committed executed notebooks, with warnings as errors, for a
+    book whose repository is public at ``REPOSITORY``."""
     out = tmp_path_factory.mktemp("book")
     subprocess.run([sys.executable, "-m", "lib.scorecard"], cwd=ROOT, check=True, timeout=300)
-    done = build(out, "committed")
+    done = build(out, "committed", url=REPOSITORY)
     assert done.returncode == 0, f"the book does not build with -W:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
     return out / "_build" / "html"
 
@@ -110,3 +112,20 @@ def test_equations_are_typeset_by_the_shipped_mathjax(book, browser):
         assert not seen["outside"]
     finally:
         seen["context"].close()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_pages_offer_launch_repository_and_download_buttons(book, browser, chapter):
+    seen = visit(browser, book / "chapters" / f"{chapter}.html")
+    try:
+        links = set(seen["page"].eval_on_selector_all("a", "els => els.map(e => e.getAttribute('href'))"))
+    finally:
+        seen["context"].close()
+    owner_name = REPOSITORY.removeprefix("https://github.com/")
+    assert f"https://colab.research.google.com/github/{owner_name}/blob/main/chapters/{chapter}.ipynb" in links
+    assert f"https://mybinder.org/v2/gh/{owner_name}/main?urlpath=tree/chapters/{chapter}.ipynb" in links
+    assert REPOSITORY in links and any(str(link).startswith(f"{REPOSITORY}/issues/new") for link in links)
+    download = f"../_sources/chapters/{chapter}.ipynb"
+    assert download in links
+    stamped = (book / "_sources" / "chapters" / f"{chapter}.ipynb").read_text()
+    assert f'\\"BOOK_REPOSITORY\\", \\"{REPOSITORY}\\"' in stamped  # the download names the book it comes from
