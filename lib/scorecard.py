@@ -79,6 +79,12 @@ def _unconverged(card: dict) -> bool:
     return bool(conv) and not conv["converged"]
 
 
+def latex_columns(*widths: int) -> str:
+    """A wide table's column widths in the PDF, as parts of the line (HTML ignores them): without them LaTeX
+    sets each column as wide as its longest cell, and a wide table runs off the page."""
+    return "```{tabularcolumns} " + "".join(rf"\X{{{w}}}{{{sum(widths) + 2}}}" for w in widths) + "\n```"
+
+
 def render(root: Path = ROOT) -> str:
     """The first page's scorecard: verdict counts per chapter, then the headline table."""
     chapters = sorted((root / "chapters").glob("[0-9]*.py"))
@@ -107,7 +113,7 @@ def render(root: Path = ROOT) -> str:
            "Every claim at its strongest scale: our mean and 95% interval over seeds (the bar, coloured by verdict), the "
            "region the claim's rule accepts (shaded green) and the paper's value (a black diamond, where it is a number). "
            "Differences of accuracies are in points; a panel's scale is its claim's own.", "```", "",
-           "**Every claim at its strongest scale**", "", *table, ""]
+           "**Every claim at its strongest scale**", "", latex_columns(2, 7, 2, 3, 2, 1, 3, 5), "", *table, ""]
     if stale_note:
         out += ["† made by an earlier version of the chapter's code (its code digest differs from the current one): re-run that profile.", ""]
     if unconverged_note:
@@ -187,6 +193,7 @@ def render_status(root: Path = ROOT) -> str:
     """A row per committed run: chapter, profile, date, commit, device and numeric path, seeds, wall time, converged."""
     results = load_all(root)
     lines = ["<!-- written by `python -m lib.scorecard` from the run cards; do not edit -->", "",
+             latex_columns(3, 3, 4, 6, 12, 5, 3, 3, 3, 4), "",
              "| chapter | profile | date | commit | device and numeric path | seeds | wall time | trainings | converged | code |",
              "|---" * 10 + "|"]
     for py in sorted((root / "chapters").glob("[0-9]*.py")):

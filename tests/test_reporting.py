@@ -287,3 +287,16 @@ def test_the_status_table_has_a_row_per_run_from_its_card(tmp_path):
     assert [r.split("|")[2].strip() for r in rows] == ["cpu", "quick"]  # no full profile file: no full row
     assert "3 (0, 1, 2)" in rows[0] and "fp32" in rows[0] and "stale †" not in rows[0]
     assert sum("not run" in line for line in text.splitlines() if "Ch. 5" in line) == 1
+
+
+@pytest.mark.parametrize("render", [scorecard.render, scorecard.render_status])
+def test_a_wide_table_gives_the_pdf_a_width_for_each_of_its_columns_within_the_line(tmp_path, render):
+    import re
+
+    make_book(tmp_path)
+    (tmp_path / "chapters" / "profiles").mkdir(exist_ok=True)
+    lines = render(tmp_path).splitlines()
+    spec = next(i for i, line in enumerate(lines) if line.startswith("```{tabularcolumns}"))
+    header = next(line for line in lines[spec:] if line.startswith("| chapter"))  # the table the spec applies to
+    widths = [int(a) / int(b) for a, b in re.findall(r"\\X\{(\d+)\}\{(\d+)\}", lines[spec])]
+    assert len(widths) == header.count("|") - 1 and sum(widths) < 1
