@@ -365,6 +365,12 @@ OUTSIDE_A_CLONE = (
     "made from a local path, runs its first cells. ")
 
 
+def trained_on(card: dict) -> str:
+    """The machines whose trainings a run card's page rests on: a page rendered from records (``--from-records``,
+    merged shards) ran on another machine, or on other threads, than its trainings."""
+    return "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
+
+
 def run_this_chapter(chapter: str, experiment, outside_a_clone: str = "Its datasets download on first use "
                      "(torchvision's downloaders; that needs the internet, which the offline check does not use).") -> None:
     """In a notebook, at the top of a chapter: how to run it in each profile, with lib.run and with
@@ -383,8 +389,7 @@ def run_this_chapter(chapter: str, experiment, outside_a_clone: str = "Its datas
         elif saved:
             card = saved["run_card"]
             minutes = card["units_wall_time_s"] / 60
-            machines = "; ".join(sorted({m["machine"] for m in card["units_made_by"]})) or card["device"]
-            when = (f"its committed run's trainings took {minutes:.0f} min in all on {machines} (trainings run side by side "
+            when = (f"its committed run's trainings took {minutes:.0f} min in all on {trained_on(card)} (trainings run side by side "
                     "each counted; the profile file gives the wall time)")
         else:
             when = "not run yet; `--plan` lists its units and estimates their minutes on one H100"
