@@ -26,6 +26,7 @@ from .evaluation import mean_ci
 from .provenance import ROOT, device_description, library_versions, numeric_path, pin_threads, this_machine
 from .settings import PROFILES
 from .keys import plain
+from .readings import trained_on
 from .units import Records
 from .verdicts import NEEDS_LARGER, NOT_RUN, PROFILE_SCALE, UNTESTABLE, Region, Scale, judge, legacy_verdict
 
@@ -363,12 +364,6 @@ OUTSIDE_A_CLONE = (
     "its pinned packages (`pip install -e`) and goes on in its `chapters/` folder; inside a clone it does nothing. "
     "`tests/test_outside_clone.py` checks this offline: a copy of the chapter, run in an empty folder with the clone "
     "made from a local path, runs its first cells. ")
-
-
-def trained_on(card: dict) -> str:
-    """The machines whose trainings a run card's page rests on: a page rendered from records (``--from-records``,
-    merged shards) ran on another machine, or on other threads, than its trainings."""
-    return "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
 
 
 def run_this_chapter(chapter: str, experiment, outside_a_clone: str = "Its datasets download on first use "

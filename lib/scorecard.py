@@ -23,7 +23,8 @@ from pathlib import Path
 
 import math
 
-from .reporting import format_ours, format_rule, format_verdict, load_results, trained_on
+from .readings import trained_on
+from .reporting import format_ours, format_rule, format_verdict, load_results
 from .keys import code_digest
 from .verdicts import INCONCLUSIVE, NEEDS_LARGER, NOT_REPRODUCED, NOT_RUN, PROFILE_SCALE, REPRODUCED, UNTESTABLE, VERDICTS, Region
 
