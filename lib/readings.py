@@ -106,6 +106,12 @@ def _stale(card: dict) -> bool:
     return card["versions"]["lib"] != code_digest(card["experiment"])
 
 
+def trained_on(card: dict) -> str:
+    """The machines whose trainings a run card's page rests on: a page rendered from records (``--from-records``,
+    merged shards) ran on another machine, or on other threads, than its trainings."""
+    return "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
+
+
 def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str,
                             ids: list[str] | None = None) -> str:
     """The chapter's reproducibility summary (markdown). ``by_profile``: each profile's saved results
@@ -131,7 +137,7 @@ def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: s
     compute = []
     for profile in order:
         card = by_profile[profile]["run_card"]
-        compute.append(f"{profile}: {card.get('units_wall_time_s', card['wall_time_s']) / 3600:.2f} h of training on {card['device']} "
+        compute.append(f"{profile}: {card.get('units_wall_time_s', card['wall_time_s']) / 3600:.2f} h of training on {trained_on(card)} "
                        f"({len(card['seeds'])} seeds; page rendered in {card['wall_time_s'] / 60:.1f} min)")
     return "\n".join([
         "```{admonition} Reproducibility summary", ":class: note", "",

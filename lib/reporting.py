@@ -26,6 +26,7 @@ from .evaluation import mean_ci
 from .provenance import ROOT, device_description, library_versions, numeric_path, pin_threads, this_machine
 from .settings import PROFILES
 from .keys import plain
+from .readings import trained_on
 from .units import Records
 from .verdicts import NEEDS_LARGER, NOT_RUN, PROFILE_SCALE, UNTESTABLE, Region, Scale, judge, legacy_verdict
 
@@ -383,8 +384,7 @@ def run_this_chapter(chapter: str, experiment, outside_a_clone: str = "Its datas
         elif saved:
             card = saved["run_card"]
             minutes = card["units_wall_time_s"] / 60
-            machines = "; ".join(sorted({m["machine"] for m in card["units_made_by"]})) or card["device"]
-            when = (f"its committed run's trainings took {minutes:.0f} min in all on {machines} (trainings run side by side "
+            when = (f"its committed run's trainings took {minutes:.0f} min in all on {trained_on(card)} (trainings run side by side "
                     "each counted; the profile file gives the wall time)")
         else:
             when = "not run yet; `--plan` lists its units and estimates their minutes on one H100"

@@ -8,7 +8,7 @@
   taken from the strongest profile that has a result for it (full, then cpu, then quick), saying
   which profile and how many seeds;
 * ``_generated/scorecard_by_profile.md``: every profile's claims in full, with run cards;
-* ``_generated/status.md``: a row per run (chapter, profile, date, commit, device and numeric path,
+* ``_generated/status.md``: a row per run (chapter, profile, date, commit, the machines its trainings ran on and the numeric path,
   seeds, wall time, converged), read from the run cards.
 
 A claim whose strongest run was made by other code than the current library's (its code digest
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import math
 
+from .readings import trained_on
 from .reporting import format_ours, format_rule, format_verdict, load_results
 from .keys import code_digest
 from .verdicts import INCONCLUSIVE, NEEDS_LARGER, NOT_REPRODUCED, NOT_RUN, PROFILE_SCALE, REPRODUCED, UNTESTABLE, VERDICTS, Region
@@ -190,11 +191,11 @@ def _claim_panel(ax, c: dict, profile: str) -> None:
 
 
 def render_status(root: Path = ROOT) -> str:
-    """A row per committed run: chapter, profile, date, commit, device and numeric path, seeds, wall time, converged."""
+    """A row per committed run: chapter, profile, date, commit, the machines its trainings ran on and the numeric path, seeds, wall time, converged."""
     results = load_all(root)
     lines = ["<!-- written by `python -m lib.scorecard` from the run cards; do not edit -->", "",
              latex_columns(3, 3, 4, 6, 12, 5, 3, 3, 3, 4), "",
-             "| chapter | profile | date | commit | device and numeric path | seeds | wall time | trainings | converged | code |",
+             "| chapter | profile | date | commit | trained on, numeric path | seeds | wall time | trainings | converged | code |",
              "|---" * 10 + "|"]
     for py in sorted((root / "chapters").glob("[0-9]*.py")):
         for profile in STRONGEST_FIRST:
@@ -208,7 +209,7 @@ def render_status(root: Path = ROOT) -> str:
             conv = card["convergence"]
             converged = "—" if conv is None else "yes" if conv["converged"] else "**no**"
             code = "stale †" if _stale(card) else "current"
-            lines.append(f"| {_link(py)} | {profile} | {card['started'][:10]} | `{card['versions']['git']}` | {card['device']}; "
+            lines.append(f"| {_link(py)} | {profile} | {card['started'][:10]} | `{card['versions']['git']}` | {trained_on(card)}; "
                          f"{card['numerics']} | {len(card['seeds'])} ({', '.join(map(str, card['seeds']))}) | "
                          f"{card['wall_time_s'] / 60:.1f} min | {card.get('units_wall_time_s', 0) / 60:.1f} min | {converged} | {code} |")
     lines += ["", "Wall time: the run that rendered the page (a page rendered from earlier records takes minutes); trainings: the "

@@ -63,3 +63,6 @@ def test_the_summary_reads_scope_results_and_compute_from_the_runs(tmp_path):
                                     method="M.", easy="E.", difficult="D.", left_open="L.")
     assert "2 at the cpu profile's scale †, 1 at the quick profile's scale" in stale
     assert "† The cpu run was made by an earlier version of this chapter's code" in stale
+    cpu["run_card"]["units_made_by"] = [{"git": "0123abc", "machine": "cpu: a trainer, 1 threads"}]  # rendered from its records
+    merged = reproducibility_summary({"cpu": cpu}, method="M.", easy="E.", difficult="D.", left_open="L.")
+    assert "h of training on cpu: a trainer, 1 threads (3 seeds" in merged and cpu["run_card"]["device"] not in merged

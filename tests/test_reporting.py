@@ -287,6 +287,12 @@ def test_the_status_table_has_a_row_per_run_from_its_card(tmp_path):
     assert [r.split("|")[2].strip() for r in rows] == ["cpu", "quick"]  # no full profile file: no full row
     assert "3 (0, 1, 2)" in rows[0] and "fp32" in rows[0] and "stale †" not in rows[0]
     assert sum("not run" in line for line in text.splitlines() if "Ch. 5" in line) == 1
+    saved = next((tmp_path / "results" / "cpu").glob("*/results.json"))
+    results = json.loads(saved.read_text())
+    results["run_card"]["units_made_by"] = [{"git": "0123abc", "machine": "cuda: a trainer's GPU"}]
+    saved.write_text(json.dumps(results))  # rendered here from records that another machine trained
+    row = next(line for line in scorecard.render_status(tmp_path).splitlines() if "| cpu |" in line)
+    assert "cuda: a trainer's GPU; fp32" in row and results["run_card"]["device"] not in row
 
 
 @pytest.mark.parametrize("render", [scorecard.render, scorecard.render_status])
