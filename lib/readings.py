@@ -112,6 +112,12 @@ def trained_on(card: dict) -> str:
     return "; ".join(sorted({m["machine"] for m in card.get("units_made_by", [])})) or card["device"]
 
 
+def trained_at(card: dict) -> list[str]:
+    """The commits whose code made the trainings a run card's page rests on (its render's own commit when the card
+    names none): a page rendered from records, or from merged shards, is rendered at a later commit than its trainings."""
+    return sorted({m["git"] for m in card.get("units_made_by", [])}) or [card["versions"]["git"]]
+
+
 def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str,
                             ids: list[str] | None = None) -> str:
     """The chapter's reproducibility summary (markdown). ``by_profile``: each profile's saved results

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import math
 
-from .readings import trained_on
+from .readings import trained_at, trained_on
 from .reporting import format_ours, format_rule, format_verdict, load_results
 from .keys import code_digest
 from .verdicts import INCONCLUSIVE, NEEDS_LARGER, NOT_REPRODUCED, NOT_RUN, PROFILE_SCALE, REPRODUCED, UNTESTABLE, VERDICTS, Region
@@ -209,11 +209,16 @@ def render_status(root: Path = ROOT) -> str:
             conv = card["convergence"]
             converged = "—" if conv is None else "yes" if conv["converged"] else "**no**"
             code = "stale †" if _stale(card) else "current"
-            lines.append(f"| {_link(py)} | {profile} | {card['started'][:10]} | `{card['versions']['git']}` | {trained_on(card)}; "
+            commits = trained_at(card)
+            commit = ", ".join(f"`{g}`" for g in commits)
+            if commits != [card["versions"]["git"]]:
+                commit = f"trainings {commit}; page `{card['versions']['git']}`"
+            lines.append(f"| {_link(py)} | {profile} | {card['started'][:10]} | {commit} | {trained_on(card)}; "
                          f"{card['numerics']} | {len(card['seeds'])} ({', '.join(map(str, card['seeds']))}) | "
                          f"{card['wall_time_s'] / 60:.1f} min | {card.get('units_wall_time_s', 0) / 60:.1f} min | {converged} | {code} |")
     lines += ["", "Wall time: the run that rendered the page (a page rendered from earlier records takes minutes); trainings: the "
-              "training time of every unit the page rests on, wherever it ran. † the chapter's code has changed since the run: "
+              "training time of every unit the page rests on, wherever it ran. Commit: the code the trainings ran, and the page's own "
+              "commit where it was rendered later. † the chapter's code has changed since the run: "
               "re-run that profile.", ""]
     return "\n".join(lines)
 

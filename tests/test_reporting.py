@@ -293,6 +293,12 @@ def test_the_status_table_has_a_row_per_run_from_its_card(tmp_path):
     saved.write_text(json.dumps(results))  # rendered here from records that another machine trained
     row = next(line for line in scorecard.render_status(tmp_path).splitlines() if "| cpu |" in line)
     assert "cuda: a trainer's GPU; fp32" in row and results["run_card"]["device"] not in row
+    page = results["run_card"]["versions"]["git"]
+    assert f"trainings `0123abc`; page `{page}`" in row  # the code the trainings ran, then the later render's
+    results["run_card"]["units_made_by"] = [{"git": page, "machine": "cuda: a trainer's GPU"}]
+    saved.write_text(json.dumps(results))
+    row = next(line for line in scorecard.render_status(tmp_path).splitlines() if "| cpu |" in line)
+    assert f"| `{page}` |" in row and "trainings" not in row  # trained and rendered at one commit: named once
 
 
 @pytest.mark.parametrize("render", [scorecard.render, scorecard.render_status])
