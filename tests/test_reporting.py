@@ -274,6 +274,12 @@ def test_the_front_page_figure_has_a_panel_per_claim_with_a_number(tmp_path):
     assert len(panels) == 3  # chapter 4's claims, each at its strongest profile (c: the quick run, as the cpu run could not run it)
     assert titles[0].endswith("cpu, n=3: needs a larger run") and titles[1].endswith("cpu, n=3: not reproduced")
     assert titles[2].endswith("quick, n=2: reproduced")
+    saved = next((tmp_path / "results" / "cpu").glob("*/results.json"))
+    results = json.loads(saved.read_text())
+    results["run_card"]["versions"]["lib"] = "an earlier digest"
+    saved.write_text(json.dumps(results))  # the cpu run was made by earlier code: its panels carry the table's †
+    titles = [ax.get_title(loc="left") for ax in scorecard.figure(tmp_path).axes if ax.axison]
+    assert titles[0].endswith("cpu †, n=3: needs a larger run") and titles[2].endswith("quick, n=2: reproduced")
     (tmp_path / "empty" / "chapters").mkdir(parents=True)
     assert scorecard.figure(tmp_path / "empty") is None
 
