@@ -223,7 +223,8 @@ def execute(chapter: Path, profile: str, params: dict, changed: dict, refresh: b
         jupytext.write(nb, source)
         try:
             papermill.execute_notebook(
-                str(source), str(partial), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True
+                str(source), str(partial), parameters=changed, cwd=str(chapter.parent), kernel_name="python3", progress_bar=True,
+                coalesce_streams=True,  # a progress bar's every refresh is one stream output: keep its last state, once
             )
         except papermill.PapermillExecutionError as err:
             if err.ename == "BudgetReached":  # a deadline ended the command between two units: not a failure

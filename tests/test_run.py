@@ -1,5 +1,6 @@
 """The runner refuses bad profiles, names and values before anything runs, and a failing chapter fails."""
 
+import json
 import math
 from pathlib import Path
 
@@ -91,6 +92,34 @@ def test_a_failing_chapter_fails_the_run(tmp_path, monkeypatch):
     assert "RuntimeError" in (out / "99_broken.partial.ipynb").read_text()  # the failed run, for a look
     assert (out / "99_broken.ipynb").read_text() == "the last complete run"  # the committed run is left as it was
     assert not chapter.with_suffix(".ipynb").exists()  # and so is the book's notebook
+
+
+PROGRESS = """# %% tags=["parameters"]
+steps = 40
+
+# %%
+import time
+from tqdm.auto import tqdm
+
+for _ in tqdm(range(steps), mininterval=0, desc="training"):
+    time.sleep(0.005)
+print("done")
+"""
+
+
+def test_a_progress_bar_is_kept_as_one_output_in_its_final_state(tmp_path, monkeypatch):
+    chapter = tmp_path / "chapters" / "98_progress.py"
+    chapter.parent.mkdir()
+    chapter.write_text(PROGRESS)
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    monkeypatch.setattr(run, "check_units", lambda *args: None)  # the toy chapter has no units
+    params, changed = resolve_parameters(chapter, "quick", None, {})
+    executed = run.execute(chapter, "quick", params, changed)
+    cell = [c for c in json.loads(executed.read_text())["cells"] if "tqdm(" in "".join(c["source"])][0]
+    streams = [o for o in cell["outputs"] if o["output_type"] == "stream"]
+    assert sorted(o["name"] for o in streams) == ["stderr", "stdout"]  # not one output per refresh
+    bar = "".join(next(o for o in streams if o["name"] == "stderr")["text"])
+    assert "\r" not in bar and bar.count("training:") == 1 and "40/40" in bar  # its last state, once
 
 
 CHAPTER1 = CHAPTER.parent / "01_embeddings_extendable_classification.py"
