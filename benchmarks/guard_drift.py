@@ -27,7 +27,9 @@ reads: no claim's tolerance is below its drift times the guard's margin.
 Run: ``python benchmarks/guard_drift.py`` (all chapters, about 50 minutes on 2 cores), or name
 chapters: ``python benchmarks/guard_drift.py chapters/03_*.py``. A chapter's runs are kept in the
 json with a digest of its code; a run whose chapter or library code has changed since is made again,
-the others are reused (``--fresh`` makes them all again). Not a test: it takes too long, and its
+the others are reused (``--fresh`` makes them all again). ``--this-machine`` adds one run of each named
+chapter, natively on the machine at hand, to the runs measured on another: a second real CPU (another
+vendor's kernels) can move a claim further than the emulations do. Not a test: it takes too long, and its
 numbers belong to the code it measured.
 """
 
@@ -93,11 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", nargs="*", type=Path, help="chapter .py files (default: all four)")
     parser.add_argument("--fresh", action="store_true", help="run every perturbation again, even where the code has not changed")
+    parser.add_argument("--this-machine", action="store_true",
+                        help="add this machine's native run to the chapters' entries, beside the perturbations measured on another: "
+                             "a real machine's drift, which emulation can underestimate")
     args = parser.parse_args()
     chapters = [c.resolve() for c in (args.chapters or sorted((ROOT / "chapters").glob("[0-9]*.py")))]
     table = json.loads(DRIFT_FILE.read_text()) if DRIFT_FILE.is_file() else {"chapters": {}}
     table["perturbations"] = {p.name: {"env": p.env, "what": p.what} for p in PERTURBATIONS}
     for chapter in chapters:
+        if args.this_machine:
+            add_this_machine(table, chapter)
+            continue
         digest = chapter_digest(chapter)
         entry = table["chapters"].get(chapter.stem, {})
         if entry.get("digest") != digest or args.fresh:
@@ -117,8 +125,27 @@ def main() -> None:
     print_table(table, [c.stem for c in chapters])
 
 
+def add_this_machine(table: dict, chapter: Path) -> None:
+    """Run the chapter's quick profile natively here and keep it as one more run of its entry, named
+    by this machine (``native on <cpu>``): the drift then spans a second real CPU as well as the
+    emulated ones."""
+    entry = table["chapters"].get(chapter.stem)
+    if entry is None:
+        raise SystemExit(f"{chapter.stem} has no entry in {DRIFT_FILE.name} yet: run python benchmarks/guard_drift.py {chapter} first")
+    name = f"native on {cpu_description()}"
+    claims, wall = run_quick(chapter, PERTURBATIONS[0])
+    entry["runs"][name], entry["wall_s"][name] = claims, round(wall, 1)
+    entry["drift"] = drift_of(entry["runs"])
+    entry.setdefault("other_machines", {})[name] = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                                    "commit": git_commit(), "digest": chapter_digest(chapter),
+                                                    "python": platform.python_version()}
+    DRIFT_FILE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"{chapter.stem} / {name}: {wall:.0f} s", flush=True)
+
+
 def print_table(table: dict, chapters: list[str]) -> None:
     names = [p.name for p in PERTURBATIONS]
+    names += sorted({n for stem in chapters for n in table["chapters"][stem]["runs"]} - set(names))  # runs on other machines
     print(f"\n| claim | {' | '.join(names)} | drift |\n|---|{'---|' * len(names)}---|")
     for stem in chapters:
         entry = table["chapters"][stem]

@@ -10,8 +10,10 @@ book's JPEG copy, say) skips it. Timings are left out (they belong to the machin
 **Tolerance.** A quick run is deterministic on one machine; what moves its numbers on another is
 the machine: other kernels (instruction sets, thread counts) round differently, and a training
 amplifies that. ``benchmarks/guard_drift.py`` measures it here by emulating other CPUs (AVX2 and
-AVX-512 kernels, 1 and 2 threads; ``tests/guard_drift.json``), and the guard allows ``MARGIN``
-times the largest difference it measured between two emulated machines, and at least ``FLOOR``
+AVX-512 kernels, 1 and 2 threads; ``tests/guard_drift.json``), plus a native run on each other real
+CPU it was run on (``--this-machine``: an Intel Xeon with AMX moved chapter 1's MNIST extension by a
+point from the AMD EPYC the notebook was committed on, more than any emulation did), and the guard
+allows ``MARGIN`` times the largest difference it measured between two of those, and at least ``FLOOR``
 (one accuracy point, or 1% of a larger value: a single test image flipping moves a mean by about
 that much). The committed seeds' spread does not enter: two runs of the same seeds differ by the
 machine, not by a new draw of seeds.
@@ -71,7 +73,8 @@ def committed_claims(notebook: Path) -> tuple[dict[str, dict], list | None]:
 
 
 def measured_drift(path: Path = DRIFT_FILE) -> dict[str, float]:
-    """Each claim's drift across the emulated machines (benchmarks/guard_drift.py), by claim id."""
+    """Each claim's drift across the emulated machines and any other real machine measured
+    (benchmarks/guard_drift.py), by claim id."""
     table = json.loads(path.read_text())
     return {id: d for entry in table["chapters"].values() for id, d in entry["drift"].items()}
 
