@@ -749,15 +749,16 @@ results.show_claims()
 # ### At larger scales
 #
 # The **cpu** profile (`chapters/profiles/02_self_organizing_class_embeddings.cpu.yaml`) trains a
-# CPU-sized encoder on all 50,000 training images to convergence and tests on all 10,000, with the
-# capacity sweep and the arm of the class means' learning rate; the
+# CPU-sized encoder on all 50,000 training images for 20 epochs and tests on all 10,000, with the
+# capacity sweep and the arm of the class means' learning rate; its run card says whether every
+# compared model met the convergence criterion, and a run that did not is judged at toy scale. The
 # **full** profile (`….full.yaml`) is the paper's ResNet-18 with a standard strong recipe (SGD with
 # Nesterov momentum, weight decay, one-cycle, label smoothing {cite:p}`szegedy2016rethinking`; after
 # airbench {cite:p}`jordan2024airbench`), on a GPU. Their committed results are shown here as
 # saved, with their run cards; each executed notebook, this page made from that run, is in
 # `results/<profile>/02_self_organizing_class_embeddings/`. Below them, the claims whose reading
-# changed since the committed cpu run (`CHANGES`): the earlier reading and verdict beside the rule
-# the next run is judged by.
+# changed since the earlier cpu run (`CHANGES`): its reading and verdict beside the rule each claim is
+# judged by now, and the verdict of the committed run.
 
 # %% tags=["hide-input"]
 stronger = show_stronger_profiles(results_root, results.chapter, profile,
