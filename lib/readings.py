@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from .keys import code_digest
-from .verdicts import PROFILE_SCALE, VERDICTS, legacy_verdict
+from .verdicts import PROFILE_SCALE, VERDICTS, Scale, legacy_verdict
 
 EARLIER = "earlier_readings.json"
 KEPT = ("id", "claim", "paper", "rule", "verdict", "mean", "low", "high", "n", "unit", "why")
@@ -118,6 +118,15 @@ def trained_at(card: dict) -> list[str]:
     return sorted({m["git"] for m in card.get("units_made_by", [])}) or [card["versions"]["git"]]
 
 
+def _scale_of(profile: str, card: dict) -> str:
+    """Where a profile's claims were judged: its own scale, or the lower one its run card recorded (a cpu
+    run whose models missed the convergence criterion counts at toy scale)."""
+    nominal, recorded = PROFILE_SCALE[profile], Scale[card.get("scale", PROFILE_SCALE[profile].name)]
+    if recorded == nominal:
+        return f"at the {profile} profile's scale"
+    return f"from the {profile} profile's run, counted at {recorded.label} (its models missed the convergence criterion)"
+
+
 def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: str, difficult: str, left_open: str,
                             ids: list[str] | None = None) -> str:
     """The chapter's reproducibility summary (markdown). ``by_profile``: each profile's saved results
@@ -131,8 +140,8 @@ def reproducibility_summary(by_profile: dict[str, dict], *, method: str, easy: s
             if ids is None or c["id"] in ids:
                 strongest.setdefault(c["id"], (profile, c))
     stale = {p for p in order if _stale(by_profile[p]["run_card"])}
-    scope = ", ".join(f"{sum(p == profile for p, _ in strongest.values())} at the {profile} profile's scale{' †' if profile in stale else ''}"
-                      for profile in order if any(p == profile for p, _ in strongest.values()))
+    scope = ", ".join(f"{sum(p == profile for p, _ in strongest.values())} {_scale_of(profile, by_profile[profile]['run_card'])}"
+                      f"{' †' if profile in stale else ''}" for profile in order if any(p == profile for p, _ in strongest.values()))
     tally = Counter(legacy_verdict(c) for _, c in strongest.values())
     results = "; ".join(f"{tally[v]} {v}" for v in VERDICTS if tally[v])
     used = sorted({p for p, _ in strongest.values()} & stale, key=order.index)

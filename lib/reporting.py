@@ -174,17 +174,18 @@ class ChapterResults:
         display(Markdown(f"Results, figures and unit records written to `{self.dir}`."), metadata={GUARD_DATA_KEY: self.data_read})
 
     def show_changed_readings(self, results_root: str | Path, changes: dict[str, str], shown: dict[str, dict]) -> None:
-        """In a notebook: for each stronger profile whose earlier readings were kept (:mod:`lib.readings`),
-        the claims whose reading changed: earlier rule and verdict beside this run's rule, the verdict of
-        that profile's newer run (``shown``, from :func:`show_stronger_profiles`) once there is one, and
-        why (``changes``: claim id → reason)."""
+        """In a notebook: for this run's profile and each stronger one whose earlier readings were kept
+        (:mod:`lib.readings`), the claims whose reading changed: earlier rule and verdict beside this run's
+        rule, the verdict of that profile's newer run (``shown``, from :func:`show_stronger_profiles`; for
+        this run's own profile, this run) once there is one, and why (``changes``: claim id → reason)."""
         from IPython.display import Markdown, display
 
         from .readings import changed_readings_markdown
 
         order = list(PROFILE_SCALE)
-        for stronger in order[order.index(self.profile) + 1:]:
-            table = changed_readings_markdown(Path(results_root) / stronger / self.chapter, self.claims, shown.get(stronger), changes)
+        judged = {**shown, self.profile: {"claims": self.claims, "run_card": {"started": self.started_at}}}
+        for profile in order[order.index(self.profile):]:
+            table = changed_readings_markdown(Path(results_root) / profile / self.chapter, self.claims, judged.get(profile), changes)
             if table:
                 display(Markdown(table))
 

@@ -66,3 +66,33 @@ def test_the_summary_reads_scope_results_and_compute_from_the_runs(tmp_path):
     cpu["run_card"]["units_made_by"] = [{"git": "0123abc", "machine": "cpu: a trainer, 1 threads"}]  # rendered from its records
     merged = reproducibility_summary({"cpu": cpu}, method="M.", easy="E.", difficult="D.", left_open="L.")
     assert "h of training on cpu: a trainer, 1 threads (3 seeds" in merged and cpu["run_card"]["device"] not in merged
+
+
+def test_an_unconverged_cpu_run_is_said_to_count_at_toy_scale_in_the_summary(tmp_path):
+    root = tmp_path / "results"
+    cpu = results_of(root, profile="cpu", seeds=(0, 1, 2), chapter="04_x")
+    cpu.converged(False, "a criterion its models missed")
+    cpu.claim("gain", "a gain", "> 0", [0.019, 0.02, 0.021], Above(0.0), needs=Scale.CONVERGED, unit="points")
+    cpu.save(device=torch.device("cpu"), data=[], initialisation="random")
+    text = reproducibility_summary({"cpu": {"claims": cpu.claims, "run_card": cpu.card}}, method="M.", easy="E.", difficult="D.",
+                                   left_open="L.")
+    assert "1 from the cpu profile's run, counted at toy scale (its models missed the convergence criterion)" in text
+    assert "at the cpu profile's scale" not in text and "1 needs a larger run" in text
+
+
+def test_a_page_shows_its_own_profiles_earlier_readings_beside_its_verdicts(tmp_path):
+    from unittest import mock
+
+    root = tmp_path / "results"
+    saved_cpu_run(root, [0.019, 0.02, 0.021], Above(0.0))
+    keep(root / "cpu" / "04_x")
+    time.sleep(1.01)  # a run is known by when it started, to the second
+    again = results_of(root, profile="cpu", seeds=(0, 1, 2), chapter="04_x")  # the re-run, under a new rule
+    again.converged(True, "a criterion")
+    again.claim("gain", "a gain of more than 2 points", "> 2", [0.01, 0.011, 0.012], Above(0.02), needs=Scale.CONVERGED, unit="points")
+    shown = []
+    with mock.patch("IPython.display.display", side_effect=lambda md: shown.append(md.data)):
+        again.show_changed_readings(root, {"gain": "a clearer rule"}, {})
+    assert len(shown) == 1  # the cpu page's own table; no stronger profile kept any
+    row = next(line for line in shown[0].splitlines() if "`gain`" in line)
+    assert "**reproduced**" in row.split("|")[3] and "**not reproduced**" in row.split("|")[5] and "a clearer rule" in row
