@@ -725,7 +725,7 @@ stronger = show_stronger_profiles(results_root, results.chapter, profile,
                                    "tsne_before_after"])
 
 # %% [markdown]
-# **Readings changed since the last committed cpu run**, and why. Each rule below was written from
+# **Readings changed since the earlier cpu run**, and why. Each rule below was written from
 # the paper's wording before the run that judges it; the earlier reading stays beside the new one.
 
 # %% tags=["hide-input"]

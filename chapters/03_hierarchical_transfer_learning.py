@@ -403,11 +403,11 @@ results.table("f1_per_level", [{"model": v.name, "level": level, "F1 (micro), tr
 #   construction; the test set with the training's imbalance has no such shift and asks whether
 #   they help the rare sub-classes without hurting the others.
 #
-# The changes to these readings since the last committed cpu run are listed in `CHANGES` below
+# The changes to these readings since the earlier cpu run are listed in `CHANGES` below
 # and shown beside that run's verdicts under "At larger scales".
 
 # %%
-CHANGES = {  # claim id -> why its reading changed since the committed cpu run (lib.readings)
+CHANGES = {  # claim id -> why its reading changed since the earlier cpu run (lib.readings)
     "c3-resnet-super": "claim text and reason: the paper's number is micro-F1 on training images (its authors' code), on private data; "
                        "untestable here, named as such",
     "c3-resnet-sub": "as c3-resnet-super",
