@@ -907,8 +907,8 @@ display(Markdown("\n".join(f"- {d}" for d in deviations)))
 # :class: dropdown
 #
 # Run `python -m lib.run chapters/02_self_organizing_class_embeddings.py -p pair_classes "[3, 5]" -p results_root ../exercises`
-# and read the one-feature picture (the cpu and full profiles use this pair: once their results are
-# committed, their pictures appear under "At larger scales"). Each class is a unit Gaussian, so the distance between the two means, in
+# and read the one-feature picture (the cpu and full profiles use this pair: the cpu run's picture is
+# under "At larger scales", the full run's joins it once committed). Each class is a unit Gaussian, so the distance between the two means, in
 # units of that Gaussian's standard deviation, says how separable the model found the pair. Cats
 # and dogs share pose, texture and background; an encoder cannot pull their points as far apart as
 # automobile and frog, whose images differ in colour and shape. Expect the means closer together
