@@ -113,7 +113,7 @@ def render(root: Path = ROOT) -> str:
            "```{figure} /_generated/scorecard.png", ":name: scorecard-figure", ":width: 100%", "",
            "Every claim at its strongest scale: our mean and 95% interval over seeds (the bar, coloured by verdict), the "
            "region the claim's rule accepts (shaded green) and the paper's value (a black diamond, where it is a number). "
-           "Differences of accuracies are in points; a panel's scale is its claim's own; † as in the table below.", "```", "",
+           "Differences of accuracies are in points; a panel's scale is its claim's own; † and ‡ as in the table below.", "```", "",
            "**Every claim at its strongest scale**", "", latex_columns(2, 7, 2, 3, 2, 1, 3, 5), "", *table, ""]
     if stale_note:
         out += ["† made by an earlier version of the chapter's code (its code digest differs from the current one): re-run that profile.", ""]
@@ -157,7 +157,7 @@ def figure(root: Path = ROOT):
                 ax.axis("off")
                 continue
             c, profile, card = rows[row]
-            _claim_panel(ax, c, profile + (" †" if _stale(card) else ""))
+            _claim_panel(ax, c, profile + (" †" if _stale(card) else "") + (" ‡" if _unconverged(card) else ""))
     fig.legend(handles=[Patch(color=colour, label=verdict) for verdict, colour in COLOURS.items()], loc="lower center",
                ncol=len(COLOURS), frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1 - 0.45 / fig.get_figheight()))
@@ -170,7 +170,7 @@ def figure(root: Path = ROOT):
 
 def _claim_panel(ax, c: dict, profile: str) -> None:
     """One claim: the accepted region, the paper's value, our mean with its interval. ``profile``: the scale it was
-    judged at, with the table's † where that run was made by earlier code."""
+    judged at, with the table's † where that run was made by earlier code and ‡ where its models did not converge."""
     region, paper = region_of(c), c["paper"] if isinstance(c["paper"], (int, float)) else None
     low, high = c["low"], c["high"]
     finite = [x for x in (c["mean"], low, high, paper, region and region.low, region and region.high)

@@ -280,6 +280,10 @@ def test_the_front_page_figure_has_a_panel_per_claim_with_a_number(tmp_path):
     saved.write_text(json.dumps(results))  # the cpu run was made by earlier code: its panels carry the table's †
     titles = [ax.get_title(loc="left") for ax in scorecard.figure(tmp_path).axes if ax.axison]
     assert titles[0].endswith("cpu †, n=3: needs a larger run") and titles[2].endswith("quick, n=2: reproduced")
+    results["run_card"]["convergence"] = {"converged": False, "criterion": "the curve moved"}
+    saved.write_text(json.dumps(results))  # ... and its models missed the convergence criterion: the table's ‡ too
+    titles = [ax.get_title(loc="left") for ax in scorecard.figure(tmp_path).axes if ax.axison]
+    assert titles[0].endswith("cpu † ‡, n=3: needs a larger run") and titles[2].endswith("quick, n=2: reproduced")
     (tmp_path / "empty" / "chapters").mkdir(parents=True)
     assert scorecard.figure(tmp_path / "empty") is None
 
