@@ -108,12 +108,14 @@ def render(root: Path = ROOT) -> str:
             if _unconverged(card):
                 mark, unconverged_note = mark + " ‡", True
             table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{mark} | {c['n']} | {format_verdict(c)} | {format_rule(c)} |")
+    shown = [m for m, used in (("†", stale_note), ("‡", unconverged_note)) if used]
+    marks = f"; {' and '.join(shown)} as in the table below" if shown else ""
     out = ["<!-- written by `python -m lib.scorecard` from results/*/*/results.json; do not edit -->", "",
            "**Verdicts per chapter** (each claim counted once, at the strongest scale the book holds)", "", *counts, "",
            "```{figure} /_generated/scorecard.png", ":name: scorecard-figure", ":width: 100%", "",
            "Every claim at its strongest scale: our mean and 95% interval over seeds (the bar, coloured by verdict), the "
            "region the claim's rule accepts (shaded green) and the paper's value (a black diamond, where it is a number). "
-           "Differences of accuracies are in points; a panel's scale is its claim's own; † and ‡ as in the table below.", "```", "",
+           "Differences of accuracies are in points; a panel's scale is its claim's own" + marks + ".", "```", "",
            "**Every claim at its strongest scale**", "", latex_columns(2, 7, 2, 3, 2, 1, 3, 5), "", *table, ""]
     if stale_note:
         out += ["† made by an earlier version of the chapter's code (its code digest differs from the current one): re-run that profile.", ""]
