@@ -80,6 +80,11 @@ def _unconverged(card: dict) -> bool:
     return bool(conv) and not conv["converged"]
 
 
+def _marks(card: dict) -> str:
+    """The marks a run's rows and panels carry: † made by earlier code, ‡ its models did not converge."""
+    return (" †" if _stale(card) else "") + (" ‡" if _unconverged(card) else "")
+
+
 def latex_columns(*widths: int) -> str:
     """A wide table's column widths in the PDF, as parts of the line (HTML ignores them): without them LaTeX
     sets each column as wide as its longest cell, and a wide table runs off the page."""
@@ -102,12 +107,8 @@ def render(root: Path = ROOT) -> str:
         tally = Counter(c["verdict"] for c, _, _ in rows)
         counts.append(f"| {_link(py)} | " + " | ".join(str(tally.get(v, "")) for v in VERDICTS) + " |")
         for c, profile, card in rows:
-            mark = ""
-            if _stale(card):
-                mark, stale_note = " †", True
-            if _unconverged(card):
-                mark, unconverged_note = mark + " ‡", True
-            table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{mark} | {c['n']} | {format_verdict(c)} | {format_rule(c)} |")
+            stale_note, unconverged_note = stale_note or _stale(card), unconverged_note or _unconverged(card)
+            table.append(f"| {_link(py)} | {c['claim']} | {c['paper']} | {format_ours(c)} | {profile}{_marks(card)} | {c['n']} | {format_verdict(c)} | {format_rule(c)} |")
     shown = [m for m, used in (("†", stale_note), ("‡", unconverged_note)) if used]
     marks = f"; {' and '.join(shown)} as in the table below" if shown else ""
     out = ["<!-- written by `python -m lib.scorecard` from results/*/*/results.json; do not edit -->", "",
@@ -159,7 +160,7 @@ def figure(root: Path = ROOT):
                 ax.axis("off")
                 continue
             c, profile, card = rows[row]
-            _claim_panel(ax, c, profile + (" †" if _stale(card) else "") + (" ‡" if _unconverged(card) else ""))
+            _claim_panel(ax, c, profile + _marks(card))
     fig.legend(handles=[Patch(color=colour, label=verdict) for verdict, colour in COLOURS.items()], loc="lower center",
                ncol=len(COLOURS), frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1 - 0.45 / fig.get_figheight()))
